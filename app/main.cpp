@@ -1,0 +1,263 @@
+// snigate's entry point: parses the command line and wires the subsystems together (the
+// only place that does). Deliberately thin: behaviour lives in sshd/, sni_router/,
+// tunnel/ and keys/.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <thread>
+#include <vector>
+
+#include "app/cli.hpp"
+#include "keys/host_keys.hpp"
+#include "keys/key_store.hpp"
+#include "sni_router/listener.hpp"
+#include "sshd/server.hpp"
+#include "tunnel/endpoint_registry.hpp"
+
+namespace {
+
+using boost::asio::ip::tcp;
+
+struct Loggers {
+  std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys;
+};
+
+Loggers make_loggers(const std::string& level) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  auto make = [&](const char* name) {
+    auto l = std::make_shared<spdlog::logger>(name, sink);
+    l->set_level(spdlog::level::from_str(level));
+    l->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
+    l->flush_on(spdlog::level::trace);  // tail-able logs; the volume is per connection
+    return l;
+  };
+  return {make("app"), make("sshd"), make("sni"), make("tunnel"), make("keys")};
+}
+
+tcp::endpoint resolve(const gw::app::ListenAddr& a) {
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(a.host, ec);
+  if (!ec) {
+    return {address, a.port};
+  }
+  boost::asio::io_context ioc;
+  tcp::resolver resolver(ioc);
+  const auto results = resolver.resolve(a.host, std::to_string(a.port));  // throws: start-up
+  return *results.begin();
+}
+
+std::string to_string(const tcp::endpoint& e) {
+  const auto a = e.address();
+  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(e.port());
+}
+
+void raise_fd_limit() {
+  // Each tunnel connection needs a descriptor; the soft default (1024) is far too low.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+/// Loads authorized_keys and logs every skipped line; never throws for a missing file.
+std::shared_ptr<const gw::keys::KeyStore> load_keys(const std::string& path,
+                                                    spdlog::logger& log) {
+  std::vector<std::string> warnings;
+  auto store = gw::keys::load_key_store(path, &warnings);
+  for (const auto& w : warnings) {
+    log.warn("keys.skip {}", w);
+  }
+  return store;
+}
+
+/// Re-reads authorized_keys when its modification time changes (checked every second), so
+/// edits apply without a restart.
+class KeyWatcher {
+ public:
+  KeyWatcher(boost::asio::io_context& ioc, std::string path, std::shared_ptr<gw::sshd::KeySource> keys,
+             std::shared_ptr<spdlog::logger> log)
+      : timer_(ioc), path_(std::move(path)), keys_(std::move(keys)), log_(std::move(log)) {
+    stamp_ = stamp();
+  }
+  void start() {
+    timer_.expires_after(std::chrono::seconds(1));
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) {
+        return;
+      }
+      if (const auto now = stamp(); now != stamp_) {
+        stamp_ = now;
+        reload("file changed");
+      }
+      start();
+    });
+  }
+  void reload(const char* why) {
+    auto store = load_keys(path_, *log_);
+    log_->info("keys.reload path={} keys={} why=\"{}\"", path_, store->size(), why);
+    keys_->set(std::move(store));
+  }
+
+ private:
+  std::string stamp() const {
+    struct stat st{};
+    if (::stat(path_.c_str(), &st) != 0) {
+      return "missing";
+    }
+    return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
+           std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
+  }
+
+  boost::asio::steady_timer timer_;
+  std::string path_;
+  std::shared_ptr<gw::sshd::KeySource> keys_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::string stamp_;
+};
+
+int serve(const gw::app::ServeConfig& config) {
+  const Loggers log = make_loggers(config.log_level);
+  raise_fd_limit();
+  ::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error code, not a dead process
+
+  const auto host_key = gw::keys::load_or_generate_host_key(config.state_dir);
+  log.app->info("hostkey {} path={} fingerprint={}", host_key.generated ? "generated" : "loaded",
+                host_key.private_key_path, host_key.fingerprint);
+
+  auto keys = std::make_shared<gw::sshd::KeySource>(load_keys(config.authorized_keys, *log.keys));
+  if (keys->get()->size() == 0) {
+    log.keys->warn(
+        "keys.none path={} hint=\"nobody can open tunnels yet: add a line like "
+        "'ssh-ed25519 AAAA... alice' (your ~/.ssh/id_ed25519.pub) to {}; it is re-read "
+        "within a second\"",
+        config.authorized_keys, config.authorized_keys);
+  }
+
+  const unsigned threads =
+      config.threads != 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts;
+  std::vector<boost::asio::io_context*> raw;
+  for (unsigned i = 0; i < threads; ++i) {
+    contexts.push_back(std::make_unique<boost::asio::io_context>(1));
+    raw.push_back(contexts.back().get());
+  }
+
+  auto registry = std::make_shared<gw::tunnel::EndpointRegistry>();
+  gw::sni::Listener tls(registry,
+                        gw::sni::RouterConfig{std::chrono::duration_cast<std::chrono::milliseconds>(
+                            config.client_hello_timeout)},
+                        log.sni);
+  std::vector<tcp::endpoint> tls_bound;
+  for (const auto& a : config.tls_listen) {
+    tls_bound.push_back(tls.listen(raw, resolve(a)));
+  }
+
+  auto ctx = std::make_shared<gw::sshd::ServerContext>();
+  ctx->registry = registry;
+  ctx->keys = keys;
+  ctx->domain = *gw::tunnel::Hostname::parse(config.domain, false);
+  ctx->advertise_port = config.advertise_port.value_or(tls_bound.front().port());
+  ctx->idle_timeout = config.idle_timeout;
+  ctx->log = log.sshd;
+  ctx->tunnel_log = log.tunnel;
+  gw::sshd::Server ssh(ctx, host_key.private_key_path);
+  std::vector<tcp::endpoint> ssh_bound;
+  for (const auto& a : config.ssh_listen) {
+    ssh_bound.push_back(ssh.listen(raw, resolve(a)));
+  }
+
+  KeyWatcher watcher(*raw.front(), config.authorized_keys, keys, log.keys);
+  watcher.start();
+
+  boost::asio::signal_set signals(*raw.front(), SIGINT, SIGTERM, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int signo) {
+        if (ec) {
+          return;
+        }
+        if (signo == SIGHUP) {
+          watcher.reload("SIGHUP");
+          signals.async_wait(on_signal);
+          return;
+        }
+        log.app->info("serve.stop signal={}", signo == SIGINT ? "SIGINT" : "SIGTERM");
+        for (auto* c : raw) {
+          c->stop();
+        }
+      };
+  signals.async_wait(on_signal);
+
+  std::string ssh_list, tls_list;
+  for (const auto& e : ssh_bound) {
+    ssh_list += (ssh_list.empty() ? "" : ",") + to_string(e);
+  }
+  for (const auto& e : tls_bound) {
+    tls_list += (tls_list.empty() ? "" : ",") + to_string(e);
+  }
+  log.app->info("serve.ready ssh={} tls={} domain={} advertise_port={} threads={} keys={}",
+                ssh_list, tls_list, config.domain, ctx->advertise_port, threads,
+                keys->get()->size());
+
+  std::vector<std::thread> workers;
+  for (unsigned i = 1; i < threads; ++i) {
+    workers.emplace_back([c = raw[i]] {
+      auto guard = boost::asio::make_work_guard(*c);
+      c->run();
+    });
+  }
+  {
+    auto guard = boost::asio::make_work_guard(*raw.front());
+    raw.front()->run();
+  }
+  for (auto& w : workers) {
+    w.join();
+  }
+  log.app->info("serve.stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const gw::app::ParseResult parsed = gw::app::parse_args(argc, argv);
+  if (!parsed.error.empty()) {
+    std::fprintf(stderr, "%s\n", parsed.error.c_str());
+    return 2;
+  }
+  try {
+    switch (parsed.command) {
+      case gw::app::Command::help:
+        std::fputs(gw::app::usage_text().c_str(), stdout);
+        return 0;
+      case gw::app::Command::version:
+        std::printf("snigate %s\n", SNIGATE_VERSION);
+        return 0;
+      case gw::app::Command::hostkey: {
+        const auto key = gw::keys::load_or_generate_host_key(parsed.config.state_dir);
+        std::printf("%s %s\n", key.fingerprint.c_str(), key.public_line.c_str());
+        return 0;
+      }
+      case gw::app::Command::serve:
+        return serve(parsed.config);
+      default:
+        std::fprintf(stderr, "snigate: this command is not available yet\n");
+        return 2;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "snigate: %s\n", e.what());
+    return 1;
+  }
+}

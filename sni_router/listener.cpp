@@ -1,0 +1,214 @@
+#include "sni_router/listener.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/printable.hpp"
+#include "sni_router/client_hello.hpp"
+#include "sni_router/limits.hpp"
+#include "tunnel/hostname.hpp"
+#include "tunnel/tls_alert.hpp"
+
+namespace gw::sni {
+namespace {
+
+/// Most bytes read while looking for the ClientHello: the 64 KiB message cap plus record
+/// headers for a hello split into many small records. Past this the hello is "too large".
+constexpr std::size_t kMaxPeekBytes = kMaxClientHelloBytes + 16 * 1024;
+
+/// One connection from accept until it is routed or refused.
+class Peek : public std::enable_shared_from_this<Peek> {
+ public:
+  Peek(boost::asio::ip::tcp::socket socket, std::uint64_t id,
+       std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
+       std::shared_ptr<spdlog::logger> log, std::shared_ptr<RouterStats> stats)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        id_(id),
+        registry_(std::move(registry)),
+        log_(std::move(log)),
+        stats_(std::move(stats)) {
+    boost::system::error_code ec;
+    client_ = socket_.remote_endpoint(ec);
+    socket_.non_blocking(true, ec);
+    socket_.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+    timeout_ = config.client_hello_timeout;
+    stats_->pending++;
+  }
+  ~Peek() { stats_->pending--; }
+
+  void start() {
+    timer_.expires_after(timeout_);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec && !self->done_) {
+        self->stats_->timeout++;
+        self->refuse("timeout", std::nullopt, "no ClientHello within the timeout");
+      }
+    });
+    on_readable();  // bytes may already be here (edge-triggered waits need a first try)
+  }
+
+ private:
+  void wait_readable() {
+    socket_.async_wait(boost::asio::ip::tcp::socket::wait_read,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                         if (!ec && !self->done_) {
+                           self->on_readable();
+                         }
+                       });
+  }
+
+  void on_readable() {
+    for (;;) {
+      boost::system::error_code ec;
+      const std::size_t available = socket_.available(ec);
+      const std::size_t room = kMaxPeekBytes - buffer_.size();
+      const std::size_t want = std::min(room, std::max<std::size_t>(available, 512));
+      const std::size_t old = buffer_.size();
+      buffer_.resize(old + want);
+      const std::size_t n = socket_.read_some(boost::asio::buffer(buffer_.data() + old, want), ec);
+      buffer_.resize(old + n);
+      if (ec == boost::asio::error::would_block) {
+        wait_readable();
+        return;
+      }
+      if (ec) {
+        // Gone before saying anything useful: nothing to answer.
+        stats_->closed_early++;
+        log_->debug("sni.closed_early conn=t{} client={} bytes={}", id_, client_ip(),
+                    buffer_.size());
+        finish();
+        return;
+      }
+      if (buffer_.size() < need_at_least_) {
+        continue;  // can't make progress yet: skip re-parsing (keeps dribbling O(n))
+      }
+      const ClientHelloResult r = parse_client_hello(buffer_);
+      if (r.status == ParseStatus::need_more) {
+        need_at_least_ = std::max(r.need_at_least, buffer_.size() + 1);
+        if (buffer_.size() >= kMaxPeekBytes) {
+          stats_->too_large++;
+          refuse("too_large", gw::kAlertRecordOverflow, "ClientHello over the size cap");
+          return;
+        }
+        continue;
+      }
+      if (r.status == ParseStatus::invalid) {
+        refuse_invalid(r.error);
+        return;
+      }
+      route(r);
+      return;
+    }
+  }
+
+  void refuse_invalid(std::error_code error) {
+    const auto alert = alert_for(error);
+    if (error == errc::not_tls) {
+      stats_->not_tls++;
+    } else if (error == errc::client_hello_too_large) {
+      stats_->too_large++;
+    } else {
+      stats_->malformed++;
+    }
+    refuse("invalid", alert, error.message());
+  }
+
+  void route(const ClientHelloResult& r) {
+    if (!r.server_name) {
+      stats_->no_sni++;
+      refuse("no_sni", gw::kAlertUnrecognizedName,
+             "ClientHello has no server name (SNI): connect by hostname");
+      return;
+    }
+    auto name = tunnel::Hostname::parse(*r.server_name, /*allow_wildcard=*/false);
+    if (!name) {
+      stats_->bad_sni++;
+      sni_ = printable(*r.server_name, 100);
+      refuse("bad_sni", gw::kAlertUnrecognizedName, name.error().message());
+      return;
+    }
+    sni_ = name->str();
+    auto endpoint = registry_->find(sni_);
+    if (!endpoint) {
+      stats_->no_route++;
+      refuse("no_route", gw::kAlertUnrecognizedName, "no tunnel serves this name");
+      return;
+    }
+    stats_->routed++;
+    log_->debug("sni.route conn=t{} client={} sni={}", id_, client_ip(), sni_);
+    done_ = true;
+    timer_.cancel();
+    endpoint->deliver(tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,
+                                                 client_, id_});
+  }
+
+  void refuse(const char* what, std::optional<std::uint8_t> alert, std::string_view why) {
+    log_->warn("sni.refuse conn=t{} client={} sni={} outcome={} reason=\"{}\"", id_, client_ip(),
+               sni_.empty() ? "-" : sni_, what, why);
+    if (alert) {
+      tunnel::send_alert_and_close(socket_, *alert);
+    }
+    finish();
+  }
+
+  void finish() {
+    done_ = true;
+    timer_.cancel();
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+
+  std::string client_ip() const { return client_.address().to_string(); }
+
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer timer_;
+  std::uint64_t id_;
+  std::shared_ptr<tunnel::EndpointRegistry> registry_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<RouterStats> stats_;
+  std::chrono::milliseconds timeout_;
+  boost::asio::ip::tcp::endpoint client_;
+  std::vector<std::byte> buffer_;
+  std::size_t need_at_least_ = 1;
+  std::string sni_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+Listener::Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
+                   std::shared_ptr<spdlog::logger> log)
+    : registry_(std::move(registry)), config_(config), log_(std::move(log)) {}
+
+boost::asio::ip::tcp::endpoint Listener::listen(
+    const std::vector<boost::asio::io_context*>& contexts,
+    const boost::asio::ip::tcp::endpoint& where) {
+  auto acceptors = listen_on_each(contexts, where);
+  const auto bound = acceptors.front()->local_endpoint();
+  for (auto& a : acceptors) {
+    accept_next(*a);
+    acceptors_.push_back(std::move(a));
+  }
+  return bound;
+}
+
+void Listener::accept_next(boost::asio::ip::tcp::acceptor& acceptor) {
+  accept_forever(
+      acceptor,
+      [this](boost::asio::ip::tcp::socket socket) {
+        stats_->accepted++;
+        if (stats_->pending.load() >= config_.max_pending) {
+          log_->warn("sni.refuse reason=\"too many pending ClientHellos\"");
+          boost::system::error_code ignored;
+          socket.close(ignored);
+          return;
+        }
+        std::make_shared<Peek>(std::move(socket), next_id_++, registry_, config_, log_, stats_)
+            ->start();
+      },
+      [this](const boost::system::error_code& ec) {
+        log_->error("sni.accept_failed error=\"{}\"", ec.message());
+      });
+}
+
+}  // namespace gw::sni

@@ -1,0 +1,63 @@
+// The public TLS listener: accepts on every I/O thread, reads each ClientHello without
+// blocking anything else (3 s deadline, 64 KiB cap), routes it by SNI through the endpoint
+// registry, and hands the socket plus the bytes read to the endpoint. Refusals get the TLS
+// alert of DESIGN.md section 4, a counter and a log line. Deliberately no TLS termination:
+// the gateway never sees plaintext.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <spdlog/logger.h>
+#include <vector>
+
+#include "common/listen.hpp"
+#include "tunnel/endpoint_registry.hpp"
+
+namespace gw::sni {
+
+/// One counter per outcome; tests and /metrics read them.
+struct RouterStats {
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> routed{0};
+  std::atomic<std::uint64_t> no_route{0};
+  std::atomic<std::uint64_t> no_sni{0};
+  std::atomic<std::uint64_t> bad_sni{0};
+  std::atomic<std::uint64_t> not_tls{0};
+  std::atomic<std::uint64_t> malformed{0};
+  std::atomic<std::uint64_t> too_large{0};
+  std::atomic<std::uint64_t> timeout{0};
+  std::atomic<std::uint64_t> closed_early{0};
+  std::atomic<std::int64_t> pending{0};
+};
+
+struct RouterConfig {
+  std::chrono::milliseconds client_hello_timeout{3000};
+  std::int64_t max_pending = 20000;  ///< ClientHellos being read at once, over all clients
+};
+
+class Listener {
+ public:
+  Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
+           std::shared_ptr<spdlog::logger> log);
+
+  /// Listens on `where` once per context; returns the bound address (real port for port 0).
+  boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,
+                                        const boost::asio::ip::tcp::endpoint& where);
+
+  const RouterStats& stats() const { return *stats_; }
+
+ private:
+  void accept_next(boost::asio::ip::tcp::acceptor& acceptor);
+
+  std::shared_ptr<tunnel::EndpointRegistry> registry_;
+  RouterConfig config_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
+  Acceptors acceptors_;
+  std::atomic<std::uint64_t> next_id_{1};
+};
+
+}  // namespace gw::sni

@@ -1,0 +1,74 @@
+// Pure SSH-side decisions: parsing the session command (`tls [options]`) and deciding whether a
+// `tcpip-forward` request may bind a name. Deliberately no libssh, no sockets, no clock and no
+// registry: whether a name is already taken, CIDR matching of live clients and key expiry are
+// decided by the callers that own that state.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "keys/authorized_keys.hpp"
+#include "tunnel/hostname.hpp"
+
+namespace gw::sshd {
+
+struct TlsCommand {
+  std::vector<std::string> allow_cidr;  // normalised "addr/len"; a bare address gets /32 or /128
+  std::vector<std::string> deny_cidr;
+  bool pool = false;
+  bool takeover = false;
+  bool verbose = false;
+  bool help = false;
+};
+
+struct CommandResult {
+  std::optional<TlsCommand> command;
+  std::string error;  // text for stderr (ends with a newline), then exit status 1; empty on success
+};
+
+/// Parses the exec command line. Empty (or whitespace) and bare `tls` give a default
+/// TlsCommand; a first word starting with `-` is read as options to an implied `tls`. Words
+/// split on whitespace; single or double quotes group (no escapes). On refusal `command` is
+/// nullopt and `error` holds the exact user-facing text (DESIGN.md section 3), e.g.
+/// "snigate: --crt is not supported over SSH: TLS passes through to your upstream".
+CommandResult parse_command(std::string_view command_line);
+
+/// The `--help` text (ends with a newline).
+std::string tls_help_text();
+
+/// True if `cidr` is `IPv4[/0-32]` or `IPv6[/0-128]` (no zone ids, no leading zeros in the
+/// prefix length); on success `*normalised` (if not null) is the text with an explicit prefix.
+bool parse_cidr(std::string_view cidr, std::string* normalised);
+
+struct ForwardRequest {
+  std::string bind_address;  // as sent in tcpip-forward: the hostname, or "", "localhost", ...
+  std::uint32_t bind_port;
+};
+
+struct ForwardPolicy {
+  tunnel::Hostname domain;       // --domain: generated names go under it
+  std::uint16_t advertise_port;  // --advertise-port
+};
+
+struct ForwardDecision {
+  bool ok = false;
+  std::optional<tunnel::Hostname> hostname;  // nullopt = generate a name under domain
+  std::uint16_t reply_port = 0;  // 0 unless the request asked for port 0: then advertise_port
+  std::string refusal;           // user-facing, says what to do instead; empty when ok
+};
+
+/// Decides a tcpip-forward request for a key (DESIGN.md sections 3 and 5). Refusals: the key has
+/// restrict/no-port-forwarding; the port is not 443, advertise_port or 0; the bind address is
+/// not a Hostname (the hostname_errc message is used); the key's permitlisten entries don't
+/// allow the name and port; a key without permitlisten asks for a name not under `domain`.
+ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOptions& key,
+                               const ForwardPolicy& policy);
+
+/// A 6-8 character lowercase label from caller-supplied randomness: starts with a letter, then
+/// letters and digits without the look-alikes l, o, 0, 1. Never all digits, never a hyphen.
+std::string generate_label(std::uint64_t random);
+
+}  // namespace gw::sshd

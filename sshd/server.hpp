@@ -1,0 +1,38 @@
+// The SSH listener: accepts TCP connections on every I/O thread and hands each to a new
+// Session pinned to that thread. Deliberately holds no per-session state: sessions own
+// themselves (their pending waits keep them alive).
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/listen.hpp"
+#include "sshd/server_context.hpp"
+#include "sshd/ssh_handles.hpp"
+
+namespace gw::sshd {
+
+class Server {
+ public:
+  /// Throws std::runtime_error when the host key can't be loaded into libssh.
+  Server(std::shared_ptr<const ServerContext> ctx, const std::string& host_key_path);
+
+  /// Listens on `where` once per context; returns the bound address (real port for port 0).
+  boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,
+                                        const boost::asio::ip::tcp::endpoint& where);
+
+ private:
+  void accept_next(boost::asio::ip::tcp::acceptor& acceptor);
+
+  std::shared_ptr<const ServerContext> ctx_;
+  SshBindPtr bind_;
+  std::mutex bind_mutex_;
+  Acceptors acceptors_;
+  std::atomic<std::uint64_t> next_id_{1};
+};
+
+}  // namespace gw::sshd

@@ -1,0 +1,67 @@
+// What every SSH session shares: configuration, the endpoint registry, the current key
+// snapshot, counters and the logger. Built once by app/ and passed in (no globals).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <spdlog/logger.h>
+#include <string>
+
+#include "keys/key_store.hpp"
+#include "tunnel/endpoint_registry.hpp"
+#include "tunnel/hostname.hpp"
+
+namespace gw::sshd {
+
+/// The key snapshot sessions authenticate against; reload swaps it (live sessions keep
+/// the snapshot they authenticated with).
+class KeySource {
+ public:
+  explicit KeySource(std::shared_ptr<const keys::KeyStore> store) : store_(std::move(store)) {}
+  std::shared_ptr<const keys::KeyStore> get() const {
+    std::lock_guard lock(mutex_);
+    return store_;
+  }
+  void set(std::shared_ptr<const keys::KeyStore> store) {
+    std::lock_guard lock(mutex_);
+    store_ = std::move(store);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const keys::KeyStore> store_;
+};
+
+/// Outcome counters; tests and (later) /metrics read them.
+struct SshStats {
+  std::atomic<std::uint64_t> sessions_accepted{0};
+  std::atomic<std::uint64_t> sessions_refused_startups{0};
+  std::atomic<std::uint64_t> auth_failures{0};
+  std::atomic<std::uint64_t> forwards_refused{0};
+  std::atomic<std::uint64_t> channel_open_failures{0};
+  std::atomic<std::int64_t> unauthenticated{0};
+};
+
+struct ServerContext {
+  std::shared_ptr<tunnel::EndpointRegistry> registry;
+  std::shared_ptr<KeySource> keys;
+  tunnel::Hostname domain = *tunnel::Hostname::parse("localhost", false);
+  std::uint16_t advertise_port = 443;
+  std::chrono::seconds idle_timeout{300};
+  std::chrono::seconds login_grace{60};
+  std::chrono::seconds keepalive_interval{15};
+  int keepalive_max_missed = 3;
+  /// Without a session channel (`ssh -N`), endpoints start routing after this grace.
+  std::chrono::milliseconds no_command_grace{300};
+  /// With a session channel but no exec/shell yet: how long to wait for the command.
+  std::chrono::milliseconds command_wait{3000};
+  std::int64_t max_unauthenticated = 64;
+  std::shared_ptr<spdlog::logger> log;
+  std::shared_ptr<spdlog::logger> tunnel_log;
+  std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();
+};
+
+}  // namespace gw::sshd

@@ -1,0 +1,786 @@
+#include "sshd/session.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <random>
+
+#include "common/printable.hpp"
+#include "sshd/bridge.hpp"
+#include "tunnel/tls_alert.hpp"
+
+namespace gw::sshd {
+namespace {
+
+/// dopoll rounds per wake-up (libssh reads 4 KiB a round) before yielding to other work.
+constexpr int kMaxPollRounds = 64;
+/// Forward requests per session: libssh 0.10 leaks a few bytes per global request.
+constexpr std::size_t kMaxForwardsPerSession = 64;
+/// Public connections that may wait for a session's command before being refused.
+constexpr std::size_t kMaxWaiting = 256;
+/// Failed auth attempts before the connection is dropped (OpenSSH MaxAuthTries is 6).
+constexpr int kMaxAuthFailures = 6;
+/// How long a closing session waits for its last messages to reach the user.
+constexpr auto kCloseLinger = std::chrono::seconds(5);
+
+using Clock = std::chrono::steady_clock;
+
+const char* to_string(Session::State s) {
+  switch (s) {
+    case Session::State::key_exchange: return "key_exchange";
+    case Session::State::authenticating: return "authenticating";
+    case Session::State::authenticated: return "authenticated";
+    case Session::State::ready: return "ready";
+    case Session::State::closing: return "closing";
+    case Session::State::closed: return "closed";
+  }
+  return "?";
+}
+
+/// Routes to one forward of one session; the registry holds it weakly.
+class ForwardEndpoint final : public tunnel::TunnelEndpoint {
+ public:
+  ForwardEndpoint(std::weak_ptr<Session> session, std::size_t key)
+      : session_(std::move(session)), key_(key) {}
+  void deliver(tunnel::IncomingConnection conn) override {
+    if (auto s = session_.lock()) {
+      s->deliver(key_, std::move(conn));
+    } else {
+      tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+    }
+  }
+
+ private:
+  std::weak_ptr<Session> session_;
+  std::size_t key_;
+};
+
+void set_socket_options(int fd) {
+  const int one = 1;
+  // Without TCP_NODELAY the first byte of each new connection waits ~40 ms (Nagle against
+  // delayed ACK): the stall OpenSSH's sshd has for `ssh -N` clients.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // Dead clients: libssh's non-blocking keepalive can't report a dead peer, TCP can.
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  const int idle = 15, interval = 5, count = 3;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
+std::uint64_t random_u64() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+// Trampolines: libssh calls C function pointers with our `this` as userdata.
+int auth_pubkey_cb(ssh_session, const char* user, ssh_key key, char state, void* self) {
+  return static_cast<Session*>(self)->on_auth_pubkey(user, key, state);
+}
+ssh_channel channel_open_cb(ssh_session, void* self) {
+  return static_cast<Session*>(self)->on_session_channel_open();
+}
+void global_request_cb(ssh_session, ssh_message msg, void* self) {
+  static_cast<Session*>(self)->on_global_request(msg);
+}
+int exec_cb(ssh_session, ssh_channel, const char* command, void* self) {
+  return static_cast<Session*>(self)->on_exec(command);
+}
+int shell_cb(ssh_session, ssh_channel, void* self) {
+  return static_cast<Session*>(self)->on_shell();
+}
+int pty_cb(ssh_session, ssh_channel, const char*, int, int, int, int, void*) {
+  return 0;  // accept, so interactive users get no "PTY allocation failed" warning
+}
+int pty_resize_cb(ssh_session, ssh_channel, int, int, int, int, void*) { return 0; }
+int shell_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len, int, void* self) {
+  static_cast<Session*>(self)->on_session_channel_data(data, len);
+  return static_cast<int>(len);
+}
+void shell_close_cb(ssh_session, ssh_channel, void* self) {
+  static_cast<Session*>(self)->on_session_channel_eof_or_close();
+}
+
+}  // namespace
+
+Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerContext> ctx,
+                 std::uint64_t id)
+    : ioc_(ioc), ctx_(std::move(ctx)), id_(id), fd_watch_(ioc), tick_(ioc) {
+  started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
+}
+
+Session::~Session() {
+  for (auto& [id, bridge] : bridges_) {
+    bridge->finished_ = true;  // the session's ssh_free below frees its channel
+    bridge->channel_ = nullptr;
+    boost::system::error_code ec;
+    bridge->conn_.socket.close(ec);
+  }
+  if (event_ && session_) {
+    ssh_event_remove_session(event_.get(), session_.get());
+  }
+  if (state_ != State::closed && state_ != State::closing && !key_) {
+    ctx_->stats->unauthenticated--;
+  }
+}
+
+void Session::set_state(State next) {
+  ctx_->log->debug("session.state conn=s{} {} -> {}", id_, to_string(state_), to_string(next));
+  if ((state_ == State::key_exchange || state_ == State::authenticating) &&
+      (next == State::authenticated || next == State::closing || next == State::closed)) {
+    ctx_->stats->unauthenticated--;
+  }
+  state_ = next;
+}
+
+void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd, std::string peer) {
+  peer_ = std::move(peer);
+  ctx_->stats->unauthenticated++;
+  session_.reset(ssh_new());
+  int rc = SSH_ERROR;
+  if (session_) {
+    std::lock_guard lock(bind_mutex);  // ssh_bind is shared by every thread's acceptor
+    rc = ssh_bind_accept_fd(bind, session_.get(), fd);
+  }
+  if (rc != SSH_OK) {
+    ctx_->log->error("session.accept_failed conn=s{} peer={} error={}", id_, peer_,
+                     session_ ? ssh_get_error(session_.get()) : "out of memory");
+    ::close(fd);
+    set_state(State::closed);
+    return;
+  }
+  set_socket_options(fd);
+
+  server_cb_.userdata = this;
+  server_cb_.auth_pubkey_function = auth_pubkey_cb;
+  server_cb_.channel_open_request_session_function = channel_open_cb;
+  ssh_callbacks_init(&server_cb_);
+  ssh_set_server_callbacks(session_.get(), &server_cb_);
+  session_cb_.userdata = this;
+  session_cb_.global_request_function = global_request_cb;
+  ssh_callbacks_init(&session_cb_);
+  ssh_set_callbacks(session_.get(), &session_cb_);
+  ssh_set_auth_methods(session_.get(), SSH_AUTH_METHOD_PUBLICKEY);
+  ssh_set_blocking(session_.get(), 0);
+
+  // Called once: in non-blocking mode it may report SSH_AGAIN forever; the event loop and
+  // callbacks drive the rest of the exchange.
+  if (ssh_handle_key_exchange(session_.get()) == SSH_ERROR) {
+    ctx_->log->info("session.kex_failed conn=s{} peer={} error=\"{}\"", id_, peer_,
+                    printable(ssh_get_error(session_.get())));
+    set_state(State::closed);
+    return;
+  }
+  event_.reset(ssh_event_new());
+  ssh_event_add_session(event_.get(), session_.get());
+  fd_watch_.assign(::dup(fd));
+  ctx_->log->info("session.open conn=s{} peer={}", id_, peer_);
+  on_tick();
+  pump();
+}
+
+// ---- event loop ------------------------------------------------------------------------
+
+void Session::pump() {
+  pump_posted_ = false;
+  if (state_ == State::closed) {
+    return;
+  }
+  int rounds = 0;
+  for (; rounds < kMaxPollRounds; ++rounds) {
+    const int rc = ssh_event_dopoll(event_.get(), 0);
+    if (rc != SSH_OK) {
+      break;  // SSH_AGAIN: nothing ready; SSH_ERROR: checked through the status below
+    }
+  }
+  if (state_ == State::key_exchange && ssh_get_status(session_.get()) == 0 &&
+      ssh_get_kex_algo(session_.get()) != nullptr) {
+    set_state(State::authenticating);
+  }
+  if (!ssh_is_connected(session_.get()) ||
+      (ssh_get_status(session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
+    if (close_reason_.empty()) {
+      close_reason_ = "client disconnected";
+    }
+    finish_close();
+    return;
+  }
+  after_pump();
+  if (state_ == State::closed) {
+    return;
+  }
+  if (rounds == kMaxPollRounds) {
+    request_pump();  // more is waiting: continue after other connections had a turn
+  }
+  arm_waits();
+}
+
+void Session::after_pump() {
+  if (auth_failures_ >= kMaxAuthFailures && !key_) {
+    finish_close();
+    return;
+  }
+  if (user_quit_) {
+    user_quit_ = false;
+    close_reason_ = "user ended the session";
+    begin_close();
+  }
+  if (command_pending_) {
+    command_pending_ = false;
+    run_command();
+  }
+  // Bridges that callbacks flagged, serviced outside the callbacks. A bridge that is still
+  // blocked re-queues itself for the next pump.
+  std::vector<std::shared_ptr<Bridge>> queue;
+  queue.swap(service_queue_);
+  for (auto& b : queue) {
+    b->service_queued_ = false;
+    b->service();
+  }
+  for (const auto id : finished_bridges_) {
+    bridges_.erase(id);
+  }
+  finished_bridges_.clear();
+}
+
+void Session::arm_waits() {
+  if (!read_armed_) {
+    read_armed_ = true;
+    fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                         [self = shared_from_this()](const boost::system::error_code& ec) {
+                           self->read_armed_ = false;
+                           if (ec) {
+                             return;
+                           }
+                           self->last_peer_data_ = Clock::now();
+                           self->pump();
+                         });
+  }
+  if (!write_armed_ && (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
+    write_armed_ = true;
+    fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                         [self = shared_from_this()](const boost::system::error_code& ec) {
+                           self->write_armed_ = false;
+                           if (!ec) {
+                             self->pump();
+                           }
+                         });
+  }
+}
+
+void Session::request_pump() {
+  if (!pump_posted_ && state_ != State::closed) {
+    pump_posted_ = true;
+    boost::asio::post(ioc_, [self = shared_from_this()] { self->pump(); });
+  }
+}
+
+void Session::after_channel_write() {
+  if (session_ && (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
+    request_pump();
+  }
+}
+
+bool Session::output_congested() const {
+  return (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0;
+}
+
+void Session::queue_service(std::shared_ptr<Bridge> bridge) {
+  if (!bridge->service_queued_) {
+    bridge->service_queued_ = true;
+    service_queue_.push_back(std::move(bridge));
+  }
+}
+
+void Session::bridge_finished(std::uint64_t conn_id) { finished_bridges_.push_back(conn_id); }
+
+void Session::on_tick() {
+  if (state_ == State::closed) {
+    return;
+  }
+  const auto now = Clock::now();
+  switch (state_) {
+    case State::key_exchange:
+    case State::authenticating:
+      if (now - started_at_ > ctx_->login_grace) {
+        close_reason_ = "login grace time exceeded";
+        finish_close();
+        return;
+      }
+      break;
+    case State::authenticated:
+      // `ssh -N` never opens a session channel: start routing after a short grace. With a
+      // session channel, wait (bounded) for its command, whose options apply first.
+      if ((shell_ == nullptr && now - authenticated_at_ > ctx_->no_command_grace) ||
+          now - authenticated_at_ > ctx_->command_wait) {
+        become_ready();
+      }
+      break;
+    case State::ready:
+      for (auto& [id, b] : bridges_) {
+        b->check_idle(now, ctx_->idle_timeout);
+      }
+      if (now - last_peer_data_ > ctx_->keepalive_interval * ctx_->keepalive_max_missed) {
+        close_reason_ = "client stopped answering keepalives";
+        begin_close();
+        break;
+      }
+      if (now - last_peer_data_ > ctx_->keepalive_interval &&
+          now - last_keepalive_sent_ > ctx_->keepalive_interval) {
+        last_keepalive_sent_ = now;
+        ssh_send_keepalive(session_.get());
+        after_channel_write();
+      }
+      break;
+    case State::closing:
+      if (now - closing_since_ > kCloseLinger) {
+        finish_close();
+        return;
+      }
+      break;
+    case State::closed:
+      return;
+  }
+  if (state_ == State::closed) {
+    return;
+  }
+  after_pump();  // idle aborts and the like
+  arm_waits();
+  tick_.expires_after(state_ == State::authenticated ? std::chrono::milliseconds(50)
+                                                     : std::chrono::milliseconds(1000));
+  tick_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) {
+      self->on_tick();
+    }
+  });
+}
+
+// ---- auth ------------------------------------------------------------------------------
+
+int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state) {
+  if (state_ == State::key_exchange) {
+    set_state(State::authenticating);
+  }
+  user_ = user ? user : "";
+  char* b64 = nullptr;
+  if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK) {
+    return SSH_AUTH_DENIED;
+  }
+  const std::string blob = b64;
+  ssh_string_free_char(b64);
+  const char* type = ssh_key_type_to_char(ssh_key_type(key));
+  const auto store = ctx_->keys->get();
+  const keys::AuthorizedKey* found = store ? store->find(type ? type : "", blob) : nullptr;
+  if (found == nullptr) {
+    if (signature_state != SSH_PUBLICKEY_STATE_NONE) {
+      ctx_->stats->auth_failures++;
+    }
+    ctx_->log->warn("auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"key not in "
+                    "authorized_keys\"",
+                    id_, peer_, printable(user_), type ? type : "?");
+    if (++auth_failures_ >= kMaxAuthFailures) {
+      close_reason_ = "too many authentication failures";
+      request_pump();  // closed in after_pump(), outside this callback
+    }
+    return SSH_AUTH_DENIED;
+  }
+  if (found->options.expiry_unix &&
+      std::chrono::system_clock::now() >
+          std::chrono::system_clock::time_point(std::chrono::seconds(*found->options.expiry_unix))) {
+    ctx_->stats->auth_failures++;
+    ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"key expired\"", id_,
+                    peer_, found->loc, found->fingerprint);
+    return SSH_AUTH_DENIED;
+  }
+  if (signature_state == SSH_PUBLICKEY_STATE_NONE) {
+    return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
+  }
+  if (signature_state != SSH_PUBLICKEY_STATE_VALID) {
+    ctx_->stats->auth_failures++;
+    return SSH_AUTH_DENIED;
+  }
+  key_ = *found;
+  authenticated_at_ = Clock::now();
+  set_state(State::authenticated);
+  ctx_->log->info("auth.accept conn=s{} peer={} user=\"{}\" key=\"{}\" loc={} fp={}", id_, peer_,
+                  printable(user_), printable(found->comment), found->loc, found->fingerprint);
+  return SSH_AUTH_SUCCESS;
+}
+
+// ---- the session channel and the `tls` command -----------------------------------------
+
+ssh_channel Session::on_session_channel_open() {
+  if (shell_ != nullptr || key_ == std::nullopt) {
+    return nullptr;  // one session channel per connection
+  }
+  shell_ = ssh_channel_new(session_.get());
+  if (shell_ == nullptr) {
+    return nullptr;
+  }
+  shell_cb_.userdata = this;
+  shell_cb_.channel_exec_request_function = exec_cb;
+  shell_cb_.channel_shell_request_function = shell_cb;
+  shell_cb_.channel_pty_request_function = pty_cb;
+  shell_cb_.channel_pty_window_change_function = pty_resize_cb;
+  shell_cb_.channel_data_function = shell_data_cb;
+  shell_cb_.channel_close_function = shell_close_cb;
+  ssh_callbacks_init(&shell_cb_);
+  ssh_set_channel_callbacks(shell_, &shell_cb_);
+  return shell_;
+}
+
+int Session::on_exec(const char* command) {
+  if (command_seen_) {
+    return 1;
+  }
+  command_seen_ = true;
+  pending_command_ = command ? command : "";
+  command_pending_ = true;  // answered now; output may only follow after this returns
+  return 0;
+}
+
+int Session::on_shell() { return on_exec(""); }
+
+void Session::on_session_channel_data(const void* data, std::uint32_t len) {
+  // With a pty, Ctrl-C and Ctrl-D arrive as bytes: treat them as "I'm done".
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::uint32_t i = 0; i < len; ++i) {
+    if (p[i] == 0x03 || p[i] == 0x04) {
+      user_quit_ = true;
+      request_pump();
+      return;
+    }
+  }
+}
+
+void Session::on_session_channel_eof_or_close() {
+  user_quit_ = true;
+  request_pump();
+}
+
+void Session::write_user(std::string_view text, bool to_stderr) {
+  if (shell_ == nullptr || !ssh_channel_is_open(shell_)) {
+    return;
+  }
+  // CRLF line ends: correct with and without a pty.
+  std::string line;
+  for (const char c : text.substr(0, text.find_last_not_of('\n') + 1)) {
+    if (c == '\n') {
+      line += '\r';
+    }
+    line += c;
+  }
+  line += "\r\n";
+  if (to_stderr) {
+    ssh_channel_write_stderr(shell_, line.data(), static_cast<std::uint32_t>(line.size()));
+  } else {
+    ssh_channel_write(shell_, line.data(), static_cast<std::uint32_t>(line.size()));
+  }
+  after_channel_write();
+}
+
+std::string Session::url_for(const Forward& f) const {
+  std::string url = "tls://" + f.hostname;
+  if (ctx_->advertise_port != 443) {
+    url += ":" + std::to_string(ctx_->advertise_port);
+  }
+  return url;
+}
+
+std::string Session::banner_for(const Forward& f) const {
+  // The client never tells the server where its -R points, so name the forward instead.
+  return "snigate: Forwarding " + url_for(f) + " -> your -R " + f.bind_address + ":" +
+         std::to_string(f.bind_port) + " target (TLS passes through untouched)";
+}
+
+void Session::run_command() {
+  const CommandResult parsed = parse_command(pending_command_);
+  for (const auto& n : notices_) {
+    write_user(n, true);
+  }
+  notices_.clear();
+  if (!parsed.command) {
+    ctx_->log->info("session.command_refused conn=s{} command=\"{}\"", id_,
+                    printable(pending_command_));
+    write_user(parsed.error, true);
+    exit_status_ = 1;
+    close_reason_ = "command refused";
+    begin_close();
+    return;
+  }
+  command_ = *parsed.command;
+  if (command_->help) {
+    write_user(tls_help_text(), false);
+    for (const auto& [key, f] : forwards_) {
+      write_user(banner_for(f), false);
+    }
+    close_reason_ = "help shown";
+    begin_close();
+    return;
+  }
+  if (forwards_.empty()) {
+    write_user(
+        "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
+        "(or -R 443:localhost:PORT for a generated name)",
+        true);
+    exit_status_ = 1;
+    close_reason_ = "no endpoints";
+    begin_close();
+    return;
+  }
+  for (const auto& [key, f] : forwards_) {
+    write_user(banner_for(f), false);
+  }
+  become_ready();
+}
+
+void Session::become_ready() {
+  if (state_ != State::authenticated) {
+    return;
+  }
+  set_state(State::ready);
+  auto waiting = std::move(waiting_);
+  waiting_.clear();
+  for (auto& [key, conn] : waiting) {
+    start_bridge(key, std::move(conn));
+  }
+}
+
+// ---- forwards --------------------------------------------------------------------------
+
+void Session::on_global_request(ssh_message msg) {
+  switch (ssh_message_subtype(msg)) {
+    case SSH_GLOBAL_REQUEST_TCPIP_FORWARD:
+      handle_tcpip_forward(msg);
+      break;
+    case SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD:
+      handle_cancel_forward(msg);
+      break;
+    case SSH_GLOBAL_REQUEST_KEEPALIVE:
+      // Once this callback is installed, client keepalives are ours to answer.
+      ssh_message_global_request_reply_success(msg, 0);
+      break;
+    default:
+      ssh_message_reply_default(msg);
+      break;
+  }
+}
+
+void Session::refuse_forward(ssh_message msg, const std::string& address, int port,
+                             const std::string& why) {
+  ctx_->stats->forwards_refused++;
+  ctx_->log->warn("forward.refuse conn=s{} fp={} addr=\"{}\" port={} reason=\"{}\"", id_,
+                  key_ ? key_->fingerprint : "-", printable(address), port, why);
+  std::string notice =
+      "snigate: cannot forward " + printable(address, 100) + ":" + std::to_string(port) + ": " + why;
+  if (state_ == State::ready) {
+    write_user(notice, true);
+  } else {
+    notices_.push_back(std::move(notice));
+  }
+  ssh_message_reply_default(msg);
+}
+
+void Session::handle_tcpip_forward(ssh_message msg) {
+  const char* raw_address = ssh_message_global_request_address(msg);
+  const std::string address = raw_address ? raw_address : "";
+  const int port = ssh_message_global_request_port(msg);
+  if (!key_ || state_ == State::closing || state_ == State::closed) {
+    ssh_message_reply_default(msg);
+    return;
+  }
+  if (forwards_.size() >= kMaxForwardsPerSession) {
+    refuse_forward(msg, address, port, "too many forwards in one session");
+    return;
+  }
+  const ForwardDecision decision = decide_forward(
+      ForwardRequest{address, static_cast<std::uint32_t>(port)}, key_->options,
+      ForwardPolicy{ctx_->domain, ctx_->advertise_port});
+  if (!decision.ok) {
+    refuse_forward(msg, address, port, decision.refusal);
+    return;
+  }
+  const std::size_t key = next_forward_key_++;
+  auto endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), key);
+  std::optional<tunnel::Registration> registration;
+  std::string name;
+  if (decision.hostname) {
+    name = decision.hostname->str();
+    registration = ctx_->registry->claim(name, endpoint);
+    if (!registration) {
+      refuse_forward(msg, address, port,
+                     name + " is already in use by another session (pick another name)");
+      return;
+    }
+  } else {
+    for (int attempt = 0; attempt < 16 && !registration; ++attempt) {
+      name = generate_label(random_u64()) + "." + ctx_->domain.str();
+      registration = ctx_->registry->claim(name, endpoint);
+    }
+    if (!registration) {
+      refuse_forward(msg, address, port, "could not generate a free hostname, try again");
+      return;
+    }
+  }
+  Forward f;
+  f.bind_address = address;
+  f.bind_port = port == 0 ? decision.reply_port : static_cast<std::uint32_t>(port);
+  f.hostname = name;
+  f.registration = std::move(*registration);
+  f.endpoint = std::move(endpoint);
+  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
+  ctx_->log->info("endpoint.created conn=s{} url={} fp={} key=\"{}\"", id_, url_for(f),
+                  key_->fingerprint, printable(key_->comment));
+  if (state_ == State::ready) {
+    write_user(banner_for(f), false);
+  }
+  forwards_.emplace(key, std::move(f));
+}
+
+void Session::handle_cancel_forward(ssh_message msg) {
+  const char* raw_address = ssh_message_global_request_address(msg);
+  const std::string address = raw_address ? raw_address : "";
+  const auto port = static_cast<std::uint32_t>(ssh_message_global_request_port(msg));
+  for (auto it = forwards_.begin(); it != forwards_.end(); ++it) {
+    if (it->second.bind_address == address && it->second.bind_port == port) {
+      ctx_->log->info("endpoint.deleted conn=s{} url={} reason=cancelled", id_,
+                      url_for(it->second));
+      forwards_.erase(it);
+      ssh_message_global_request_reply_success(msg, 0);
+      return;
+    }
+  }
+  ssh_message_reply_default(msg);
+}
+
+// ---- public connections ----------------------------------------------------------------
+
+void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) {
+  // Runs on the accepting thread: move the socket to this session's io_context.
+  boost::system::error_code ec;
+  const auto protocol = conn.client.protocol();
+  const int fd = conn.socket.release(ec);
+  if (ec) {
+    return;
+  }
+  struct Moved {
+    std::vector<std::byte> peeked;
+    std::string server_name;
+    boost::asio::ip::tcp::endpoint client;
+    std::uint64_t id;
+  };
+  boost::asio::post(ioc_, [self = shared_from_this(), forward_key, fd, protocol,
+                           m = Moved{std::move(conn.peeked), std::move(conn.server_name),
+                                     conn.client, conn.id}]() mutable {
+    boost::asio::ip::tcp::socket socket(self->ioc_);
+    boost::system::error_code ec;
+    socket.assign(protocol, fd, ec);
+    if (ec) {
+      ::close(fd);
+      return;
+    }
+    self->start_bridge(forward_key, tunnel::IncomingConnection{std::move(socket),
+                                                               std::move(m.peeked),
+                                                               std::move(m.server_name),
+                                                               m.client, m.id});
+  });
+}
+
+void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn) {
+  const auto f = forwards_.find(forward_key);
+  if (f == forwards_.end() || state_ == State::closing || state_ == State::closed) {
+    // The endpoint went away between routing and now.
+    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+    return;
+  }
+  if (state_ != State::ready) {
+    if (waiting_.size() >= kMaxWaiting) {
+      tunnel::send_alert_and_close(conn.socket, gw::kAlertInternalError);
+      return;
+    }
+    waiting_.emplace_back(forward_key, std::move(conn));
+    return;
+  }
+  ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
+  auto bridge = std::make_shared<Bridge>(*this, std::move(conn));
+  bridges_.emplace(bridge->id(), bridge);
+  bridge->start(f->second);
+  if (!bridge->finished()) {
+    queue_service(bridge);  // the open's answer arrives in a later pump
+  }
+  after_channel_write();
+  request_pump();
+}
+
+// ---- closing ---------------------------------------------------------------------------
+
+void Session::close_from_outside(std::string message) {
+  boost::asio::post(ioc_, [self = shared_from_this(), message = std::move(message)] {
+    if (!message.empty()) {
+      self->write_user(message, true);
+    }
+    self->close_reason_ = "closed by the gateway";
+    self->begin_close();
+    self->request_pump();
+  });
+}
+
+void Session::teardown_endpoints() {
+  for (auto& [key, f] : forwards_) {
+    ctx_->log->info("endpoint.deleted conn=s{} url={} reason=\"{}\"", id_, url_for(f),
+                    close_reason_);
+  }
+  forwards_.clear();  // endpoints vanish now, before the last bytes are flushed
+  for (auto& [key, conn] : waiting_) {
+    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+  }
+  waiting_.clear();
+  auto bridges = bridges_;  // abort() reports back into bridges_
+  for (auto& [id, b] : bridges) {
+    b->abort("session_closed");
+  }
+}
+
+void Session::begin_close() {
+  if (state_ == State::closing || state_ == State::closed) {
+    return;
+  }
+  set_state(State::closing);
+  closing_since_ = Clock::now();
+  teardown_endpoints();
+  if (shell_ == nullptr || !ssh_channel_is_open(shell_)) {
+    finish_close();  // `-N`: nothing left to show the user
+    return;
+  }
+  // The client exits once it has the exit status and the channel close; it then
+  // disconnects, which finish_close() sees (or kCloseLinger passes).
+  ssh_channel_request_send_exit_status(shell_, exit_status_);
+  ssh_channel_send_eof(shell_);
+  ssh_channel_close(shell_);
+  after_channel_write();
+}
+
+void Session::finish_close() {
+  if (state_ == State::closed) {
+    return;
+  }
+  const bool was_open = state_ != State::key_exchange && state_ != State::authenticating;
+  if (state_ != State::closing) {
+    set_state(State::closing);
+    teardown_endpoints();
+  }
+  set_state(State::closed);
+  if (session_ && ssh_is_connected(session_.get())) {
+    ssh_disconnect(session_.get());
+  }
+  boost::system::error_code ec;
+  fd_watch_.close(ec);
+  tick_.cancel();
+  ctx_->log->info("session.close conn=s{} peer={} reason=\"{}\"{}", id_, peer_, close_reason_,
+                  was_open ? "" : " (before auth)");
+}
+
+}  // namespace gw::sshd
