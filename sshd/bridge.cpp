@@ -19,6 +19,12 @@ namespace {
 constexpr std::size_t kDownBufferCap = 256 * 1024;
 /// One read from the public socket; also the most we move per read before checking limits.
 constexpr std::size_t kScratchBytes = 64 * 1024;
+/// Receive window we keep open on each forwarded channel. libssh 0.10 tops a window up to
+/// only 1.28 MB after it falls below 640 KB (~640 KB per round trip: 12.8 MB/s at 50 ms RTT);
+/// OpenSSH uses 2 MiB. Memory per stalled connection is bounded by this plus kDownBufferCap.
+constexpr std::uint32_t kChannelWindow = 2 * 1024 * 1024;
+/// Re-open the window after this much arrived (a quarter keeps the pipe full).
+constexpr std::uint64_t kWindowRefill = kChannelWindow / 4;
 /// Per wake-up budget for one connection, so one busy client can't starve the others on
 /// this thread.
 constexpr std::size_t kUpBudgetBytes = 512 * 1024;
@@ -152,6 +158,10 @@ void Bridge::service() {
   if (channel_state_ != ChannelState::open) {
     return;
   }
+  if (received_since_grow_ >= kWindowRefill && !peer_closed_channel_ &&
+      down_ == DownState::open) {
+    grow_window();
+  }
   pull_up();
   if (!finished_) {
     flush_down();
@@ -160,7 +170,28 @@ void Bridge::service() {
 
 void Bridge::on_opened() {
   set_channel(ChannelState::open);
+  grow_window();
   pull_up();
+}
+
+void Bridge::grow_window() {
+  // libssh has no call to set a window. ssh_channel_read_timeout() grows it to `count` minus
+  // what is buffered, then copies at most the buffered bytes. We only call it with libssh's
+  // buffer empty, and on_data takes everything while growing_window_ is set, so nothing is
+  // normally left to copy; the destination must still be `count` long. Its pages stay
+  // untouched (not resident) unless libssh writes them.
+  if (libssh_holds_down_data_) {
+    return;  // flush_down() drains libssh first; it comes back here via service()
+  }
+  thread_local std::unique_ptr<std::byte[]> sink(new std::byte[kChannelWindow]);
+  received_since_grow_ = 0;
+  growing_window_ = true;
+  const int n = ssh_channel_read_timeout(channel_, sink.get(), kChannelWindow, 0, 0);
+  if (n > 0) {
+    on_data(sink.get(), static_cast<std::size_t>(n));  // takes all of it: never lose bytes
+  }
+  growing_window_ = false;
+  session_.after_channel_write();
 }
 
 // ---- up: public socket -> channel ------------------------------------------------------
@@ -290,6 +321,10 @@ int Bridge::on_data(const std::byte* data, std::size_t len) {
     return static_cast<int>(len);  // nobody to deliver to: discard, keep the window moving
   }
   last_down_ = std::chrono::steady_clock::now();
+  received_since_grow_ += len;
+  if (received_since_grow_ >= kWindowRefill) {
+    session_.queue_service(shared_from_this());  // re-open the window after this pump
+  }
   std::size_t sent = 0;
   if (down_pending_.empty()) {
     // Fast path: straight from libssh's buffer to the socket, no copy of ours.
@@ -302,9 +337,10 @@ int Bridge::on_data(const std::byte* data, std::size_t len) {
     }
     sent = n > 0 ? static_cast<std::size_t>(n) : 0;
   }
-  const std::size_t room = kDownBufferCap > down_pending_.size()
-                               ? kDownBufferCap - down_pending_.size()
-                               : 0;
+  // While growing the window, take everything (bounded by the window): see grow_window().
+  const std::size_t room = growing_window_                         ? len
+                           : kDownBufferCap > down_pending_.size() ? kDownBufferCap - down_pending_.size()
+                                                                   : 0;
   const std::size_t keep = std::min(room, len - sent);
   down_pending_.insert(down_pending_.end(), data + sent, data + sent + keep);
   bytes_down_ += sent + keep;
@@ -338,7 +374,7 @@ void Bridge::flush_down() {
     return;
   }
   for (;;) {
-    if (!down_pending_.empty()) {
+    while (!down_pending_.empty()) {
       boost::system::error_code ec;
       const std::size_t n = conn_.socket.write_some(boost::asio::buffer(down_pending_), ec);
       if (ec == boost::asio::error::would_block) {
@@ -354,23 +390,22 @@ void Bridge::flush_down() {
       last_down_ = std::chrono::steady_clock::now();
       down_pending_.erase(down_pending_.begin(),
                           down_pending_.begin() + static_cast<std::ptrdiff_t>(n));
-      if (!down_pending_.empty()) {
-        continue;
-      }
     }
     if (!libssh_holds_down_data_ || channel_state_ != ChannelState::open) {
       break;
     }
     // Our buffer drained while libssh still holds bytes it offered us: take them now,
-    // since no new packet (and so no callback) comes while the window is withheld.
+    // since no new packet (and so no callback) comes while the window is withheld. The
+    // read may run on_data re-entrantly, which queues bytes older than the ones it returns:
+    // append, and loop to write whatever either put in the buffer.
     const int n = ssh_channel_read_nonblocking(channel_, scratch(), kScratchBytes, 0);
     session_.after_channel_write();  // the read may have sent a window adjust
-    if (n <= 0) {
+    if (n > 0) {
+      bytes_down_ += static_cast<std::size_t>(n);
+      down_pending_.insert(down_pending_.end(), scratch(), scratch() + n);
+    } else {
       libssh_holds_down_data_ = false;
-      break;
     }
-    bytes_down_ += static_cast<std::size_t>(n);
-    down_pending_.assign(scratch(), scratch() + n);
   }
   std::vector<std::byte>().swap(down_pending_);
   if (down_ == DownState::eof_pending || (peer_closed_channel_ && down_ == DownState::open)) {
@@ -436,6 +471,9 @@ void Bridge::finish(const char* reason) {
   if (channel_ != nullptr && channel_state_ != ChannelState::opening) {
     // ssh_channel_free closes an OPEN channel and frees a denied one; never call it while
     // the open is in flight (libssh 0.10 then leaks the client's upstream connection).
+    // libssh keeps the channel until the client's close arrives and may still deliver data
+    // for it: unhook our callbacks first, this Bridge may be gone by then.
+    ssh_remove_channel_callbacks(channel_, &callbacks_);
     ssh_channel_free(channel_);
     channel_ = nullptr;
     set_channel(ChannelState::freed);

@@ -63,6 +63,7 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
 
   int on_data(const std::byte* data, std::size_t len);
   void on_opened();
+  void grow_window();
   void pull_up();
   bool push_up_pending();
   void send_up_eof();
@@ -88,6 +89,8 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
   std::vector<std::byte> up_pending_;    ///< read (or peeked) but not yet taken by the channel
   std::vector<std::byte> down_pending_;  ///< from the channel, not yet taken by the socket
   bool libssh_holds_down_data_ = false;  ///< on_data returned less than offered
+  bool growing_window_ = false;          ///< inside grow_window(): on_data takes everything
+  std::uint64_t received_since_grow_ = 0;
   bool peer_closed_channel_ = false;
   bool read_armed_ = false;
   bool write_armed_ = false;
