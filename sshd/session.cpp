@@ -567,6 +567,13 @@ void Session::on_global_request(ssh_message msg) {
       ssh_message_reply_default(msg);
       break;
   }
+#if LIBSSH_VERSION_INT < SSH_VERSION_INT(0, 11, 0)
+  // libssh 0.10 frees the message but not its bind address after this callback (fixed
+  // upstream in 0.11): free it here, or every forward request leaks its hostname.
+  if (const char* address = ssh_message_global_request_address(msg)) {
+    ssh_string_free_char(const_cast<char*>(address));
+  }
+#endif
 }
 
 void Session::refuse_forward(ssh_message msg, const std::string& address, int port,
