@@ -24,6 +24,7 @@
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
 #include "sshd/server.hpp"
+#include "sshd/session.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
 namespace {
@@ -87,9 +88,15 @@ std::shared_ptr<const gw::keys::KeyStore> load_keys(const std::string& path,
 /// edits apply without a restart.
 class KeyWatcher {
  public:
-  KeyWatcher(boost::asio::io_context& ioc, std::string path, std::shared_ptr<gw::sshd::KeySource> keys,
+  KeyWatcher(boost::asio::io_context& ioc, std::string path,
+             std::shared_ptr<gw::sshd::KeySource> keys,
+             std::shared_ptr<gw::sshd::SessionDirectory> sessions,
              std::shared_ptr<spdlog::logger> log)
-      : timer_(ioc), path_(std::move(path)), keys_(std::move(keys)), log_(std::move(log)) {
+      : timer_(ioc),
+        path_(std::move(path)),
+        keys_(std::move(keys)),
+        sessions_(std::move(sessions)),
+        log_(std::move(log)) {
     stamp_ = stamp();
   }
   void start() {
@@ -108,22 +115,39 @@ class KeyWatcher {
   void reload(const char* why) {
     auto store = load_keys(path_, *log_);
     log_->info("keys.reload path={} keys={} why=\"{}\"", path_, store->size(), why);
-    keys_->set(std::move(store));
+    keys_->set(store);
+    for (const auto& session : sessions_->all()) {
+      session->keys_changed(store);  // revoked keys lose their sessions, shrunk ones endpoints
+    }
   }
 
  private:
+  /// Changes whenever the file, or any file of the directory, is edited, added or removed.
   std::string stamp() const {
-    struct stat st{};
-    if (::stat(path_.c_str(), &st) != 0) {
-      return "missing";
+    namespace fs = std::filesystem;
+    auto one = [](const fs::path& p) -> std::string {
+      struct stat st{};
+      if (::stat(p.c_str(), &st) != 0) {
+        return p.string() + ":missing;";
+      }
+      return p.string() + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+             std::to_string(st.st_mtim.tv_nsec) + "/" + std::to_string(st.st_size) + "/" +
+             std::to_string(st.st_ino) + ";";
+    };
+    std::string out = one(path_);
+    std::error_code ec;
+    if (fs::is_directory(path_, ec)) {
+      for (const auto& entry : fs::directory_iterator(path_, ec)) {
+        out += one(entry.path());
+      }
     }
-    return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
-           std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
+    return out;
   }
 
   boost::asio::steady_timer timer_;
   std::string path_;
   std::shared_ptr<gw::sshd::KeySource> keys_;
+  std::shared_ptr<gw::sshd::SessionDirectory> sessions_;
   std::shared_ptr<spdlog::logger> log_;
   std::string stamp_;
 };
@@ -179,7 +203,7 @@ int serve(const gw::app::ServeConfig& config) {
     ssh_bound.push_back(ssh.listen(raw, resolve(a)));
   }
 
-  KeyWatcher watcher(*raw.front(), config.authorized_keys, keys, log.keys);
+  KeyWatcher watcher(*raw.front(), config.authorized_keys, keys, ctx->sessions, log.keys);
   watcher.start();
 
   boost::asio::signal_set signals(*raw.front(), SIGINT, SIGTERM, SIGHUP);

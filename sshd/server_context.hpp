@@ -11,6 +11,7 @@
 #include <string>
 
 #include "keys/key_store.hpp"
+#include "sshd/session_directory.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/hostname.hpp"
 
@@ -62,6 +63,7 @@ struct ServerContext {
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<spdlog::logger> tunnel_log;
   std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();
+  std::shared_ptr<SessionDirectory> sessions = std::make_shared<SessionDirectory>();
 };
 
 }  // namespace gw::sshd

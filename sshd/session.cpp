@@ -177,6 +177,7 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd, std::string p
   event_.reset(ssh_event_new());
   ssh_event_add_session(event_.get(), session_.get());
   fd_watch_.assign(::dup(fd));
+  ctx_->sessions->add(id_, weak_from_this());
   ctx_->log->info("session.open conn=s{} peer={}", id_, peer_);
   on_tick();
   pump();
@@ -320,6 +321,15 @@ void Session::on_tick() {
       }
       break;
     case State::ready:
+      if (key_ && keys::is_expired(key_->options, std::chrono::duration_cast<std::chrono::seconds>(
+                                                    std::chrono::system_clock::now().time_since_epoch())
+                                                    .count())) {
+        write_user("snigate: your key expired (expiry-time in authorized_keys); closing", true);
+        close_reason_ = "key expired";
+        exit_status_ = 1;
+        begin_close();
+        break;
+      }
       for (auto& [id, b] : bridges_) {
         b->check_idle(now, ctx_->idle_timeout);
       }
@@ -635,6 +645,7 @@ void Session::handle_tcpip_forward(ssh_message msg) {
   Forward f;
   f.bind_address = address;
   f.bind_port = port == 0 ? decision.reply_port : static_cast<std::uint32_t>(port);
+  f.requested_port = static_cast<std::uint32_t>(port);
   f.hostname = name;
   f.registration = std::move(*registration);
   f.endpoint = std::move(endpoint);
@@ -722,6 +733,45 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   request_pump();
 }
 
+// ---- key reload ------------------------------------------------------------------------
+
+void Session::keys_changed(std::shared_ptr<const keys::KeyStore> store) {
+  boost::asio::post(ioc_, [self = shared_from_this(), store = std::move(store)] {
+    self->apply_keys(*store);
+    self->request_pump();
+  });
+}
+
+void Session::apply_keys(const keys::KeyStore& store) {
+  if (!key_ || state_ == State::closing || state_ == State::closed) {
+    return;
+  }
+  const keys::AuthorizedKey* now = store.find(key_->type, key_->blob_base64);
+  if (now == nullptr) {
+    ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"key removed from authorized_keys\"",
+                    id_, key_->fingerprint);
+    write_user("snigate: your key was removed from authorized_keys; closing this session", true);
+    close_reason_ = "key removed";
+    exit_status_ = 1;
+    begin_close();
+    return;
+  }
+  key_ = *now;  // new options (permitlisten, expiry, ...) apply from now on
+  for (auto it = forwards_.begin(); it != forwards_.end();) {
+    const ForwardDecision d = decide_forward(
+        ForwardRequest{it->second.bind_address, it->second.requested_port}, key_->options,
+        ForwardPolicy{ctx_->domain, ctx_->advertise_port});
+    if (d.ok) {
+      ++it;
+      continue;
+    }
+    ctx_->log->info("endpoint.deleted conn=s{} url={} reason=\"key no longer allows it\"", id_,
+                    url_for(it->second));
+    write_user("snigate: " + url_for(it->second) + " removed: " + d.refusal, true);
+    it = forwards_.erase(it);
+  }
+}
+
 // ---- closing ---------------------------------------------------------------------------
 
 void Session::close_from_outside(std::string message) {
@@ -780,6 +830,7 @@ void Session::finish_close() {
     teardown_endpoints();
   }
   set_state(State::closed);
+  ctx_->sessions->remove(id_);
   if (session_ && ssh_is_connected(session_.get())) {
     ssh_disconnect(session_.get());
   }

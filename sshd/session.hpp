@@ -41,6 +41,7 @@ class Bridge;
 struct Forward {
   std::string bind_address;  ///< exactly as the client sent it: channel opens must echo it
   std::uint32_t bind_port;   ///< as sent, or the port we replied for a port-0 request
+  std::uint32_t requested_port;  ///< as sent (0 stays 0): what policy decisions see
   std::string hostname;      ///< normalised name held in the registry
   tunnel::Registration registration;
   std::shared_ptr<tunnel::TunnelEndpoint> endpoint;
@@ -65,6 +66,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Thread-safe: ends the session with a message to the user (if it can still be shown).
   void close_from_outside(std::string message);
+
+  /// Thread-safe: authorized_keys changed. A session whose key is gone or expired is closed
+  /// with a message; forwards the key may no longer hold are removed.
+  void keys_changed(std::shared_ptr<const keys::KeyStore> store);
 
   boost::asio::io_context& io_context() { return ioc_; }
   std::uint64_t id() const { return id_; }
@@ -96,6 +101,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void set_state(State next);
   void become_ready();
   void run_command();
+  void apply_keys(const keys::KeyStore& store);
   void begin_close();
   void finish_close();
   void teardown_endpoints();
