@@ -19,8 +19,6 @@ namespace {
 constexpr int kMaxPollRounds = 64;
 /// Forward requests per session: libssh 0.10 leaks a few bytes per global request.
 constexpr std::size_t kMaxForwardsPerSession = 64;
-/// Public connections that may wait for a session's command before being refused.
-constexpr std::size_t kMaxWaiting = 256;
 /// Failed auth attempts before the connection is dropped (OpenSSH MaxAuthTries is 6).
 constexpr int kMaxAuthFailures = 6;
 /// How long a closing session waits for its last messages to reach the user.
@@ -50,6 +48,11 @@ class ForwardEndpoint final : public tunnel::TunnelEndpoint {
       s->deliver(key_, std::move(conn));
     } else {
       tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+    }
+  }
+  void displaced(const std::string&) override {
+    if (auto s = session_.lock()) {
+      s->forward_displaced(key_);
     }
   }
 
@@ -531,6 +534,7 @@ void Session::run_command() {
     begin_close();
     return;
   }
+  become_ready();  // claims the names: refusals are printed there
   if (forwards_.empty()) {
     write_user(
         "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
@@ -544,7 +548,6 @@ void Session::run_command() {
   for (const auto& [key, f] : forwards_) {
     write_user(banner_for(f), false);
   }
-  become_ready();
 }
 
 void Session::become_ready() {
@@ -552,11 +555,61 @@ void Session::become_ready() {
     return;
   }
   set_state(State::ready);
-  auto waiting = std::move(waiting_);
-  waiting_.clear();
-  for (auto& [key, conn] : waiting) {
-    start_bridge(key, std::move(conn));
+  // Names are claimed now, when the command's --pool/--takeover are known; until then the
+  // endpoints route nowhere (DESIGN.md section 3: options apply before the first connection).
+  for (auto it = forwards_.begin(); it != forwards_.end();) {
+    const std::string refusal = claim(it->first, it->second);
+    if (refusal.empty()) {
+      ++it;
+      continue;
+    }
+    ctx_->stats->forwards_refused++;
+    ctx_->log->warn("forward.refuse conn=s{} name={} reason=\"{}\"", id_, it->second.hostname,
+                    refusal);
+    write_user("snigate: cannot forward " + it->second.hostname + ": " + refusal, true);
+    it = forwards_.erase(it);
   }
+}
+
+std::string Session::claim(std::size_t key, Forward& f) {
+  tunnel::ClaimRequest request;
+  request.name = f.hostname;
+  request.endpoint = f.endpoint;
+  request.key_fingerprint = key_->fingerprint;
+  request.pool = command_ && command_->pool;
+  request.takeover = command_ && command_->takeover;
+  tunnel::ClaimResult result = ctx_->registry->claim(std::move(request));
+  if (!result.registration) {
+    return result.refusal;
+  }
+  f.registration = std::move(*result.registration);
+  for (const auto& old : result.displaced) {
+    old->displaced(f.hostname);  // posts to the old session; never runs it here
+  }
+  ctx_->log->info("endpoint.created conn=s{} url={} fp={} key=\"{}\" pool={} forward={}", id_,
+                  url_for(f), key_->fingerprint, printable(key_->comment),
+                  command_ && command_->pool, key);
+  return {};
+}
+
+void Session::forward_displaced(std::size_t key) {
+  boost::asio::post(ioc_, [self = shared_from_this(), key] {
+    const auto it = self->forwards_.find(key);
+    if (it == self->forwards_.end()) {
+      return;
+    }
+    self->ctx_->log->info("endpoint.deleted conn=s{} url={} reason=\"taken over\"", self->id_,
+                          self->url_for(it->second));
+    self->write_user("snigate: " + self->url_for(it->second) +
+                         " was taken over by a newer session of your key (--takeover)",
+                     true);
+    self->forwards_.erase(it);
+    if (self->forwards_.empty()) {
+      self->close_reason_ = "all endpoints taken over";
+      self->begin_close();
+    }
+    self->request_pump();
+  });
 }
 
 // ---- forwards --------------------------------------------------------------------------
@@ -621,23 +674,24 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     return;
   }
   const std::size_t key = next_forward_key_++;
-  auto endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), key);
-  std::optional<tunnel::Registration> registration;
   std::string name;
   if (decision.hostname) {
     name = decision.hostname->str();
-    registration = ctx_->registry->claim(name, endpoint);
-    if (!registration) {
+    // A plain conflict is refused now, so ExitOnForwardFailure clients see it. Pooled or
+    // same-key holders may still be joined or taken over once the command's options arrive.
+    if (ctx_->registry->probe(name, key_->fingerprint) == tunnel::NameState::held) {
       refuse_forward(msg, address, port,
                      name + " is already in use by another session (pick another name)");
       return;
     }
   } else {
-    for (int attempt = 0; attempt < 16 && !registration; ++attempt) {
+    for (int attempt = 0; attempt < 16 && name.empty(); ++attempt) {
       name = generate_label(random_u64()) + "." + ctx_->domain.str();
-      registration = ctx_->registry->claim(name, endpoint);
+      if (ctx_->registry->probe(name, "") != tunnel::NameState::free) {
+        name.clear();
+      }
     }
-    if (!registration) {
+    if (name.empty()) {
       refuse_forward(msg, address, port, "could not generate a free hostname, try again");
       return;
     }
@@ -647,14 +701,16 @@ void Session::handle_tcpip_forward(ssh_message msg) {
   f.bind_port = port == 0 ? decision.reply_port : static_cast<std::uint32_t>(port);
   f.requested_port = static_cast<std::uint32_t>(port);
   f.hostname = name;
-  f.registration = std::move(*registration);
-  f.endpoint = std::move(endpoint);
-  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
-  ctx_->log->info("endpoint.created conn=s{} url={} fp={} key=\"{}\"", id_, url_for(f),
-                  key_->fingerprint, printable(key_->comment));
+  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), key);
   if (state_ == State::ready) {
+    // Added after the command (e.g. with ~C): claim now, with the session's options.
+    if (const std::string refusal = claim(key, f); !refusal.empty()) {
+      refuse_forward(msg, address, port, refusal);
+      return;
+    }
     write_user(banner_for(f), false);
   }
+  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
   forwards_.emplace(key, std::move(f));
 }
 
@@ -715,11 +771,8 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     return;
   }
   if (state_ != State::ready) {
-    if (waiting_.size() >= kMaxWaiting) {
-      tunnel::send_alert_and_close(conn.socket, gw::kAlertInternalError);
-      return;
-    }
-    waiting_.emplace_back(forward_key, std::move(conn));
+    // Names are only claimed once ready, so this is a race with a session just ending.
+    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
@@ -791,10 +844,6 @@ void Session::teardown_endpoints() {
                     close_reason_);
   }
   forwards_.clear();  // endpoints vanish now, before the last bytes are flushed
-  for (auto& [key, conn] : waiting_) {
-    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
-  }
-  waiting_.clear();
   auto bridges = bridges_;  // abort() reports back into bridges_
   for (auto& [id, b] : bridges) {
     b->abort("session_closed");

@@ -43,7 +43,7 @@ struct Forward {
   std::uint32_t bind_port;   ///< as sent, or the port we replied for a port-0 request
   std::uint32_t requested_port;  ///< as sent (0 stays 0): what policy decisions see
   std::string hostname;      ///< normalised name held in the registry
-  tunnel::Registration registration;
+  tunnel::Registration registration;  ///< empty until claimed (when the session is ready)
   std::shared_ptr<tunnel::TunnelEndpoint> endpoint;
 };
 
@@ -66,6 +66,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Thread-safe: ends the session with a message to the user (if it can still be shown).
   void close_from_outside(std::string message);
+
+  /// Thread-safe: the forward `key` was taken over by a session of the same key.
+  void forward_displaced(std::size_t key);
 
   /// Thread-safe: authorized_keys changed. A session whose key is gone or expired is closed
   /// with a message; forwards the key may no longer hold are removed.
@@ -100,6 +103,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Session lifecycle.
   void set_state(State next);
   void become_ready();
+  /// Claims f's name with the command's options; returns the refusal, or "" when claimed.
+  std::string claim(std::size_t key, Forward& f);
   void run_command();
   void apply_keys(const keys::KeyStore& store);
   void begin_close();
@@ -159,7 +164,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::unordered_map<std::size_t, Forward> forwards_;
   std::size_t next_forward_key_ = 1;
-  std::deque<std::pair<std::size_t, tunnel::IncomingConnection>> waiting_;  ///< before ready
   std::unordered_map<std::uint64_t, std::shared_ptr<Bridge>> bridges_;
   std::vector<std::uint64_t> finished_bridges_;
   std::vector<std::shared_ptr<Bridge>> service_queue_;  ///< need work after the pump

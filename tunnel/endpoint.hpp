@@ -26,6 +26,8 @@ class TunnelEndpoint {
   /// Thread-safe: hands the connection to the endpoint's owner, which opens a channel and
   /// bridges it, or answers with a TLS alert and closes when it can't.
   virtual void deliver(IncomingConnection conn) = 0;
+  /// Thread-safe: another session of the same key took `name` over (--takeover).
+  virtual void displaced(const std::string& name) = 0;
 };
 
 }  // namespace gw::tunnel

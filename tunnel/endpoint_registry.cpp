@@ -1,5 +1,7 @@
 #include "tunnel/endpoint_registry.hpp"
 
+#include <algorithm>
+
 namespace gw::tunnel {
 
 Registration::Registration(Registration&& other) noexcept
@@ -29,20 +31,91 @@ void Registration::release() {
   }
 }
 
-std::optional<Registration> EndpointRegistry::claim(const std::string& name,
-                                                    std::weak_ptr<TunnelEndpoint> endpoint) {
+NameState EndpointRegistry::probe(const std::string& name,
+                                  const std::string& key_fingerprint) const {
+  std::lock_guard lock(mutex_);
+  const Entry* e = routes_.find_exact(name);
+  if (e == nullptr || e->holders.empty()) {
+    return NameState::free;
+  }
+  const auto all = [&](auto pred) { return std::all_of(e->holders.begin(), e->holders.end(), pred); };
+  if (all([](const Holder& h) { return h.pool; })) {
+    return NameState::held_pooled;
+  }
+  if (all([&](const Holder& h) { return h.key_fingerprint == key_fingerprint; })) {
+    return NameState::held_same_key;
+  }
+  return NameState::held;
+}
+
+ClaimResult EndpointRegistry::claim(ClaimRequest request) {
+  ClaimResult result;
   std::lock_guard lock(mutex_);
   const std::uint64_t token = next_token_++;
-  if (!routes_.insert(name, Entry{std::move(endpoint), token})) {
-    return std::nullopt;
+  Holder holder{std::move(request.endpoint), token, request.key_fingerprint, request.pool};
+  Entry* e = routes_.find_exact(request.name);
+  if (e == nullptr || e->holders.empty()) {
+    if (e == nullptr) {
+      Entry fresh;
+      fresh.holders.push_back(std::move(holder));
+      routes_.insert(request.name, std::move(fresh));
+    } else {
+      e->holders.push_back(std::move(holder));
+    }
+    result.registration = Registration(shared_from_this(), request.name, token);
+    return result;
   }
-  return Registration(shared_from_this(), name, token);
+  const bool all_pool =
+      std::all_of(e->holders.begin(), e->holders.end(), [](const Holder& h) { return h.pool; });
+  const bool all_same_key =
+      std::all_of(e->holders.begin(), e->holders.end(),
+                  [&](const Holder& h) { return h.key_fingerprint == request.key_fingerprint; });
+  if (request.pool && all_pool) {
+    e->holders.push_back(std::move(holder));
+    result.registration = Registration(shared_from_this(), request.name, token);
+    return result;
+  }
+  if (request.takeover && all_same_key) {
+    for (auto& h : e->holders) {
+      if (auto ep = h.endpoint.lock()) {
+        result.displaced.push_back(std::move(ep));
+      }
+    }
+    e->holders.clear();
+    e->holders.push_back(std::move(holder));
+    result.registration = Registration(shared_from_this(), request.name, token);
+    return result;
+  }
+  if (request.takeover) {
+    result.refusal = request.name + " is held by another key: --takeover only moves a name " +
+                     "between sessions of the same key";
+  } else if (request.pool) {
+    result.refusal = request.name + " is in use by a session that did not pass --pool";
+  } else if (all_pool) {
+    result.refusal = request.name + " is pooled by other sessions: add --pool to share it";
+  } else if (all_same_key) {
+    result.refusal = request.name +
+                     " is in use by another session of your key: add --takeover to move it here";
+  } else {
+    result.refusal = request.name + " is already in use by another session (pick another name)";
+  }
+  return result;
 }
 
 std::shared_ptr<TunnelEndpoint> EndpointRegistry::find(std::string_view server_name) const {
   std::lock_guard lock(mutex_);
   const Entry* e = routes_.find(server_name);
-  return e ? e->endpoint.lock() : nullptr;
+  if (e == nullptr) {
+    return nullptr;
+  }
+  // Round-robin over pooled holders, skipping any whose session is already gone.
+  for (std::size_t tries = 0; tries < e->holders.size(); ++tries) {
+    const Holder& h = e->holders[e->next++ % e->holders.size()];
+    if (auto ep = h.endpoint.lock()) {
+      return ep;
+    }
+  }
+  return nullptr;
 }
 
 std::size_t EndpointRegistry::size() const {
@@ -52,10 +125,14 @@ std::size_t EndpointRegistry::size() const {
 
 void EndpointRegistry::release(const std::string& name, std::uint64_t token) {
   std::lock_guard lock(mutex_);
-  // Only the holder that claimed the name may release it: a stale Registration (after a
-  // takeover, later) must not remove its successor.
-  const Entry* e = routes_.find_exact(name);
-  if (e && e->token == token) {
+  // Only the holder that claimed may release: a Registration displaced by a takeover must
+  // not remove its successor.
+  Entry* e = routes_.find_exact(name);
+  if (e == nullptr) {
+    return;
+  }
+  std::erase_if(e->holders, [&](const Holder& h) { return h.token == token; });
+  if (e->holders.empty()) {
     routes_.erase(name);
   }
 }

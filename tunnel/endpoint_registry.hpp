@@ -1,13 +1,17 @@
-// Which session holds which hostname. A hostname belongs to one endpoint; a second claim is
-// refused and the first keeps working. Registrations are RAII: the moment an owner drops
-// its Registration, the name routes nowhere. Deliberately no pooling yet.
+// Which session holds which hostname. A name has one holder, or several when every holder
+// asked to pool it (connections are then spread round-robin). A second claim is refused and
+// the first keeps working, except a takeover by the same key, which displaces the holders.
+// Registrations are RAII: the moment a holder drops its Registration, it stops receiving
+// connections. Copies under the lock; the caller acts outside it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tunnel/endpoint.hpp"
 #include "tunnel/route_table.hpp"
@@ -40,23 +44,47 @@ class Registration {
   std::uint64_t token_ = 0;
 };
 
+struct ClaimRequest {
+  std::string name;  ///< normalised; exact or "*.suffix"
+  std::weak_ptr<TunnelEndpoint> endpoint;
+  std::string key_fingerprint;
+  bool pool = false;      ///< share the name with other holders that also pool
+  bool takeover = false;  ///< displace holders of the same key
+};
+
+struct ClaimResult {
+  std::optional<Registration> registration;  ///< set when the claim succeeded
+  std::string refusal;                       ///< user-facing, when it did not
+  /// Holders a takeover displaced: tell them (TunnelEndpoint::displaced), outside any lock.
+  std::vector<std::shared_ptr<TunnelEndpoint>> displaced;
+};
+
+/// What a claim would meet, without claiming: lets a session refuse a plain conflict at
+/// forward time, before it knows the command's --pool/--takeover.
+enum class NameState { free, held_pooled, held_same_key, held };
+
 class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
  public:
-  /// Claims `name` (normalised; exact or "*.suffix") for `endpoint`. Returns an empty
-  /// optional when another endpoint holds it.
-  std::optional<Registration> claim(const std::string& name, std::weak_ptr<TunnelEndpoint> endpoint);
+  ClaimResult claim(ClaimRequest request);
+  NameState probe(const std::string& name, const std::string& key_fingerprint) const;
 
-  /// Routes a normalised server name: exact match, then the longest wildcard suffix.
-  /// Copies under the lock; the caller acts on the result outside it.
+  /// Routes a normalised server name: exact match, then the longest wildcard suffix; among
+  /// pooled holders, round-robin.
   std::shared_ptr<TunnelEndpoint> find(std::string_view server_name) const;
 
-  std::size_t size() const;
+  std::size_t size() const;  ///< names held
 
  private:
   friend class Registration;
-  struct Entry {
+  struct Holder {
     std::weak_ptr<TunnelEndpoint> endpoint;
     std::uint64_t token;
+    std::string key_fingerprint;
+    bool pool;
+  };
+  struct Entry {
+    std::vector<Holder> holders;
+    mutable std::size_t next = 0;  ///< round-robin position (under the lock)
   };
   void release(const std::string& name, std::uint64_t token);
 

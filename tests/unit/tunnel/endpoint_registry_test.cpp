@@ -1,0 +1,111 @@
+// EndpointRegistry: one holder per name, pools, takeovers, RAII release, round-robin.
+#include "tunnel/endpoint_registry.hpp"
+
+#include <gtest/gtest.h>
+
+namespace gw::tunnel {
+namespace {
+
+struct FakeEndpoint : TunnelEndpoint {
+  void deliver(IncomingConnection) override {}
+  void displaced(const std::string& name) override { displaced_names.push_back(name); }
+  std::vector<std::string> displaced_names;
+};
+
+ClaimRequest req(const std::string& name, const std::shared_ptr<FakeEndpoint>& ep,
+                 const std::string& fp, bool pool = false, bool takeover = false) {
+  return ClaimRequest{name, ep, fp, pool, takeover};
+}
+
+// Proves: a second claim is refused with a message naming the name, and the first holder keeps
+// the route; dropping the Registration frees the name at once.
+TEST(EndpointRegistry, SecondClaimRefusedFirstKeepsRoute) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto first = reg->claim(req("app.alice.test", a, "fpA"));
+  ASSERT_TRUE(first.registration);
+  auto second = reg->claim(req("app.alice.test", b, "fpB"));
+  EXPECT_FALSE(second.registration);
+  EXPECT_NE(second.refusal.find("app.alice.test is already in use"), std::string::npos);
+  EXPECT_EQ(reg->find("app.alice.test"), a);
+  EXPECT_EQ(reg->probe("app.alice.test", "fpB"), NameState::held);
+  first.registration.reset();
+  EXPECT_EQ(reg->find("app.alice.test"), nullptr);
+  EXPECT_EQ(reg->probe("app.alice.test", "fpB"), NameState::free);
+}
+
+// Proves: pooled holders share a name round-robin, a non-pooled claimant is refused, and a
+// holder leaving removes only itself.
+TEST(EndpointRegistry, PoolBalancesAndLeavesIndividually) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto c = std::make_shared<FakeEndpoint>();
+  auto ra = reg->claim(req("p.test", a, "fpA", /*pool=*/true));
+  auto rb = reg->claim(req("p.test", b, "fpB", /*pool=*/true));
+  ASSERT_TRUE(ra.registration && rb.registration);
+  EXPECT_EQ(reg->probe("p.test", "fpC"), NameState::held_pooled);
+  EXPECT_FALSE(reg->claim(req("p.test", c, "fpC")).registration);
+  int hits_a = 0, hits_b = 0;
+  for (int i = 0; i < 10; ++i) {
+    const auto ep = reg->find("p.test");
+    hits_a += ep == a;
+    hits_b += ep == b;
+  }
+  EXPECT_EQ(hits_a, 5);
+  EXPECT_EQ(hits_b, 5);
+  ra.registration.reset();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(reg->find("p.test"), b);
+  }
+}
+
+// Proves: --pool can't join a holder that didn't pool.
+TEST(EndpointRegistry, PoolRefusedWhenHolderDidNotPool) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto ra = reg->claim(req("p.test", a, "fpA"));
+  auto rb = reg->claim(req("p.test", b, "fpB", /*pool=*/true));
+  EXPECT_FALSE(rb.registration);
+  EXPECT_NE(rb.refusal.find("did not pass --pool"), std::string::npos);
+}
+
+// Proves: a takeover by the same key displaces the holder (which is told), and the displaced
+// Registration releasing later does not remove the successor.
+TEST(EndpointRegistry, TakeoverBySameKeyOnly) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto old_ep = std::make_shared<FakeEndpoint>();
+  auto new_ep = std::make_shared<FakeEndpoint>();
+  auto other = std::make_shared<FakeEndpoint>();
+  auto old_reg = reg->claim(req("t.test", old_ep, "fpA"));
+  EXPECT_EQ(reg->probe("t.test", "fpA"), NameState::held_same_key);
+  auto refused = reg->claim(req("t.test", other, "fpB", false, /*takeover=*/true));
+  EXPECT_FALSE(refused.registration);
+  EXPECT_NE(refused.refusal.find("held by another key"), std::string::npos);
+  auto taken = reg->claim(req("t.test", new_ep, "fpA", false, /*takeover=*/true));
+  ASSERT_TRUE(taken.registration);
+  ASSERT_EQ(taken.displaced.size(), 1u);
+  EXPECT_EQ(taken.displaced[0], old_ep);
+  EXPECT_EQ(reg->find("t.test"), new_ep);
+  old_reg.registration.reset();  // the displaced holder lets go late
+  EXPECT_EQ(reg->find("t.test"), new_ep);
+}
+
+// Proves: a wildcard holder receives names under it, an exact holder wins over it, and an
+// endpoint whose owner is gone routes nowhere.
+TEST(EndpointRegistry, WildcardAndGoneOwner) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto wild = std::make_shared<FakeEndpoint>();
+  auto exact = std::make_shared<FakeEndpoint>();
+  auto rw = reg->claim(req("*.alice.test", wild, "fpA"));
+  auto re = reg->claim(req("app.alice.test", exact, "fpA"));
+  EXPECT_EQ(reg->find("x.y.alice.test"), wild);
+  EXPECT_EQ(reg->find("app.alice.test"), exact);
+  exact.reset();
+  EXPECT_EQ(reg->find("app.alice.test"), nullptr);
+}
+
+}  // namespace
+}  // namespace gw::tunnel
