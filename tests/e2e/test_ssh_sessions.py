@@ -1,0 +1,142 @@
+"""The SSH side: authentication, authorization of names, conflicts, and endpoints going away with
+their session (DESIGN sections 3 and 5)."""
+
+import signal
+import subprocess
+import time
+
+from conftest import SSH, ALERT_UNRECOGNIZED_NAME, fwd, https_get, is_alert, wait_for
+
+
+def test_unknown_key_refused(gateway, upstream):
+    # Proves: a key not in authorized_keys cannot log in (ssh exits 255, "Permission denied").
+    t = gateway.tunnel([fwd("app.alice.test", upstream)], key="mallory")
+    rc = t.run_to_exit()
+    assert rc == 255, t.describe()
+    assert "Permission denied" in t.all_output(), t.describe()
+    assert is_alert(gateway.probe("app.alice.test"), ALERT_UNRECOGNIZED_NAME)
+
+
+def test_forward_outside_permitlisten_refused_exit_on_forward_failure(gateway, upstream):
+    # Proves: alice (permitlisten *.alice.test:443) may not bind app.bob.test: with
+    # ExitOnForwardFailure ssh gives up with "remote port forwarding failed", and nothing routes.
+    t = gateway.tunnel([fwd("app.bob.test", upstream)], key="alice")
+    rc = t.run_to_exit()
+    assert rc != 0, t.describe()
+    assert "remote port forwarding failed" in t.all_output(), t.describe()
+    assert is_alert(gateway.probe("app.bob.test"), ALERT_UNRECOGNIZED_NAME)
+
+
+def test_forward_outside_permitlisten_reason_on_stderr(gateway, upstream):
+    # Proves: without ExitOnForwardFailure, the `tls` session tells the user which name was refused
+    # (on the session's stderr, not just OpenSSH's generic warning) and the name does not route.
+    t = gateway.tunnel([fwd("app.bob.test", upstream)], key="alice", exit_on_forward_failure=False)
+    t.start(wait=False)
+    wait_for(lambda: "app.bob.test" in t.stderr() or not t.running(), 20,
+             "a refusal naming app.bob.test on stderr")
+    assert "app.bob.test" in t.stderr(), t.describe()
+    assert is_alert(gateway.probe("app.bob.test"), ALERT_UNRECOGNIZED_NAME)
+
+
+def test_key_without_permitlisten_refused_outside_domain(gateway, upstream):
+    # Proves: a key with no permitlisten (carol) may not bind a name outside --domain.
+    t = gateway.tunnel([fwd("app.alice.test", upstream)], key="carol")
+    assert t.run_to_exit() != 0, t.describe()
+    assert "remote port forwarding failed" in t.all_output(), t.describe()
+
+
+def test_hostname_conflict_refused_first_keeps_working(gateway_factory, keys, upstream_factory,
+                                                       client_ctx):
+    # Proves: a second session claiming a name already held (by the same key, or by another key
+    # that may also use the name) is refused with a message naming it, and the first session's
+    # endpoint keeps serving before, during and after. (A same-key claim may only be refused once
+    # the command arrives, since `tls --takeover` could move the name: either way ssh fails.)
+    gateway = gateway_factory(authorized_keys=(
+        f'permitlisten="*.alice.test:443" {keys.pub("alice")}\n'
+        f'permitlisten="app.alice.test:443" {keys.pub("dave")}\n'))
+    first = upstream_factory("http", "first")
+    second = upstream_factory("http", "second")
+    holder = gateway.tunnel([fwd("app.alice.test", first)]).start()
+    assert https_get(gateway.tls_port, "app.alice.test", client_ctx).body.startswith("hello from first")
+    for key, efw in [("alice", True), ("alice", False), ("dave", True), ("dave", False)]:
+        rival = gateway.tunnel([fwd("app.alice.test", second)], key=key, exit_on_forward_failure=efw)
+        rival.start(wait=False)
+        wait_for(lambda: "app.alice.test" in rival.stderr() or not rival.running(), 20,
+                 f"{key}'s rival session to be refused")
+        out = rival.all_output()
+        assert ("remote port forwarding failed" in out or "app.alice.test" in rival.stderr()), \
+            rival.describe()
+        if not efw:
+            # Without ExitOnForwardFailure only the gateway can tell the user why.
+            assert "app.alice.test" in rival.stderr(), rival.describe()
+        if rival.running():
+            assert not rival.urls(), "a refused claim must not be announced"
+            rival.close()
+        else:
+            assert rival.proc.returncode != 0, rival.describe()
+        assert holder.running()
+        assert https_get(gateway.tls_port, "app.alice.test", client_ctx).body.startswith("hello from first")
+    assert second.accepted == 0
+
+
+def test_killed_ssh_client_endpoint_gone_within_seconds(gateway, upstream, client_ctx):
+    # Proves: when the ssh client dies (SIGKILL: its kernel closes the TCP connection), its endpoint
+    # is removed within a few seconds and the name then answers unrecognized_name.
+    t = gateway.tunnel([fwd("app.alice.test", upstream)]).start()
+    assert https_get(gateway.tls_port, "app.alice.test", client_ctx).status == 200
+    t.kill(signal.SIGKILL)
+    t.proc.wait(5)
+    took = gateway.wait_unrouted("app.alice.test", timeout=10)
+    assert took < 5.0, f"endpoint lingered {took:.1f}s"
+
+
+def test_clean_disconnect_removes_endpoint_and_frees_name(gateway, upstream_factory, client_ctx):
+    # Proves: after a session ends normally its name is free at once for a new session.
+    a = upstream_factory("http", "a")
+    b = upstream_factory("http", "b")
+    t = gateway.tunnel([fwd("app.alice.test", a)]).start()
+    t.close()
+    gateway.wait_unrouted("app.alice.test", timeout=5)
+    gateway.tunnel([fwd("app.alice.test", b)]).start()
+    assert https_get(gateway.tls_port, "app.alice.test", client_ctx).body.startswith("hello from b")
+
+
+def test_any_user_name_accepted(gateway, upstream, client_ctx):
+    # Proves: the SSH user name does not matter; only the key does.
+    gateway.tunnel([fwd("app.alice.test", upstream)], user="someone-else").start()
+    assert https_get(gateway.tls_port, "app.alice.test", client_ctx).status == 200
+
+
+def test_sigterm_with_live_session_exits_0(gateway, upstream):
+    # Proves: SIGTERM stops the gateway cleanly (exit 0) while a session is connected, and the ssh
+    # client notices and exits.
+    t = gateway.tunnel([fwd("app.alice.test", upstream)]).start()
+    t0 = time.monotonic()
+    assert gateway.stop() == 0, gateway.log_text()[-3000:]
+    assert time.monotonic() - t0 < 10
+    t.wait_exit(15)
+
+
+def _control(tunnel, op, forward):
+    """`ssh -O forward|cancel -R ...` through the tunnel's ControlMaster socket."""
+    return subprocess.run([SSH, "-F", "/dev/null", "-S", str(tunnel.gw.dir / "cm"), "-O", op,
+                           "-R", forward, "127.0.0.1"], capture_output=True, text=True, timeout=20)
+
+
+def test_cancel_and_add_forward_in_a_live_session(gateway, upstream_factory, client_ctx):
+    # Proves: cancel-tcpip-forward removes just that endpoint (its name answers 112 and is free
+    # again), and a tcpip-forward sent after the command adds a working endpoint to the session.
+    a = upstream_factory("http", "a")
+    b = upstream_factory("http", "b")
+    fa, fb = fwd("app.alice.test", a), fwd("api.alice.test", b)
+    t = gateway.tunnel([fa, fb], extra=["-o", "ControlMaster=yes",
+                                        "-o", f"ControlPath={gateway.dir / 'cm'}"]).start()
+    p = _control(t, "cancel", fa)
+    assert p.returncode == 0, p.stderr
+    gateway.wait_unrouted("app.alice.test", timeout=5)
+    assert https_get(gateway.tls_port, "api.alice.test", client_ctx).body.startswith("hello from b")
+    p = _control(t, "forward", fwd("new.alice.test", a))
+    assert p.returncode == 0, p.stderr
+    gateway.wait_routed("new.alice.test", timeout=10)
+    assert https_get(gateway.tls_port, "new.alice.test", client_ctx).body.startswith("hello from a")
+    assert t.running()
