@@ -31,6 +31,9 @@ namespace {
 
 using boost::asio::ip::tcp;
 
+/// How long SIGTERM waits for open connections to finish.
+constexpr std::chrono::seconds kDrainTimeout{30};
+
 struct Loggers {
   std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys;
 };
@@ -206,7 +209,31 @@ int serve(const gw::app::ServeConfig& config) {
   KeyWatcher watcher(*raw.front(), config.authorized_keys, keys, ctx->sessions, log.keys);
   watcher.start();
 
+  // SIGTERM/SIGINT drain: stop accepting, end every endpoint, let open connections finish
+  // (up to the drain timeout), then stop. A second signal stops at once.
   boost::asio::signal_set signals(*raw.front(), SIGINT, SIGTERM, SIGHUP);
+  boost::asio::steady_timer drain_timer(*raw.front());
+  bool draining = false;
+  const auto drain_deadline_after = kDrainTimeout;
+  std::chrono::steady_clock::time_point drain_deadline;
+  const auto stop_all = [&] {
+    for (auto* c : raw) {
+      c->stop();
+    }
+  };
+  std::function<void()> drain_poll = [&] {
+    if (ctx->sessions->size() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+      log.app->info("serve.drained sessions_left={}", ctx->sessions->size());
+      stop_all();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(100));
+    drain_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) {
+        drain_poll();
+      }
+    });
+  };
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
         if (ec) {
@@ -217,10 +244,22 @@ int serve(const gw::app::ServeConfig& config) {
           signals.async_wait(on_signal);
           return;
         }
-        log.app->info("serve.stop signal={}", signo == SIGINT ? "SIGINT" : "SIGTERM");
-        for (auto* c : raw) {
-          c->stop();
+        if (draining) {
+          log.app->info("serve.stop signal={} (second signal: not waiting)", signo);
+          stop_all();
+          return;
         }
+        draining = true;
+        log.app->info("serve.drain signal={} timeout_s={}", signo == SIGINT ? "SIGINT" : "SIGTERM",
+                      drain_deadline_after.count());
+        ssh.stop();
+        tls.stop();
+        for (const auto& session : ctx->sessions->all()) {
+          session->drain();
+        }
+        drain_deadline = std::chrono::steady_clock::now() + drain_deadline_after;
+        drain_poll();
+        signals.async_wait(on_signal);
       };
   signals.async_wait(on_signal);
 

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -42,6 +43,16 @@ class Listener {
  public:
   Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
            std::shared_ptr<spdlog::logger> log);
+
+  /// Thread-safe: stops accepting (each acceptor is closed on its own thread).
+  void stop() {
+    for (auto& a : acceptors_) {
+      boost::asio::post(a->get_executor(), [acceptor = a.get()] {
+        boost::system::error_code ec;
+        acceptor->close(ec);
+      });
+    }
+  }
 
   /// Listens on `where` once per context; returns the bound address (real port for port 0).
   boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,16 @@ class Server {
  public:
   /// Throws std::runtime_error when the host key can't be loaded into libssh.
   Server(std::shared_ptr<const ServerContext> ctx, const std::string& host_key_path);
+
+  /// Thread-safe: stops accepting (each acceptor is closed on its own thread).
+  void stop() {
+    for (auto& a : acceptors_) {
+      boost::asio::post(a->get_executor(), [acceptor = a.get()] {
+        boost::system::error_code ec;
+        acceptor->close(ec);
+      });
+    }
+  }
 
   /// Listens on `where` once per context; returns the bound address (real port for port 0).
   boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,

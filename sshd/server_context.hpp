@@ -60,6 +60,8 @@ struct ServerContext {
   /// With a session channel but no exec/shell yet: how long to wait for the command.
   std::chrono::milliseconds command_wait{3000};
   std::int64_t max_unauthenticated = 64;
+  std::size_t max_sessions_per_key = 20;   ///< a runaway autossh loop must not exhaust us
+  std::size_t max_endpoints_per_key = 50;  ///< over all of the key's sessions
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<spdlog::logger> tunnel_log;
   std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();

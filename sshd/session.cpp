@@ -248,6 +248,9 @@ void Session::after_pump() {
     bridges_.erase(id);
   }
   finished_bridges_.clear();
+  if (draining_ && bridges_.empty()) {
+    begin_close();
+  }
 }
 
 void Session::arm_waits() {
@@ -417,6 +420,12 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   }
   key_ = *found;
   authenticated_at_ = Clock::now();
+  if (ctx_->sessions->set_key(id_, found->fingerprint) > ctx_->max_sessions_per_key) {
+    // Accepted, so the user can be told why (a refused auth only says "Permission denied");
+    // the session ends as soon as it can show the message.
+    over_limit_ = "this key already has " + std::to_string(ctx_->max_sessions_per_key) +
+                  " sessions open (the limit): close one first";
+  }
   set_state(State::authenticated);
   ctx_->log->info("auth.accept conn=s{} peer={} user=\"{}\" key=\"{}\" loc={} fp={}", id_, peer_,
                   printable(user_), printable(found->comment), found->loc, found->fingerprint);
@@ -515,6 +524,10 @@ void Session::run_command() {
     write_user(n, true);
   }
   notices_.clear();
+  if (!over_limit_.empty()) {
+    refuse_session(over_limit_);
+    return;
+  }
   if (!parsed.command) {
     ctx_->log->info("session.command_refused conn=s{} command=\"{}\"", id_,
                     printable(pending_command_));
@@ -550,8 +563,21 @@ void Session::run_command() {
   }
 }
 
+void Session::refuse_session(const std::string& why) {
+  ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"{}\"", id_,
+                  key_ ? key_->fingerprint : "-", why);
+  write_user("snigate: " + why, true);
+  exit_status_ = 1;
+  close_reason_ = why;
+  begin_close();
+}
+
 void Session::become_ready() {
   if (state_ != State::authenticated) {
+    return;
+  }
+  if (!over_limit_.empty()) {
+    refuse_session(over_limit_);  // `-N`: only the log says why
     return;
   }
   set_state(State::ready);
@@ -568,6 +594,7 @@ void Session::become_ready() {
                     refusal);
     write_user("snigate: cannot forward " + it->second.hostname + ": " + refusal, true);
     it = forwards_.erase(it);
+    ctx_->sessions->set_endpoints(id_, forwards_.size());
   }
 }
 
@@ -604,6 +631,7 @@ void Session::forward_displaced(std::size_t key) {
                          " was taken over by a newer session of your key (--takeover)",
                      true);
     self->forwards_.erase(it);
+    self->ctx_->sessions->set_endpoints(self->id_, self->forwards_.size());
     if (self->forwards_.empty()) {
       self->close_reason_ = "all endpoints taken over";
       self->begin_close();
@@ -673,6 +701,12 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     refuse_forward(msg, address, port, decision.refusal);
     return;
   }
+  if (ctx_->sessions->endpoints_of_key(key_->fingerprint) >= ctx_->max_endpoints_per_key) {
+    refuse_forward(msg, address, port,
+                   "this key already holds " + std::to_string(ctx_->max_endpoints_per_key) +
+                       " endpoints (the limit): cancel one first");
+    return;
+  }
   const std::size_t key = next_forward_key_++;
   std::string name;
   if (decision.hostname) {
@@ -712,6 +746,7 @@ void Session::handle_tcpip_forward(ssh_message msg) {
   }
   ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
   forwards_.emplace(key, std::move(f));
+  ctx_->sessions->set_endpoints(id_, forwards_.size());
 }
 
 void Session::handle_cancel_forward(ssh_message msg) {
@@ -723,6 +758,7 @@ void Session::handle_cancel_forward(ssh_message msg) {
       ctx_->log->info("endpoint.deleted conn=s{} url={} reason=cancelled", id_,
                       url_for(it->second));
       forwards_.erase(it);
+      ctx_->sessions->set_endpoints(id_, forwards_.size());
       ssh_message_global_request_reply_success(msg, 0);
       return;
     }
@@ -786,6 +822,20 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   request_pump();
 }
 
+void Session::drain() {
+  boost::asio::post(ioc_, [self = shared_from_this()] {
+    if (self->state_ == State::closing || self->state_ == State::closed) {
+      return;
+    }
+    self->draining_ = true;
+    self->write_user("snigate: the gateway is shutting down; open connections may finish", true);
+    self->forwards_.clear();  // no new connections; open ones go on
+    self->ctx_->sessions->set_endpoints(self->id_, 0);
+    self->close_reason_ = "gateway shutting down";
+    self->request_pump();  // after_pump() ends the session once its bridges are done
+  });
+}
+
 // ---- key reload ------------------------------------------------------------------------
 
 void Session::keys_changed(std::shared_ptr<const keys::KeyStore> store) {
@@ -822,6 +872,7 @@ void Session::apply_keys(const keys::KeyStore& store) {
                     url_for(it->second));
     write_user("snigate: " + url_for(it->second) + " removed: " + d.refusal, true);
     it = forwards_.erase(it);
+    ctx_->sessions->set_endpoints(id_, forwards_.size());
   }
 }
 
@@ -844,6 +895,7 @@ void Session::teardown_endpoints() {
                     close_reason_);
   }
   forwards_.clear();  // endpoints vanish now, before the last bytes are flushed
+  ctx_->sessions->set_endpoints(id_, 0);
   auto bridges = bridges_;  // abort() reports back into bridges_
   for (auto& [id, b] : bridges) {
     b->abort("session_closed");

@@ -67,6 +67,10 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Thread-safe: ends the session with a message to the user (if it can still be shown).
   void close_from_outside(std::string message);
 
+  /// Thread-safe: the gateway is shutting down. Endpoints stop taking connections at once;
+  /// the session ends when its open connections have finished.
+  void drain();
+
   /// Thread-safe: the forward `key` was taken over by a session of the same key.
   void forward_displaced(std::size_t key);
 
@@ -103,6 +107,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Session lifecycle.
   void set_state(State next);
   void become_ready();
+  void refuse_session(const std::string& why);
   /// Claims f's name with the command's options; returns the refusal, or "" when claimed.
   std::string claim(std::size_t key, Forward& f);
   void run_command();
@@ -161,6 +166,8 @@ class Session : public std::enable_shared_from_this<Session> {
   int exit_status_ = 0;
   int auth_failures_ = 0;
   bool user_quit_ = false;
+  std::string over_limit_;
+  bool draining_ = false;  ///< set at auth when the key is over its session limit
 
   std::unordered_map<std::size_t, Forward> forwards_;
   std::size_t next_forward_key_ = 1;
