@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -19,7 +20,10 @@
 #include <thread>
 #include <vector>
 
+#include "app/admin_http.hpp"
 #include "app/cli.hpp"
+#include "app/event_log.hpp"
+#include "app/gateway_backend.hpp"
 #include "keys/host_keys.hpp"
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
@@ -74,6 +78,23 @@ void raise_fd_limit() {
     rl.rlim_cur = rl.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
+}
+
+/// The admin API's bearer token: SNIGATE_ADMIN_TOKEN, or the first line of the file named by
+/// SNIGATE_ADMIN_TOKEN_FILE (so it stays out of `ps` and shell history). Empty: no token.
+std::string admin_token(const gw::app::ServeConfig&) {
+  if (const char* t = std::getenv("SNIGATE_ADMIN_TOKEN"); t != nullptr && *t != '\0') {
+    return t;
+  }
+  if (const char* f = std::getenv("SNIGATE_ADMIN_TOKEN_FILE"); f != nullptr && *f != '\0') {
+    std::ifstream in(f);
+    std::string line;
+    if (!in || !std::getline(in, line) || line.empty()) {
+      throw std::runtime_error(std::string(f) + ": cannot read the admin token");
+    }
+    return line;
+  }
+  return {};
 }
 
 /// Loads authorized_keys and logs every skipped line; never throws for a missing file.
@@ -182,11 +203,18 @@ int serve(const gw::app::ServeConfig& config) {
     raw.push_back(contexts.back().get());
   }
 
+  std::shared_ptr<gw::tunnel::EventSink> events = std::make_shared<gw::tunnel::NullEventSink>();
+  std::shared_ptr<gw::app::JsonEventLog> event_log;
+  if (!config.event_log.empty()) {
+    event_log = std::make_shared<gw::app::JsonEventLog>(config.event_log);  // throws: start-up
+    events = event_log;
+  }
+
   auto registry = std::make_shared<gw::tunnel::EndpointRegistry>();
   gw::sni::Listener tls(registry,
                         gw::sni::RouterConfig{std::chrono::duration_cast<std::chrono::milliseconds>(
                             config.client_hello_timeout)},
-                        log.sni);
+                        log.sni, events);
   std::vector<tcp::endpoint> tls_bound;
   for (const auto& a : config.tls_listen) {
     tls_bound.push_back(tls.listen(raw, resolve(a)));
@@ -200,10 +228,29 @@ int serve(const gw::app::ServeConfig& config) {
   ctx->idle_timeout = config.idle_timeout;
   ctx->log = log.sshd;
   ctx->tunnel_log = log.tunnel;
+  ctx->events = events;
   gw::sshd::Server ssh(ctx, host_key.private_key_path);
   std::vector<tcp::endpoint> ssh_bound;
   for (const auto& a : config.ssh_listen) {
     ssh_bound.push_back(ssh.listen(raw, resolve(a)));
+  }
+
+  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION);
+  std::unique_ptr<gw::app::AdminServer> admin;
+  std::string admin_text = "off";
+  if (config.admin_listen) {
+    const auto where = resolve(*config.admin_listen);
+    const std::string token = admin_token(config);
+    std::string why;
+    if (!gw::app::admin_listen_allowed(where.address(), !token.empty(), &why)) {
+      throw std::runtime_error("--admin-listen " + to_string(where) + ": " + why);
+    }
+    gw::app::AdminOptions options;
+    options.token = token;
+    options.log = log.app;
+    admin = std::make_unique<gw::app::AdminServer>(*raw.front(), backend, options);
+    admin->listen(where);
+    admin_text = to_string(admin->local_endpoint());
   }
 
   KeyWatcher watcher(*raw.front(), config.authorized_keys, keys, ctx->sessions, log.keys);
@@ -241,6 +288,12 @@ int serve(const gw::app::ServeConfig& config) {
         }
         if (signo == SIGHUP) {
           watcher.reload("SIGHUP");
+          if (event_log) {
+            std::string error;
+            if (!event_log->reopen(&error)) {
+              log.app->error("events.reopen_failed path={} error=\"{}\"", config.event_log, error);
+            }
+          }
           signals.async_wait(on_signal);
           return;
         }
@@ -254,6 +307,9 @@ int serve(const gw::app::ServeConfig& config) {
                       drain_deadline_after.count());
         ssh.stop();
         tls.stop();
+        if (admin) {
+          admin->stop();
+        }
         for (const auto& session : ctx->sessions->all()) {
           session->drain();
         }
@@ -270,8 +326,8 @@ int serve(const gw::app::ServeConfig& config) {
   for (const auto& e : tls_bound) {
     tls_list += (tls_list.empty() ? "" : ",") + to_string(e);
   }
-  log.app->info("serve.ready ssh={} tls={} domain={} advertise_port={} threads={} keys={}",
-                ssh_list, tls_list, config.domain, ctx->advertise_port, threads,
+  log.app->info("serve.ready ssh={} tls={} admin={} domain={} advertise_port={} threads={} keys={}",
+                ssh_list, tls_list, admin_text, config.domain, ctx->advertise_port, threads,
                 keys->get()->size());
 
   std::vector<std::thread> workers;

@@ -20,13 +20,17 @@ class Peek : public std::enable_shared_from_this<Peek> {
  public:
   Peek(boost::asio::ip::tcp::socket socket, std::uint64_t id,
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
-       std::shared_ptr<spdlog::logger> log, std::shared_ptr<RouterStats> stats)
+       std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
+       std::shared_ptr<RouterStats> stats)
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         id_(id),
         registry_(std::move(registry)),
         log_(std::move(log)),
+        events_(std::move(events)),
         stats_(std::move(stats)) {
+    accepted_at_ = std::chrono::steady_clock::now();
+    accepted_wall_ = std::chrono::system_clock::now();
     boost::system::error_code ec;
     client_ = socket_.remote_endpoint(ec);
     socket_.non_blocking(true, ec);
@@ -41,7 +45,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (!ec && !self->done_) {
         self->stats_->timeout++;
-        self->refuse("timeout", std::nullopt, "no ClientHello within the timeout");
+        self->refuse("timeout", "timeout", std::nullopt, "no ClientHello within the timeout");
       }
     });
     on_readable();  // bytes may already be here (edge-triggered waits need a first try)
@@ -76,6 +80,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
         stats_->closed_early++;
         log_->debug("sni.closed_early conn=t{} client={} bytes={}", id_, client_ip(),
                     buffer_.size());
+        emit_refused("closed_early", "client_closed");
         finish();
         return;
       }
@@ -87,7 +92,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
         need_at_least_ = std::max(r.need_at_least, buffer_.size() + 1);
         if (buffer_.size() >= kMaxPeekBytes) {
           stats_->too_large++;
-          refuse("too_large", gw::kAlertRecordOverflow, "ClientHello over the size cap");
+          refuse("too_large", "too_large", gw::kAlertRecordOverflow,
+                 "ClientHello over the size cap");
           return;
         }
         continue;
@@ -103,20 +109,23 @@ class Peek : public std::enable_shared_from_this<Peek> {
 
   void refuse_invalid(std::error_code error) {
     const auto alert = alert_for(error);
-    if (error == errc::not_tls) {
+    const char* reason = "malformed";
+    if (error == errc::not_tls || error == errc::sslv2_client_hello) {
       stats_->not_tls++;
-    } else if (error == errc::client_hello_too_large) {
+      reason = "not_tls";
+    } else if (error == errc::client_hello_too_large || error == errc::record_too_large) {
       stats_->too_large++;
+      reason = "too_large";
     } else {
       stats_->malformed++;
     }
-    refuse("invalid", alert, error.message());
+    refuse("invalid", reason, alert, error.message());
   }
 
   void route(const ClientHelloResult& r) {
     if (!r.server_name) {
       stats_->no_sni++;
-      refuse("no_sni", gw::kAlertUnrecognizedName,
+      refuse("no_sni", "no_sni", gw::kAlertUnrecognizedName,
              "ClientHello has no server name (SNI): connect by hostname");
       return;
     }
@@ -124,17 +133,18 @@ class Peek : public std::enable_shared_from_this<Peek> {
     if (!name) {
       stats_->bad_sni++;
       sni_ = printable(*r.server_name, 100);
-      refuse("bad_sni", gw::kAlertUnrecognizedName, name.error().message());
+      refuse("bad_sni", "bad_sni", gw::kAlertUnrecognizedName, name.error().message());
       return;
     }
     sni_ = name->str();
     auto endpoint = registry_->find(sni_);
     if (!endpoint) {
       stats_->no_route++;
-      refuse("no_route", gw::kAlertUnrecognizedName, "no tunnel serves this name");
+      refuse("no_route", "no_route", gw::kAlertUnrecognizedName, "no tunnel serves this name");
       return;
     }
     stats_->routed++;
+    stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
     log_->debug("sni.route conn=t{} client={} sni={}", id_, client_ip(), sni_);
     done_ = true;
     timer_.cancel();
@@ -142,13 +152,30 @@ class Peek : public std::enable_shared_from_this<Peek> {
                                                  client_, id_});
   }
 
-  void refuse(const char* what, std::optional<std::uint8_t> alert, std::string_view why) {
+  /// `reason` is the stable name events and metrics use; `why` is for people.
+  void refuse(const char* what, const char* reason, std::optional<std::uint8_t> alert,
+              std::string_view why) {
     log_->warn("sni.refuse conn=t{} client={} sni={} outcome={} reason=\"{}\"", id_, client_ip(),
                sni_.empty() ? "-" : sni_, what, why);
+    emit_refused(reason, "refused");
     if (alert) {
       tunnel::send_alert_and_close(socket_, *alert);
     }
     finish();
+  }
+
+  void emit_refused(const char* refusal, const char* close_reason) {
+    tunnel::ConnectionClosed ev;
+    ev.server_name = sni_;
+    ev.client_ip = client_ip();
+    ev.client_port = client_.port();
+    ev.start = accepted_wall_;
+    ev.duration = std::chrono::steady_clock::now() - accepted_at_;
+    ev.bytes_in = buffer_.size();
+    ev.close_reason = close_reason;
+    ev.refusal_reason = refusal;
+    ev.conn_id = id_;
+    events_->emit(ev);
   }
 
   void finish() {
@@ -165,8 +192,11 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::uint64_t id_;
   std::shared_ptr<tunnel::EndpointRegistry> registry_;
   std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_;
   std::chrono::milliseconds timeout_;
+  std::chrono::steady_clock::time_point accepted_at_;
+  std::chrono::system_clock::time_point accepted_wall_;
   boost::asio::ip::tcp::endpoint client_;
   std::vector<std::byte> buffer_;
   std::size_t need_at_least_ = 1;
@@ -177,8 +207,11 @@ class Peek : public std::enable_shared_from_this<Peek> {
 }  // namespace
 
 Listener::Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
-                   std::shared_ptr<spdlog::logger> log)
-    : registry_(std::move(registry)), config_(config), log_(std::move(log)) {}
+                   std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events)
+    : registry_(std::move(registry)),
+      config_(config),
+      log_(std::move(log)),
+      events_(std::move(events)) {}
 
 boost::asio::ip::tcp::endpoint Listener::listen(
     const std::vector<boost::asio::io_context*>& contexts,
@@ -203,7 +236,8 @@ void Listener::accept_next(boost::asio::ip::tcp::acceptor& acceptor) {
           socket.close(ignored);
           return;
         }
-        std::make_shared<Peek>(std::move(socket), next_id_++, registry_, config_, log_, stats_)
+        std::make_shared<Peek>(std::move(socket), next_id_++, registry_, config_, log_, events_,
+                               stats_)
             ->start();
       },
       [this](const boost::system::error_code& ec) {

@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "common/listen.hpp"
+#include "common/histogram.hpp"
 #include "tunnel/endpoint_registry.hpp"
+#include "tunnel/events.hpp"
 
 namespace gw::sni {
 
@@ -32,6 +34,7 @@ struct RouterStats {
   std::atomic<std::uint64_t> timeout{0};
   std::atomic<std::uint64_t> closed_early{0};
   std::atomic<std::int64_t> pending{0};
+  LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
 };
 
 struct RouterConfig {
@@ -42,7 +45,8 @@ struct RouterConfig {
 class Listener {
  public:
   Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
-           std::shared_ptr<spdlog::logger> log);
+           std::shared_ptr<spdlog::logger> log,
+           std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>());
 
   /// Thread-safe: stops accepting (each acceptor is closed on its own thread).
   void stop() {
@@ -66,6 +70,7 @@ class Listener {
   std::shared_ptr<tunnel::EndpointRegistry> registry_;
   RouterConfig config_;
   std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
   Acceptors acceptors_;
   std::atomic<std::uint64_t> next_id_{1};

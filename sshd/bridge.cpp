@@ -99,7 +99,8 @@ bool Bridge::wants_service() const {
          up_ == UpState::eof_pending || down_ == DownState::eof_pending || peer_closed_channel_;
 }
 
-void Bridge::start(const Forward& forward) {
+void Bridge::start(std::size_t forward_key, const Forward& forward) {
+  forward_key_ = forward_key;
   channel_ = ssh_channel_new(session_.session_.get());
   if (channel_ == nullptr) {
     set_channel(ChannelState::failed);
@@ -112,9 +113,15 @@ void Bridge::start(const Forward& forward) {
   callbacks_.channel_close_function = &Bridge::on_close_cb;
   ssh_callbacks_init(&callbacks_);
   ssh_set_channel_callbacks(channel_, &callbacks_);
+  endpoint_id_ = forward.id;
+  endpoint_url_ = session_.url_for(forward);
+  open_sent_ = std::chrono::steady_clock::now();
+  session_.ctx_->stats->connections_active++;
+  counted_active_ = true;
   open_address_ = forward.bind_address;
   open_port_ = forward.bind_port;
   up_pending_ = std::move(conn_.peeked);
+  bytes_up_ = up_pending_.size();  // the ClientHello the router read counts as client bytes
   // OpenSSH matches the channel to its forward by exactly the address and port it asked
   // for; the originator is the public client, so the user's side can log it.
   const std::string origin = conn_.client.address().to_string();
@@ -170,6 +177,8 @@ void Bridge::service() {
 
 void Bridge::on_opened() {
   set_channel(ChannelState::open);
+  session_.ctx_->stats->channel_open_latency.observe(std::chrono::steady_clock::now() -
+                                                     open_sent_);
   grow_window();
   pull_up();
 }
@@ -486,6 +495,12 @@ void Bridge::finish(const char* reason) {
                                   conn_.id, session_.id(), conn_.server_name,
                                   conn_.client.address().to_string(), bytes_up_, bytes_down_, ms,
                                   reason);
+  if (counted_active_) {
+    session_.ctx_->stats->connections_active--;
+  }
+  session_.ctx_->stats->bytes_in += bytes_up_;
+  session_.ctx_->stats->bytes_out += bytes_down_;
+  session_.bridge_closed(*this, reason);
   session_.bridge_finished(id());
 }
 

@@ -42,7 +42,7 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
   Bridge& operator=(const Bridge&) = delete;
 
   /// Opens the channel for `forward`; the result arrives through service().
-  void start(const Forward& forward);
+  void start(std::size_t forward_key, const Forward& forward);
   /// Called by the session after each pump: completes opens, retries blocked writes,
   /// handles EOF/close recorded by callbacks. Never called from inside a callback.
   void service();
@@ -83,6 +83,9 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
   ChannelState channel_state_ = ChannelState::opening;
   UpState up_ = UpState::open;
   DownState down_ = DownState::open;
+  std::size_t forward_key_ = 0;
+  std::string endpoint_id_;
+  std::string endpoint_url_;
   std::string open_address_;
   std::uint32_t open_port_ = 0;
 
@@ -95,12 +98,14 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
   bool read_armed_ = false;
   bool write_armed_ = false;
   bool finished_ = false;
+  bool counted_active_ = false;
   bool service_queued_ = false;
   const char* finish_reason_ = nullptr;
 
   std::uint64_t bytes_up_ = 0;
   std::uint64_t bytes_down_ = 0;
   std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point open_sent_;
   std::chrono::steady_clock::time_point last_up_;
   std::chrono::steady_clock::time_point last_down_;
 

@@ -54,7 +54,7 @@ void Server::accept_next(boost::asio::ip::tcp::acceptor& acceptor) {
         ctx_->stats->sessions_accepted++;
         auto session = std::make_shared<Session>(ioc, ctx_, next_id_++);
         const int fd = socket.release(ignored);
-        session->start(bind_.get(), bind_mutex_, fd, peer);
+        session->start(bind_.get(), bind_mutex_, fd, remote);
       },
       [this](const boost::system::error_code& ec) {
         ctx_->log->error("ssh.accept_failed error=\"{}\"", ec.message());

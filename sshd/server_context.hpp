@@ -10,9 +10,11 @@
 #include <spdlog/logger.h>
 #include <string>
 
+#include "common/histogram.hpp"
 #include "keys/key_store.hpp"
 #include "sshd/session_directory.hpp"
 #include "tunnel/endpoint_registry.hpp"
+#include "tunnel/events.hpp"
 #include "tunnel/hostname.hpp"
 
 namespace gw::sshd {
@@ -44,6 +46,12 @@ struct SshStats {
   std::atomic<std::uint64_t> forwards_refused{0};
   std::atomic<std::uint64_t> channel_open_failures{0};
   std::atomic<std::int64_t> unauthenticated{0};
+  std::atomic<std::uint64_t> connections_cidr_denied{0};
+  std::atomic<std::int64_t> connections_active{0};
+  std::atomic<std::uint64_t> bytes_in{0};   ///< public client -> upstream
+  std::atomic<std::uint64_t> bytes_out{0};  ///< upstream -> public client
+  std::atomic<std::uint64_t> next_endpoint_id{1};
+  LatencyHistogram channel_open_latency{kLatencyBuckets};
 };
 
 struct ServerContext {
@@ -66,6 +74,7 @@ struct ServerContext {
   std::shared_ptr<spdlog::logger> tunnel_log;
   std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();
   std::shared_ptr<SessionDirectory> sessions = std::make_shared<SessionDirectory>();
+  std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>();
 };
 
 }  // namespace gw::sshd

@@ -131,6 +131,7 @@ Session::~Session() {
 }
 
 void Session::set_state(State next) {
+  info_dirty_ = true;
   ctx_->log->debug("session.state conn=s{} {} -> {}", id_, to_string(state_), to_string(next));
   if ((state_ == State::key_exchange || state_ == State::authenticating) &&
       (next == State::authenticated || next == State::closing || next == State::closed)) {
@@ -139,8 +140,11 @@ void Session::set_state(State next) {
   state_ = next;
 }
 
-void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd, std::string peer) {
-  peer_ = std::move(peer);
+void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
+                    const boost::asio::ip::tcp::endpoint& peer) {
+  peer_ip_ = peer.address().to_string();
+  peer_port_ = peer.port();
+  peer_ = peer_ip_ + ":" + std::to_string(peer_port_);
   ctx_->stats->unauthenticated++;
   session_.reset(ssh_new());
   int rc = SSH_ERROR;
@@ -251,6 +255,9 @@ void Session::after_pump() {
   if (draining_ && bridges_.empty()) {
     begin_close();
   }
+  if (info_dirty_) {
+    publish_info();
+  }
 }
 
 void Session::arm_waits() {
@@ -327,6 +334,13 @@ void Session::on_tick() {
       }
       break;
     case State::ready:
+      if (user_lines_dropped_ > 0) {
+        write_user("snigate: (" + std::to_string(user_lines_dropped_) +
+                       " more connection lines not shown)",
+                   false);
+        user_lines_dropped_ = 0;
+      }
+      user_lines_this_second_ = 0;
       if (key_ && keys::is_expired(key_->options, std::chrono::duration_cast<std::chrono::seconds>(
                                                     std::chrono::system_clock::now().time_since_epoch())
                                                     .count())) {
@@ -429,6 +443,8 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   set_state(State::authenticated);
   ctx_->log->info("auth.accept conn=s{} peer={} user=\"{}\" key=\"{}\" loc={} fp={}", id_, peer_,
                   printable(user_), printable(found->comment), found->loc, found->fingerprint);
+  ctx_->events->emit(tunnel::SessionStarted{id_, peer_ip_, peer_port_, user_, found->fingerprint,
+                                            found->comment, std::chrono::system_clock::now()});
   return SSH_AUTH_SUCCESS;
 }
 
@@ -593,8 +609,7 @@ void Session::become_ready() {
     ctx_->log->warn("forward.refuse conn=s{} name={} reason=\"{}\"", id_, it->second.hostname,
                     refusal);
     write_user("snigate: cannot forward " + it->second.hostname + ": " + refusal, true);
-    it = forwards_.erase(it);
-    ctx_->sessions->set_endpoints(id_, forwards_.size());
+    it = remove_forward(it, "refused");
   }
 }
 
@@ -613,9 +628,14 @@ std::string Session::claim(std::size_t key, Forward& f) {
   for (const auto& old : result.displaced) {
     old->displaced(f.hostname);  // posts to the old session; never runs it here
   }
-  ctx_->log->info("endpoint.created conn=s{} url={} fp={} key=\"{}\" pool={} forward={}", id_,
-                  url_for(f), key_->fingerprint, printable(key_->comment),
-                  command_ && command_->pool, key);
+  f.id = "ep_" + std::to_string(ctx_->stats->next_endpoint_id++);
+  f.created_at = std::chrono::system_clock::now();
+  f.pool = command_ && command_->pool;
+  info_dirty_ = true;
+  ctx_->log->info("endpoint.created conn=s{} url={} id={} fp={} key=\"{}\" pool={} forward={}",
+                  id_, url_for(f), f.id, key_->fingerprint, printable(key_->comment), f.pool, key);
+  ctx_->events->emit(tunnel::EndpointCreated{f.id, url_for(f), id_, key_->fingerprint,
+                                             key_->comment, f.pool, f.created_at});
   return {};
 }
 
@@ -625,13 +645,10 @@ void Session::forward_displaced(std::size_t key) {
     if (it == self->forwards_.end()) {
       return;
     }
-    self->ctx_->log->info("endpoint.deleted conn=s{} url={} reason=\"taken over\"", self->id_,
-                          self->url_for(it->second));
     self->write_user("snigate: " + self->url_for(it->second) +
                          " was taken over by a newer session of your key (--takeover)",
                      true);
-    self->forwards_.erase(it);
-    self->ctx_->sessions->set_endpoints(self->id_, self->forwards_.size());
+    self->remove_forward(it, "taken_over");
     if (self->forwards_.empty()) {
       self->close_reason_ = "all endpoints taken over";
       self->begin_close();
@@ -755,10 +772,7 @@ void Session::handle_cancel_forward(ssh_message msg) {
   const auto port = static_cast<std::uint32_t>(ssh_message_global_request_port(msg));
   for (auto it = forwards_.begin(); it != forwards_.end(); ++it) {
     if (it->second.bind_address == address && it->second.bind_port == port) {
-      ctx_->log->info("endpoint.deleted conn=s{} url={} reason=cancelled", id_,
-                      url_for(it->second));
-      forwards_.erase(it);
-      ctx_->sessions->set_endpoints(id_, forwards_.size());
+      remove_forward(it, "cancel_forward");
       ssh_message_global_request_reply_success(msg, 0);
       return;
     }
@@ -814,12 +828,103 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
   auto bridge = std::make_shared<Bridge>(*this, std::move(conn));
   bridges_.emplace(bridge->id(), bridge);
-  bridge->start(f->second);
+  ++f->second.open_connections;
+  info_dirty_ = true;
+  bridge->start(forward_key, f->second);
   if (!bridge->finished()) {
     queue_service(bridge);  // the open's answer arrives in a later pump
   }
   after_channel_write();
   request_pump();
+}
+
+std::unordered_map<std::size_t, Forward>::iterator Session::remove_forward(
+    std::unordered_map<std::size_t, Forward>::iterator it, const std::string& reason) {
+  const Forward& f = it->second;
+  if (f.registration) {
+    ctx_->log->info("endpoint.deleted conn=s{} url={} id={} reason=\"{}\"", id_, url_for(f), f.id,
+                    reason);
+    ctx_->events->emit(tunnel::EndpointDeleted{f.id, url_for(f), id_, reason,
+                                               std::chrono::system_clock::now()});
+  }
+  auto next = forwards_.erase(it);
+  ctx_->sessions->set_endpoints(id_, forwards_.size());
+  info_dirty_ = true;
+  return next;
+}
+
+void Session::publish_info() {
+  info_dirty_ = false;
+  SessionInfo info;
+  info.id = id_;
+  info.peer = peer_;
+  info.user = user_;
+  info.key_fingerprint = key_ ? key_->fingerprint : "";
+  info.key_name = key_ ? key_->comment : "";
+  info.state = to_string(state_);
+  info.started_at = started_wall_;
+  info.open_connections = bridges_.size();
+  for (const auto& [key, f] : forwards_) {
+    if (f.registration) {
+      info.endpoints.push_back(EndpointInfo{f.id, url_for(f), f.pool, f.created_at,
+                                            f.open_connections, f.bytes_in, f.bytes_out});
+    }
+  }
+  std::lock_guard lock(info_mutex_);
+  info_ = std::move(info);
+}
+
+void Session::tell_user_about_connection(const std::string& line) {
+  constexpr int kMaxLinesPerSecond = 5;
+  if (user_lines_this_second_ >= kMaxLinesPerSecond) {
+    ++user_lines_dropped_;  // summarised by on_tick()
+    return;
+  }
+  ++user_lines_this_second_;
+  write_user(line, false);
+}
+
+void Session::bridge_closed(const Bridge& b, const char* reason) {
+  ++connections_total_;
+  info_dirty_ = true;
+  if (const auto f = forwards_.find(b.forward_key_); f != forwards_.end()) {
+    --f->second.open_connections;
+    f->second.bytes_in += b.bytes_up_;
+    f->second.bytes_out += b.bytes_down_;
+  }
+  bytes_in_total_ += b.bytes_up_;
+  bytes_out_total_ += b.bytes_down_;
+  const auto now = std::chrono::steady_clock::now();
+  const auto duration = now - b.started_;
+  tunnel::ConnectionClosed ev;
+  ev.endpoint_id = b.endpoint_id_;
+  ev.endpoint_url = b.endpoint_url_;
+  ev.server_name = b.conn_.server_name;
+  ev.client_ip = b.conn_.client.address().to_string();
+  ev.client_port = b.conn_.client.port();
+  ev.start = std::chrono::system_clock::now() -
+             std::chrono::duration_cast<std::chrono::system_clock::duration>(duration);
+  ev.duration = duration;
+  ev.bytes_in = b.bytes_up_;
+  ev.bytes_out = b.bytes_down_;
+  ev.close_reason = reason;
+  ev.key_fingerprint = key_ ? key_->fingerprint : "";
+  ev.key_name = key_ ? key_->comment : "";
+  ev.conn_id = b.conn_.id;
+  ev.session_id = id_;
+  ctx_->events->emit(ev);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(duration).count();
+  if (std::string_view(reason) == "upstream_refused") {
+    tell_user_about_connection("snigate: connection from " + ev.client_ip + " to " +
+                               ev.server_name +
+                               " failed: your ssh client could not reach the -R target (is your "
+                               "upstream running?)");
+  } else if (command_ && command_->verbose) {
+    tell_user_about_connection("snigate: " + ev.client_ip + ":" + std::to_string(ev.client_port) +
+                               " " + ev.server_name + " " + std::to_string(ms) + "ms in=" +
+                               std::to_string(ev.bytes_in) + " out=" +
+                               std::to_string(ev.bytes_out) + " " + reason);
+  }
 }
 
 void Session::drain() {
@@ -829,8 +934,9 @@ void Session::drain() {
     }
     self->draining_ = true;
     self->write_user("snigate: the gateway is shutting down; open connections may finish", true);
-    self->forwards_.clear();  // no new connections; open ones go on
-    self->ctx_->sessions->set_endpoints(self->id_, 0);
+    for (auto it = self->forwards_.begin(); it != self->forwards_.end();) {
+      it = self->remove_forward(it, "shutdown");  // no new connections; open ones go on
+    }
     self->close_reason_ = "gateway shutting down";
     self->request_pump();  // after_pump() ends the session once its bridges are done
   });
@@ -868,11 +974,8 @@ void Session::apply_keys(const keys::KeyStore& store) {
       ++it;
       continue;
     }
-    ctx_->log->info("endpoint.deleted conn=s{} url={} reason=\"key no longer allows it\"", id_,
-                    url_for(it->second));
     write_user("snigate: " + url_for(it->second) + " removed: " + d.refusal, true);
-    it = forwards_.erase(it);
-    ctx_->sessions->set_endpoints(id_, forwards_.size());
+    it = remove_forward(it, "key_no_longer_allows");
   }
 }
 
@@ -890,12 +993,9 @@ void Session::close_from_outside(std::string message) {
 }
 
 void Session::teardown_endpoints() {
-  for (auto& [key, f] : forwards_) {
-    ctx_->log->info("endpoint.deleted conn=s{} url={} reason=\"{}\"", id_, url_for(f),
-                    close_reason_);
+  for (auto it = forwards_.begin(); it != forwards_.end();) {
+    it = remove_forward(it, "session_ended");  // vanish now, before the last bytes are flushed
   }
-  forwards_.clear();  // endpoints vanish now, before the last bytes are flushed
-  ctx_->sessions->set_endpoints(id_, 0);
   auto bridges = bridges_;  // abort() reports back into bridges_
   for (auto& [id, b] : bridges) {
     b->abort("session_closed");
@@ -932,6 +1032,21 @@ void Session::finish_close() {
   }
   set_state(State::closed);
   ctx_->sessions->remove(id_);
+  if (was_open && key_) {
+    tunnel::SessionEnded ev;
+    ev.session_id = id_;
+    ev.reason = close_reason_;
+    ev.duration = Clock::now() - started_at_;
+    ev.client_ip = peer_ip_;
+    ev.client_port = peer_port_;
+    ev.key_fingerprint = key_->fingerprint;
+    ev.key_name = key_->comment;
+    ev.connections = connections_total_;
+    ev.bytes_in = bytes_in_total_;
+    ev.bytes_out = bytes_out_total_;
+    ev.time = std::chrono::system_clock::now();
+    ctx_->events->emit(ev);
+  }
   if (session_ && ssh_is_connected(session_.get())) {
     ssh_disconnect(session_.get());
   }

@@ -45,6 +45,27 @@ struct Forward {
   std::string hostname;      ///< normalised name held in the registry
   tunnel::Registration registration;  ///< empty until claimed (when the session is ready)
   std::shared_ptr<tunnel::TunnelEndpoint> endpoint;
+  std::string id;  ///< "ep_<n>", for the API and events
+  std::chrono::system_clock::time_point created_at;
+  bool pool = false;
+  std::uint64_t open_connections = 0;
+  std::uint64_t bytes_in = 0;  ///< over finished connections
+  std::uint64_t bytes_out = 0;
+};
+
+/// What the admin API shows of a session; a copy, safe to read from any thread.
+struct EndpointInfo {
+  std::string id, url;
+  bool pool = false;
+  std::chrono::system_clock::time_point created_at;
+  std::uint64_t open_connections = 0, bytes_in = 0, bytes_out = 0;
+};
+struct SessionInfo {
+  std::uint64_t id = 0;
+  std::string peer, user, key_fingerprint, key_name, state;
+  std::chrono::system_clock::time_point started_at;
+  std::uint64_t open_connections = 0;
+  std::vector<EndpointInfo> endpoints;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -59,7 +80,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Takes ownership of the accepted socket `fd` and starts key exchange. Call on the
   /// session's own thread. `bind_mutex` serialises ssh_bind_accept_fd across threads.
-  void start(ssh_bind bind, std::mutex& bind_mutex, int fd, std::string peer);
+  void start(ssh_bind bind, std::mutex& bind_mutex, int fd,
+             const boost::asio::ip::tcp::endpoint& peer);
 
   /// Thread-safe: a routed public connection for one of this session's forwards.
   void deliver(std::size_t forward_key, tunnel::IncomingConnection conn);
@@ -77,6 +99,12 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Thread-safe: authorized_keys changed. A session whose key is gone or expired is closed
   /// with a message; forwards the key may no longer hold are removed.
   void keys_changed(std::shared_ptr<const keys::KeyStore> store);
+
+  /// Thread-safe: the latest published snapshot (refreshed after each pump that changed it).
+  SessionInfo info() const {
+    std::lock_guard lock(info_mutex_);
+    return info_;
+  }
 
   boost::asio::io_context& io_context() { return ioc_; }
   std::uint64_t id() const { return id_; }
@@ -108,6 +136,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void set_state(State next);
   void become_ready();
   void refuse_session(const std::string& why);
+  /// Every way a forward ends goes through here: log, event, per-key count.
+  std::unordered_map<std::size_t, Forward>::iterator remove_forward(
+      std::unordered_map<std::size_t, Forward>::iterator it, const std::string& reason);
+  /// One line in the user's terminal about a public connection (refusals always; finished
+  /// connections with --verbose), at most a few a second so a flood can't flood the user.
+  void tell_user_about_connection(const std::string& line);
+  void bridge_closed(const Bridge& bridge, const char* reason);
+  void publish_info();
   /// Claims f's name with the command's options; returns the refusal, or "" when claimed.
   std::string claim(std::size_t key, Forward& f);
   void run_command();
@@ -134,7 +170,9 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::io_context& ioc_;
   std::shared_ptr<const ServerContext> ctx_;
   const std::uint64_t id_;
-  std::string peer_;
+  std::string peer_;  ///< "ip:port", for logs
+  std::string peer_ip_;
+  std::uint16_t peer_port_ = 0;
   std::string user_;
   State state_ = State::key_exchange;
 
@@ -167,6 +205,15 @@ class Session : public std::enable_shared_from_this<Session> {
   int auth_failures_ = 0;
   bool user_quit_ = false;
   std::string over_limit_;
+  std::uint64_t connections_total_ = 0;
+  std::uint64_t bytes_in_total_ = 0;
+  std::uint64_t bytes_out_total_ = 0;
+  int user_lines_this_second_ = 0;
+  int user_lines_dropped_ = 0;
+  std::chrono::system_clock::time_point started_wall_ = std::chrono::system_clock::now();
+  bool info_dirty_ = true;
+  mutable std::mutex info_mutex_;
+  SessionInfo info_;  ///< guarded by info_mutex_: the one thing other threads read
   bool draining_ = false;  ///< set at auth when the key is over its session limit
 
   std::unordered_map<std::size_t, Forward> forwards_;

@@ -1,0 +1,128 @@
+// The admin HTTP server (`--admin-listen`): health, Prometheus metrics, and a small JSON API
+// over live endpoints and sessions (DESIGN section 6; shapes in docs/api.md). Boost.Beast on
+// Asio coroutines; every connection is bounded (header size, 64 KiB body, read/write timeout,
+// connection count). Deliberately not here: TLS on the admin port (put it behind loopback or a
+// proxy), pagination, anything that changes config. The data comes from an AdminBackend the
+// app implements over the live session table, so this file knows nothing about SSH.
+//
+// How to wire (lead):
+//   class LiveBackend : public gw::app::AdminBackend { ... };  // thread-safe, see below
+//   std::string why;
+//   if (!gw::app::admin_listen_allowed(addr, !token.empty(), &why)) { fail(why); }
+//   gw::app::AdminOptions opts; opts.token = token; opts.log = loggers.app;
+//   gw::app::AdminServer admin(*contexts[0], backend, opts);
+//   admin.listen({addr, port});            // throws system_error if it can't bind
+//   log("admin.ready addr={}", admin.local_endpoint());
+//   ... on shutdown: admin.stop();
+// `backend` must outlive the io_context's run (connections hold a reference to it).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace spdlog {
+class logger;
+}
+
+namespace gw::app {
+
+/// One endpoint as GET /api/endpoints shows it.
+struct EndpointView {
+  std::string id;   ///< "ep_12"
+  std::string url;  ///< "tls://name[:port]"
+  std::string proto = "tls";
+  std::string created_at;  ///< RFC 3339 (app::rfc3339 in event_log.hpp makes one)
+  bool pool = false;
+  std::uint64_t session_id = 0;
+  std::string key_fingerprint, key_name;
+  std::string client_addr;  ///< the SSH client's "ip:port"
+  std::uint64_t open_connections = 0, bytes_in = 0, bytes_out = 0;
+};
+
+/// One SSH session as GET /api/sessions shows it.
+struct SessionView {
+  std::uint64_t id = 0;
+  std::string client_addr, user, key_fingerprint, key_name;
+  std::string started_at;  ///< RFC 3339
+  std::vector<std::string> endpoint_urls;
+  std::uint64_t open_connections = 0;
+  std::string state;  ///< e.g. "authenticating", "active", "closing"
+};
+
+/// What the admin server reads and does. Called from the admin io_context's threads while
+/// sessions run elsewhere: implementations must be thread-safe (copy under the directory's
+/// lock, post to the session's strand for close). May throw: the request gets a 500.
+class AdminBackend {
+ public:
+  virtual ~AdminBackend() = default;
+  virtual std::vector<EndpointView> endpoints() = 0;
+  virtual std::vector<SessionView> sessions() = 0;
+  /// Starts closing session `id`, showing `message` to its user (already stripped of control
+  /// characters, at most 256 bytes). Returns false if there is no such session.
+  virtual bool close_session(std::uint64_t id, std::string message) = 0;
+  /// The whole /metrics body (app::render_metrics).
+  virtual std::string metrics_text() = 0;
+};
+
+struct AdminOptions {
+  std::string token;  ///< empty: no auth; else every route but /healthz needs "Bearer <token>"
+  std::chrono::milliseconds read_timeout{10'000};  ///< per request read, and per response write
+  std::size_t header_limit = 8 * 1024;             ///< larger request headers get 431
+  std::size_t body_limit = 64 * 1024;              ///< larger request bodies get 413
+  std::size_t max_connections = 64;     ///< more concurrent connections are closed at accept
+  std::shared_ptr<spdlog::logger> log;  ///< may be null: then nothing is logged
+};
+
+/// True if the admin API may listen on `address`: always for loopback (127/8, ::1, and
+/// ::ffff:127.x), otherwise only with a token. On false, `*why` (if given) says what to do.
+bool admin_listen_allowed(const boost::asio::ip::address& address, bool has_token,
+                          std::string* why);
+
+/// Constant-time equality of a presented token against the configured one (time depends only
+/// on the configured token's length).
+bool token_equal(std::string_view presented, std::string_view expected);
+
+using AdminRequest = boost::beast::http::request<boost::beast::http::string_body>;
+using AdminResponse = boost::beast::http::response<boost::beast::http::string_body>;
+
+/// Routes one parsed request (pure apart from the backend calls; no sockets), so it can be
+/// unit-tested. Sets status, headers and body (payload prepared); not keep-alive.
+AdminResponse handle_admin_request(const AdminRequest& req, AdminBackend& backend,
+                                   const AdminOptions& options);
+
+/// The listener. Not copyable; stop() or destruction stops accepting (live connections end
+/// at their next request boundary or timeout). Destroy it before the io_context.
+class AdminServer {
+ public:
+  AdminServer(boost::asio::io_context& ioc, AdminBackend& backend, AdminOptions options);
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  /// Binds, listens and starts accepting. Throws boost::system::system_error on failure
+  /// (control plane). Call once.
+  void listen(const boost::asio::ip::tcp::endpoint& where);
+  /// The bound address (port 0 resolved). Valid after listen().
+  boost::asio::ip::tcp::endpoint local_endpoint() const { return local_; }
+  /// Stops accepting. Thread-safe, idempotent.
+  void stop();
+
+  struct State;  // shared with the accept loop and connections; defined in the .cpp
+
+ private:
+  std::shared_ptr<State> state_;
+  boost::asio::ip::tcp::endpoint local_;
+};
+
+}  // namespace gw::app

@@ -1,0 +1,83 @@
+#include "app/gateway_backend.hpp"
+
+#include "app/event_log.hpp"
+#include "app/metrics.hpp"
+#include "sshd/session.hpp"
+
+namespace gw::app {
+
+std::vector<EndpointView> GatewayBackend::endpoints() {
+  std::vector<EndpointView> out;
+  for (const auto& session : ctx_->sessions->all()) {
+    const sshd::SessionInfo info = session->info();
+    for (const auto& e : info.endpoints) {
+      out.push_back(EndpointView{e.id, e.url, "tls", rfc3339(e.created_at), e.pool, info.id,
+                                 info.key_fingerprint, info.key_name, info.peer,
+                                 e.open_connections, e.bytes_in, e.bytes_out});
+    }
+  }
+  return out;
+}
+
+std::vector<SessionView> GatewayBackend::sessions() {
+  std::vector<SessionView> out;
+  for (const auto& session : ctx_->sessions->all()) {
+    const sshd::SessionInfo info = session->info();
+    SessionView v;
+    v.id = info.id;
+    v.client_addr = info.peer;
+    v.user = info.user;
+    v.key_fingerprint = info.key_fingerprint;
+    v.key_name = info.key_name;
+    v.started_at = rfc3339(info.started_at);
+    for (const auto& e : info.endpoints) {
+      v.endpoint_urls.push_back(e.url);
+    }
+    v.open_connections = info.open_connections;
+    v.state = info.state;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+bool GatewayBackend::close_session(std::uint64_t id, std::string message) {
+  const auto session = ctx_->sessions->find(id);
+  if (!session) {
+    return false;
+  }
+  session->close_from_outside("snigate: session closed by the gateway admin" +
+                              (message.empty() ? std::string() : ": " + message));
+  return true;
+}
+
+std::string GatewayBackend::metrics_text() {
+  const sshd::SshStats& ssh = *ctx_->stats;
+  const sni::RouterStats& tls = tls_.stats();
+  MetricsSnapshot m;
+  m.connections_accepted = tls.accepted;
+  m.connections_refused = {
+      {"no_route", tls.no_route},       {"no_sni", tls.no_sni},
+      {"bad_sni", tls.bad_sni},         {"not_tls", tls.not_tls},
+      {"malformed", tls.malformed},     {"too_large", tls.too_large},
+      {"timeout", tls.timeout},         {"closed_early", tls.closed_early},
+      {"cidr_denied", ssh.connections_cidr_denied},
+      {"upstream_refused", ssh.channel_open_failures},
+  };
+  m.connections_routed = tls.routed;
+  m.connections_active = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
+  m.bytes_in = ssh.bytes_in;
+  m.bytes_out = ssh.bytes_out;
+  m.endpoints = ctx_->registry->size();
+  m.sessions = ctx_->sessions->size();
+  m.sessions_unauthenticated =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.unauthenticated));
+  m.auth_failures = ssh.auth_failures;
+  m.forwards_refused = ssh.forwards_refused;
+  m.channel_open_failures = ssh.channel_open_failures;
+  m.client_hello_wait = tls.client_hello_wait.snapshot();
+  m.channel_open_latency = ssh.channel_open_latency.snapshot();
+  m.version = version_;
+  return render_metrics(m);
+}
+
+}  // namespace gw::app

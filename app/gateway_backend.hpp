@@ -1,0 +1,32 @@
+// The admin API's view of the live gateway: endpoints and sessions from the session
+// directory's published snapshots, metrics from the counters. Wiring only (lives with main):
+// it reads what sshd/ and sni_router/ already publish and computes nothing of its own.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "app/admin_http.hpp"
+#include "sni_router/listener.hpp"
+#include "sshd/server_context.hpp"
+
+namespace gw::app {
+
+class GatewayBackend final : public AdminBackend {
+ public:
+  GatewayBackend(std::shared_ptr<const sshd::ServerContext> ctx, const sni::Listener& tls,
+                 std::string version)
+      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)) {}
+
+  std::vector<EndpointView> endpoints() override;
+  std::vector<SessionView> sessions() override;
+  bool close_session(std::uint64_t id, std::string message) override;
+  std::string metrics_text() override;
+
+ private:
+  std::shared_ptr<const sshd::ServerContext> ctx_;
+  const sni::Listener& tls_;
+  std::string version_;
+};
+
+}  // namespace gw::app

@@ -1,0 +1,136 @@
+// Prometheus text format 0.0.4 writer for MetricsSnapshot. See metrics.hpp.
+#include "app/metrics.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <string_view>
+
+namespace gw::app {
+namespace {
+
+// Shortest round-trip form ("0.005", "1", "2.5"), which is also what Prometheus prints for le.
+std::string format_double(double v) {
+  if (std::isnan(v)) {
+    return "NaN";
+  }
+  if (std::isinf(v)) {
+    return v > 0 ? "+Inf" : "-Inf";
+  }
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+class Writer {
+ public:
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    out_ += "# HELP snigate_";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;  // our own constant text: no escaping needed
+    out_ += "\n# TYPE snigate_";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+
+  void sample(std::string_view name, std::string_view labels, std::string_view value) {
+    out_ += "snigate_";
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += '{';
+      out_ += labels;
+      out_ += '}';
+    }
+    out_ += ' ';
+    out_ += value;
+    out_ += '\n';
+  }
+
+  void sample(std::string_view name, std::string_view labels, std::uint64_t value) {
+    sample(name, labels, std::to_string(value));
+  }
+
+  void counter(std::string_view name, std::string_view help, std::uint64_t value) {
+    const std::string full = std::string(name) + "_total";
+    family(full, "counter", help);
+    sample(full, "", value);
+  }
+
+  void gauge(std::string_view name, std::string_view help, std::uint64_t value) {
+    family(name, "gauge", help);
+    sample(name, "", value);
+  }
+
+  void histogram(std::string_view name, std::string_view help, const HistogramSnapshot& h) {
+    family(name, "histogram", help);
+    const std::string bucket = std::string(name) + "_bucket";
+    for (std::size_t i = 0; i < h.bounds.size() && i < h.counts.size(); ++i) {
+      sample(bucket, "le=\"" + format_double(h.bounds[i]) + "\"", h.counts[i]);
+    }
+    sample(bucket, "le=\"+Inf\"", h.count);
+    sample(std::string(name) + "_sum", "", format_double(h.sum));
+    sample(std::string(name) + "_count", "", h.count);
+  }
+
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace
+
+std::string escape_label_value(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (const char c : v) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string render_metrics(const MetricsSnapshot& s) {
+  Writer w;
+  w.counter("connections_accepted", "TLS connections accepted on the public listeners.",
+            s.connections_accepted);
+  w.family("connections_refused_total", "counter",
+           "TLS connections refused after accept, by reason.");
+  for (const auto& [reason, n] : s.connections_refused) {
+    w.sample("connections_refused_total", "reason=\"" + escape_label_value(reason) + "\"", n);
+  }
+  w.counter("connections_routed", "TLS connections handed to an endpoint.", s.connections_routed);
+  w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
+  w.counter("bytes_in", "Bytes received from public TLS clients.", s.bytes_in);
+  w.counter("bytes_out", "Bytes sent to public TLS clients.", s.bytes_out);
+  w.gauge("endpoints", "Endpoints currently registered.", s.endpoints);
+  w.gauge("sessions", "Authenticated SSH sessions currently open.", s.sessions);
+  w.gauge("sessions_unauthenticated", "SSH connections open but not yet authenticated.",
+          s.sessions_unauthenticated);
+  w.counter("auth_failures", "Failed SSH authentication attempts.", s.auth_failures);
+  w.counter("forwards_refused", "SSH tcpip-forward requests refused.", s.forwards_refused);
+  w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",
+            s.channel_open_failures);
+  w.histogram("client_hello_wait_seconds",
+              "Time from TLS accept to a complete ClientHello (or giving up).",
+              s.client_hello_wait);
+  w.histogram("channel_open_seconds",
+              "Time from forwarded-tcpip channel open request to the client's answer.",
+              s.channel_open_latency);
+  if (!s.version.empty()) {
+    w.family("build_info", "gauge", "Always 1; the version label says which snigate runs.");
+    w.sample("build_info", "version=\"" + escape_label_value(s.version) + "\"", 1);
+  }
+  return w.take();
+}
+
+}  // namespace gw::app

@@ -1,0 +1,52 @@
+// Renders the gateway's counters as Prometheus text exposition format 0.0.4 (`GET /metrics`).
+// Pure: takes a plain snapshot struct, returns text. Deliberately no registry, no atomics and
+// no I/O here: the counters live with their owners (router, sessions), the HTTP server serves
+// the text.
+//
+// How to wire (lead): in AdminBackend::metrics_text(), fill a MetricsSnapshot from the live
+// atomic counters (load(relaxed) each; pre-seed `connections_refused` with every known reason
+// at 0 so the series exist from start-up), copy the two histograms with `.snapshot()`, and
+// return `render_metrics(snapshot)`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "common/histogram.hpp"
+
+namespace gw::app {
+
+/// Everything /metrics shows. Counters only ever grow; gauges are current values.
+struct MetricsSnapshot {
+  // TLS side (SNI router)
+  std::uint64_t connections_accepted = 0;  ///< counter: TLS connections accepted
+  /// counter per `reason` label (no_route, no_sni, timeout, not_tls, malformed, too_large,
+  /// cidr_denied, ...). Rendered in key order; keep the key set small and fixed.
+  std::map<std::string, std::uint64_t> connections_refused;
+  std::uint64_t connections_routed = 0;  ///< counter: handed to an endpoint
+  std::uint64_t connections_active = 0;  ///< gauge: open TLS connections
+  std::uint64_t bytes_in = 0;            ///< counter: client -> gateway bytes
+  std::uint64_t bytes_out = 0;           ///< counter: gateway -> client bytes
+  // SSH side
+  std::uint64_t endpoints = 0;                 ///< gauge: registered endpoints
+  std::uint64_t sessions = 0;                  ///< gauge: authenticated SSH sessions
+  std::uint64_t sessions_unauthenticated = 0;  ///< gauge: SSH connections not yet authenticated
+  std::uint64_t auth_failures = 0;             ///< counter: failed publickey attempts
+  std::uint64_t forwards_refused = 0;          ///< counter: tcpip-forward requests refused
+  std::uint64_t channel_open_failures = 0;     ///< counter: forwarded-tcpip opens that failed
+  // Latency, in seconds
+  HistogramSnapshot client_hello_wait;     ///< accept -> complete ClientHello
+  HistogramSnapshot channel_open_latency;  ///< open request -> confirmation
+  std::string version;                     ///< non-empty: adds snigate_build_info{version="..."} 1
+};
+
+/// Returns the exposition text: every family has `# HELP` and `# TYPE` before its samples,
+/// names are prefixed `snigate_`, lines end in '\n'. Never throws except bad_alloc.
+std::string render_metrics(const MetricsSnapshot& s);
+
+/// Escapes a label value for the text format: backslash, double quote and newline.
+std::string escape_label_value(std::string_view v);
+
+}  // namespace gw::app
