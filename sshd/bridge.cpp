@@ -379,7 +379,7 @@ void Bridge::flush_down() {
     return;
   }
   if (down_ == DownState::closed) {
-    finish("client_gone");
+    finish("client_reset");
     return;
   }
   for (;;) {
@@ -393,7 +393,7 @@ void Bridge::flush_down() {
         return;
       }
       if (ec) {
-        finish("client_gone");
+        finish("client_reset");
         return;
       }
       last_down_ = std::chrono::steady_clock::now();

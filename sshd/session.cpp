@@ -211,7 +211,7 @@ void Session::pump() {
   if (!ssh_is_connected(session_.get()) ||
       (ssh_get_status(session_.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0) {
     if (close_reason_.empty()) {
-      close_reason_ = "client disconnected";
+      close_reason_ = "client_disconnect";
     }
     finish_close();
     return;
@@ -233,7 +233,7 @@ void Session::after_pump() {
   }
   if (user_quit_) {
     user_quit_ = false;
-    close_reason_ = "user ended the session";
+    close_reason_ = "user_quit";
     begin_close();
   }
   if (command_pending_) {
@@ -320,7 +320,7 @@ void Session::on_tick() {
     case State::key_exchange:
     case State::authenticating:
       if (now - started_at_ > ctx_->login_grace) {
-        close_reason_ = "login grace time exceeded";
+        close_reason_ = "login_timeout";
         finish_close();
         return;
       }
@@ -345,7 +345,7 @@ void Session::on_tick() {
                                                     std::chrono::system_clock::now().time_since_epoch())
                                                     .count())) {
         write_user("snigate: your key expired (expiry-time in authorized_keys); closing", true);
-        close_reason_ = "key expired";
+        close_reason_ = "key_expired";
         exit_status_ = 1;
         begin_close();
         break;
@@ -354,7 +354,7 @@ void Session::on_tick() {
         b->check_idle(now, ctx_->idle_timeout);
       }
       if (now - last_peer_data_ > ctx_->keepalive_interval * ctx_->keepalive_max_missed) {
-        close_reason_ = "client stopped answering keepalives";
+        close_reason_ = "keepalive_timeout";
         begin_close();
         break;
       }
@@ -412,7 +412,7 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
                     "authorized_keys\"",
                     id_, peer_, printable(user_), type ? type : "?");
     if (++auth_failures_ >= kMaxAuthFailures) {
-      close_reason_ = "too many authentication failures";
+      close_reason_ = "auth_failures";
       request_pump();  // closed in after_pump(), outside this callback
     }
     return SSH_AUTH_DENIED;
@@ -549,7 +549,7 @@ void Session::run_command() {
                     printable(pending_command_));
     write_user(parsed.error, true);
     exit_status_ = 1;
-    close_reason_ = "command refused";
+    close_reason_ = "command_refused";
     begin_close();
     return;
   }
@@ -559,7 +559,7 @@ void Session::run_command() {
     for (const auto& [key, f] : forwards_) {
       write_user(banner_for(f), false);
     }
-    close_reason_ = "help shown";
+    close_reason_ = "help";
     begin_close();
     return;
   }
@@ -570,7 +570,7 @@ void Session::run_command() {
         "(or -R 443:localhost:PORT for a generated name)",
         true);
     exit_status_ = 1;
-    close_reason_ = "no endpoints";
+    close_reason_ = "no_endpoints";
     begin_close();
     return;
   }
@@ -584,7 +584,7 @@ void Session::refuse_session(const std::string& why) {
                   key_ ? key_->fingerprint : "-", why);
   write_user("snigate: " + why, true);
   exit_status_ = 1;
-  close_reason_ = why;
+  close_reason_ = "over_limit";
   begin_close();
 }
 
@@ -650,7 +650,7 @@ void Session::forward_displaced(std::size_t key) {
                      true);
     self->remove_forward(it, "taken_over");
     if (self->forwards_.empty()) {
-      self->close_reason_ = "all endpoints taken over";
+      self->close_reason_ = "taken_over";
       self->begin_close();
     }
     self->request_pump();
@@ -937,7 +937,7 @@ void Session::drain() {
     for (auto it = self->forwards_.begin(); it != self->forwards_.end();) {
       it = self->remove_forward(it, "shutdown");  // no new connections; open ones go on
     }
-    self->close_reason_ = "gateway shutting down";
+    self->close_reason_ = "shutdown";
     self->request_pump();  // after_pump() ends the session once its bridges are done
   });
 }
@@ -960,7 +960,7 @@ void Session::apply_keys(const keys::KeyStore& store) {
     ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"key removed from authorized_keys\"",
                     id_, key_->fingerprint);
     write_user("snigate: your key was removed from authorized_keys; closing this session", true);
-    close_reason_ = "key removed";
+    close_reason_ = "key_revoked";
     exit_status_ = 1;
     begin_close();
     return;
@@ -986,7 +986,7 @@ void Session::close_from_outside(std::string message) {
     if (!message.empty()) {
       self->write_user(message, true);
     }
-    self->close_reason_ = "closed by the gateway";
+    self->close_reason_ = "admin_close";
     self->begin_close();
     self->request_pump();
   });
