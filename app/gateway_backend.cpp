@@ -68,9 +68,11 @@ std::string GatewayBackend::metrics_text() {
   m.bytes_in = ssh.bytes_in;
   m.bytes_out = ssh.bytes_out;
   m.endpoints = ctx_->registry->size();
-  m.sessions = ctx_->sessions->size();
   m.sessions_unauthenticated =
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.unauthenticated));
+  // The directory lists every SSH connection; the gauge counts the authenticated ones.
+  const std::uint64_t all = ctx_->sessions->size();
+  m.sessions = all > m.sessions_unauthenticated ? all - m.sessions_unauthenticated : 0;
   m.auth_failures = ssh.auth_failures;
   m.forwards_refused = ssh.forwards_refused;
   m.channel_open_failures = ssh.channel_open_failures;
