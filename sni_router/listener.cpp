@@ -18,27 +18,31 @@ constexpr std::size_t kMaxPeekBytes = kMaxClientHelloBytes + 16 * 1024;
 /// One connection from accept until it is routed or refused.
 class Peek : public std::enable_shared_from_this<Peek> {
  public:
-  Peek(boost::asio::ip::tcp::socket socket, std::uint64_t id,
+  Peek(boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp::endpoint client, std::uint64_t id,
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
-       std::shared_ptr<RouterStats> stats)
+       std::shared_ptr<RouterStats> stats, std::shared_ptr<PendingPerIp> per_ip)
       : socket_(std::move(socket)),
+        client_(std::move(client)),
         timer_(socket_.get_executor()),
         id_(id),
         registry_(std::move(registry)),
         log_(std::move(log)),
         events_(std::move(events)),
-        stats_(std::move(stats)) {
+        stats_(std::move(stats)),
+        per_ip_(std::move(per_ip)) {
     accepted_at_ = std::chrono::steady_clock::now();
     accepted_wall_ = std::chrono::system_clock::now();
     boost::system::error_code ec;
-    client_ = socket_.remote_endpoint(ec);
     socket_.non_blocking(true, ec);
     socket_.set_option(boost::asio::ip::tcp::no_delay(true), ec);
     timeout_ = config.client_hello_timeout;
     stats_->pending++;
   }
-  ~Peek() { stats_->pending--; }
+  ~Peek() {
+    stats_->pending--;
+    per_ip_->remove(client_.address());
+  }
 
   void start() {
     timer_.expires_after(timeout_);
@@ -188,16 +192,17 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::string client_ip() const { return client_.address().to_string(); }
 
   boost::asio::ip::tcp::socket socket_;
+  boost::asio::ip::tcp::endpoint client_;
   boost::asio::steady_timer timer_;
   std::uint64_t id_;
   std::shared_ptr<tunnel::EndpointRegistry> registry_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_;
+  std::shared_ptr<PendingPerIp> per_ip_;  ///< counted by the listener before construction
   std::chrono::milliseconds timeout_;
   std::chrono::steady_clock::time_point accepted_at_;
   std::chrono::system_clock::time_point accepted_wall_;
-  boost::asio::ip::tcp::endpoint client_;
   std::vector<std::byte> buffer_;
   std::size_t need_at_least_ = 1;
   std::string sni_;
@@ -230,14 +235,23 @@ void Listener::accept_next(boost::asio::ip::tcp::acceptor& acceptor) {
       acceptor,
       [this](boost::asio::ip::tcp::socket socket) {
         stats_->accepted++;
-        if (stats_->pending.load() >= config_.max_pending) {
-          log_->warn("sni.refuse reason=\"too many pending ClientHellos\"");
-          boost::system::error_code ignored;
-          socket.close(ignored);
+        boost::system::error_code ec;
+        const auto remote = socket.remote_endpoint(ec);
+        if (ec) {
+          return;  // already gone
+        }
+        if (stats_->pending.load() >= config_.max_pending ||
+            !per_ip_->try_add(remote.address(), config_.max_pending_per_ip)) {
+          // Refused before reading anything: a plain close is the cheapest answer to a flood.
+          stats_->over_limit++;
+          log_->warn("sni.refuse client={} reason=\"too many connections waiting to send a "
+                     "ClientHello\"",
+                     remote.address().to_string());
+          socket.close(ec);
           return;
         }
-        std::make_shared<Peek>(std::move(socket), next_id_++, registry_, config_, log_, events_,
-                               stats_)
+        std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
+                               stats_, per_ip_)
             ->start();
       },
       [this](const boost::system::error_code& ec) {

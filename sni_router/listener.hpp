@@ -11,6 +11,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 #include <spdlog/logger.h>
 #include <vector>
 
@@ -33,6 +36,7 @@ struct RouterStats {
   std::atomic<std::uint64_t> too_large{0};
   std::atomic<std::uint64_t> timeout{0};
   std::atomic<std::uint64_t> closed_early{0};
+  std::atomic<std::uint64_t> over_limit{0};
   std::atomic<std::int64_t> pending{0};
   LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
 };
@@ -40,6 +44,40 @@ struct RouterStats {
 struct RouterConfig {
   std::chrono::milliseconds client_hello_timeout{3000};
   std::int64_t max_pending = 20000;  ///< ClientHellos being read at once, over all clients
+  /// ClientHellos being read at once from one IP: one host's flood of silent connections
+  /// can't use up the global budget (NATed users share an IP, so not too low).
+  int max_pending_per_ip = 256;
+};
+
+/// Counts connections per client IP that have not yet sent their ClientHello.
+class PendingPerIp {
+ public:
+  /// Counts one more for `ip`; false (nothing counted) when `ip` is at `limit`.
+  bool try_add(const boost::asio::ip::address& ip, int limit) {
+    std::lock_guard lock(mutex_);
+    int& n = counts_[ip];
+    if (n >= limit) {
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void remove(const boost::asio::ip::address& ip) {
+    std::lock_guard lock(mutex_);
+    const auto it = counts_.find(ip);
+    if (it != counts_.end() && --it->second <= 0) {
+      counts_.erase(it);
+    }
+  }
+
+ private:
+  struct Hash {
+    std::size_t operator()(const boost::asio::ip::address& a) const {
+      return std::hash<std::string>{}(a.to_string());
+    }
+  };
+  std::mutex mutex_;
+  std::unordered_map<boost::asio::ip::address, int, Hash> counts_;
 };
 
 class Listener {
@@ -72,6 +110,7 @@ class Listener {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
+  std::shared_ptr<PendingPerIp> per_ip_ = std::make_shared<PendingPerIp>();
   Acceptors acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };
