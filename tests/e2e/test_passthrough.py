@@ -147,3 +147,31 @@ def test_fresh_connections_have_no_nagle_stall(gateway, upstream, client_ctx):
     ms = [round(t * 1000, 1) for t in times]
     assert min(times) < 0.030, f"every request took 30 ms or more: {ms}"
     assert statistics.median(times) < 0.2, f"slow requests: {ms}"
+
+
+def test_idle_connection_closed_after_idle_timeout(gateway_factory, upstream_factory, pki):
+    # Proves: a routed connection on which neither side sends anything is closed once the idle
+    # timeout passes (here 1 s), while one that keeps talking stays open past it.
+    gateway = gateway_factory(args=["--idle-timeout", "1"])
+    up = upstream_factory("echo")
+    gateway.tunnel([fwd("app.alice.test", up)]).start()
+    busy = MemTls.connect(gateway.tls_port, pki.client_context(), "app.alice.test")
+    idle = MemTls.connect(gateway.tls_port, pki.client_context(), "app.alice.test")
+    try:
+        busy.handshake()
+        idle.handshake()
+        started = time.monotonic()
+        # Keep `busy` talking for 3 s (well past the timeout), 4 echoes a second.
+        while time.monotonic() - started < 3.0:
+            busy.write(b"ping")
+            assert busy.read_exactly(4) == b"ping"
+            time.sleep(0.25)  # pacing the talker, not synchronisation
+        got = idle.read_until_eof()  # bounded by MemTls's deadline
+        waited = time.monotonic() - started
+        assert got == b"" and idle.tcp_eof, "the idle connection was not closed"
+        assert waited < 10.0
+        busy.write(b"pong")
+        assert busy.read_exactly(4) == b"pong", "the talking connection was closed too"
+    finally:
+        busy.close()
+        idle.close()
