@@ -9,6 +9,7 @@
 #include <random>
 
 #include "common/printable.hpp"
+#include "keys/source_match.hpp"
 #include "sshd/bridge.hpp"
 #include "tunnel/tls_alert.hpp"
 
@@ -142,6 +143,7 @@ void Session::set_state(State next) {
 
 void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
                     const boost::asio::ip::tcp::endpoint& peer) {
+  peer_address_ = peer.address();
   peer_ip_ = peer.address().to_string();
   peer_port_ = peer.port();
   peer_ = peer_ip_ + ":" + std::to_string(peer_port_);
@@ -425,6 +427,12 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
                     peer_, found->loc, found->fingerprint);
     return SSH_AUTH_DENIED;
   }
+  if (std::string why; !keys::source_allowed(found->options, peer_address_, &why)) {
+    ctx_->stats->auth_failures++;
+    ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"{}\"", id_, peer_,
+                    found->loc, found->fingerprint, why);
+    return SSH_AUTH_DENIED;
+  }
   if (signature_state == SSH_PUBLICKEY_STATE_NONE) {
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
@@ -554,6 +562,18 @@ void Session::run_command() {
     return;
   }
   command_ = *parsed.command;
+  for (const auto& [list, out] : {std::pair{&command_->allow_cidr, &access_.allow},
+                                   std::pair{&command_->deny_cidr, &access_.deny}}) {
+    for (const auto& text : *list) {
+      const auto cidr = tunnel::Cidr::parse(text);
+      if (!cidr) {
+        refuse_session("cannot use CIDR " + printable(text, 60) +
+                       " (an IPv4-mapped IPv6 prefix must be /96 or longer)");
+        return;
+      }
+      out->push_back(*cidr);
+    }
+  }
   if (command_->help) {
     write_user(tls_help_text(), false);
     for (const auto& [key, f] : forwards_) {
@@ -825,6 +845,10 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
     return;
   }
+  if (std::string why; !access_.permits(conn.client.address(), &why)) {
+    refuse_by_cidr(std::move(conn), f->second, why);
+    return;
+  }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
   auto bridge = std::make_shared<Bridge>(*this, std::move(conn));
   bridges_.emplace(bridge->id(), bridge);
@@ -882,6 +906,33 @@ void Session::tell_user_about_connection(const std::string& line) {
   }
   ++user_lines_this_second_;
   write_user(line, false);
+}
+
+void Session::refuse_by_cidr(tunnel::IncomingConnection conn, const Forward& f,
+                             const std::string& why) {
+  // Closed before any channel opens: the user's upstream never sees this client.
+  ctx_->stats->connections_cidr_denied++;
+  const std::string ip = conn.client.address().to_string();
+  ctx_->tunnel_log->warn("tunnel.refuse conn=t{} s={} sni={} client={} reason=\"{}\"", conn.id,
+                         id_, conn.server_name, ip, why);
+  tunnel::ConnectionClosed ev;
+  ev.endpoint_id = f.id;
+  ev.endpoint_url = url_for(f);
+  ev.server_name = conn.server_name;
+  ev.client_ip = ip;
+  ev.client_port = conn.client.port();
+  ev.start = std::chrono::system_clock::now();
+  ev.bytes_in = conn.peeked.size();
+  ev.close_reason = "refused";
+  ev.refusal_reason = "cidr_denied";
+  ev.key_fingerprint = key_ ? key_->fingerprint : "";
+  ev.key_name = key_ ? key_->comment : "";
+  ev.conn_id = conn.id;
+  ev.session_id = id_;
+  ctx_->events->emit(ev);
+  boost::system::error_code ec;
+  conn.socket.close(ec);
+  tell_user_about_connection("snigate: connection from " + ip + " refused: " + why);
 }
 
 void Session::bridge_closed(const Bridge& b, const char* reason) {

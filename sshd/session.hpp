@@ -29,6 +29,7 @@
 #include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/ssh_handles.hpp"
+#include "tunnel/cidr.hpp"
 #include "tunnel/endpoint.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
@@ -143,6 +144,7 @@ class Session : public std::enable_shared_from_this<Session> {
   /// connections with --verbose), at most a few a second so a flood can't flood the user.
   void tell_user_about_connection(const std::string& line);
   void bridge_closed(const Bridge& bridge, const char* reason);
+  void refuse_by_cidr(tunnel::IncomingConnection conn, const Forward& f, const std::string& why);
   void publish_info();
   /// Claims f's name with the command's options; returns the refusal, or "" when claimed.
   std::string claim(std::size_t key, Forward& f);
@@ -171,6 +173,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<const ServerContext> ctx_;
   const std::uint64_t id_;
   std::string peer_;  ///< "ip:port", for logs
+  boost::asio::ip::address peer_address_;
   std::string peer_ip_;
   std::uint16_t peer_port_ = 0;
   std::string user_;
@@ -191,6 +194,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::optional<keys::AuthorizedKey> key_;
   std::optional<TlsCommand> command_;
+  tunnel::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
   bool command_seen_ = false;
   std::string pending_command_;
   bool command_pending_ = false;
