@@ -23,8 +23,9 @@ constexpr std::size_t kScratchBytes = 64 * 1024;
 /// only 1.28 MB after it falls below 640 KB (~640 KB per round trip: 12.8 MB/s at 50 ms RTT);
 /// OpenSSH uses 2 MiB. Memory per stalled connection is bounded by this plus kDownBufferCap.
 constexpr std::uint32_t kChannelWindow = 2 * 1024 * 1024;
-/// Re-open the window after this much arrived (a quarter keeps the pipe full).
-constexpr std::uint64_t kWindowRefill = kChannelWindow / 4;
+/// Re-open the window after this much arrived: small steps keep it near full, like OpenSSH
+/// (which adjusts every few packets); each step costs one poll and one small packet.
+constexpr std::uint64_t kWindowRefill = 128 * 1024;
 /// Per wake-up budget for one connection, so one busy client can't starve the others on
 /// this thread.
 constexpr std::size_t kUpBudgetBytes = 512 * 1024;
@@ -479,12 +480,15 @@ void Bridge::finish(const char* reason) {
   } else {
     conn_.socket.close(ec);
   }
+  if (channel_ != nullptr) {
+    // libssh keeps the channel until the client's close arrives (or, for an open still in
+    // flight, until the session ends) and may still deliver data for it: unhook our
+    // callbacks first, this Bridge may be gone by then.
+    ssh_remove_channel_callbacks(channel_, &callbacks_);
+  }
   if (channel_ != nullptr && channel_state_ != ChannelState::opening) {
     // ssh_channel_free closes an OPEN channel and frees a denied one; never call it while
     // the open is in flight (libssh 0.10 then leaks the client's upstream connection).
-    // libssh keeps the channel until the client's close arrives and may still deliver data
-    // for it: unhook our callbacks first, this Bridge may be gone by then.
-    ssh_remove_channel_callbacks(channel_, &callbacks_);
     ssh_channel_free(channel_);
     channel_ = nullptr;
     set_channel(ChannelState::freed);

@@ -61,8 +61,7 @@ struct ServerContext {
   std::uint16_t advertise_port = 443;
   std::chrono::seconds idle_timeout{300};
   std::chrono::seconds login_grace{60};
-  std::chrono::seconds keepalive_interval{15};
-  int keepalive_max_missed = 3;
+  std::chrono::seconds keepalive_interval{15};  ///< SSH keepalives on idle sessions
   /// Without a session channel (`ssh -N`), endpoints start routing after this grace.
   std::chrono::milliseconds no_command_grace{300};
   /// With a session channel but no exec/shell yet: how long to wait for the command.
