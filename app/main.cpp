@@ -24,6 +24,7 @@
 #include "app/cli.hpp"
 #include "app/event_log.hpp"
 #include "app/gateway_backend.hpp"
+#include "app/keys_command.hpp"
 #include "keys/host_keys.hpp"
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
@@ -351,6 +352,10 @@ int serve(const gw::app::ServeConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "keys") {
+    return gw::app::run_keys_command(std::vector<std::string>(argv + 2, argv + argc), std::cout,
+                                     std::cerr);
+  }
   const gw::app::ParseResult parsed = gw::app::parse_args(argc, argv);
   if (!parsed.error.empty()) {
     std::fprintf(stderr, "%s\n", parsed.error.c_str());
