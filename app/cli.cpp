@@ -166,11 +166,11 @@ std::optional<ListenAddr> parse_listen(std::string_view text, std::string& why) 
 enum class Scope { serve, hostkey };
 
 bool known_option(std::string_view name, Scope scope) {
-  static constexpr std::array<std::string_view, 14> kServe = {
+  static constexpr std::array<std::string_view, 16> kServe = {
       "--ssh-listen",      "--tls-listen",   "--admin-listen",         "--state-dir",
       "--authorized-keys", "--domain",       "--advertise-port",       "--event-log",
       "--log-level",       "--idle-timeout", "--client-hello-timeout", "--threads",
-      "--config",          "--help"};
+      "--config",          "--help",         "--admin-token-file",     "--drain-timeout"};
   if (scope == Scope::hostkey) {
     return name == "--state-dir" || name == "--help";
   }
@@ -208,13 +208,24 @@ std::string apply_serve_option(std::string_view name, const std::string& value, 
     c.admin_listen = *addr;
     return {};
   }
-  if (name == "--state-dir" || name == "--authorized-keys" || name == "--event-log") {
+  if (name == "--state-dir" || name == "--authorized-keys" || name == "--event-log" ||
+      name == "--admin-token-file") {
     if (value.empty()) {
       return option_error(name, "must not be empty");
     }
     (name == "--state-dir"         ? c.state_dir
      : name == "--authorized-keys" ? c.authorized_keys
-                                   : c.event_log) = value;
+     : name == "--event-log"       ? c.event_log
+                                   : c.admin_token_file) = value;
+    return {};
+  }
+  if (name == "--drain-timeout") {
+    const auto seconds = parse_number(value, 0, kMaxIdleSeconds);
+    if (!seconds) {
+      return option_error(name, "expected whole seconds from 0 to " +
+                                    std::to_string(kMaxIdleSeconds) + ", got " + quoted(value));
+    }
+    c.drain_timeout = std::chrono::seconds(*seconds);
     return {};
   }
   if (name == "--domain") {
@@ -385,6 +396,15 @@ serve options (--opt VALUE or --opt=VALUE):
   --client-hello-timeout SECONDS
                                 time a client has to send its ClientHello (default 3)
   --threads N                   I/O threads (default 0 = one per core)
+  --admin-token-file FILE       the admin API's bearer token is this file's first line (or set
+                                SNIGATE_ADMIN_TOKEN); required for a non-loopback --admin-listen
+  --drain-timeout SECONDS       on SIGTERM/SIGINT, how long open connections may finish
+                                (default 30; a second signal stops at once)
+
+keys (see snigate keys --help):
+  snigate keys add [--name N] [--allow PATTERN]... [--from PATTERN]... [--expires DATE] PUBKEY
+  snigate keys list [--json]
+  snigate keys remove FINGERPRINT|NAME
 
 Bad options are refused with one line naming the option; the exit status is then 2.
 )";

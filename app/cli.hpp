@@ -37,6 +37,10 @@ struct ServeConfig {
   std::chrono::seconds idle_timeout{300};
   std::chrono::seconds client_hello_timeout{3};
   unsigned threads = 0;  ///< 0: one per core
+  /// File whose first line is the admin API's bearer token (kept out of `ps` and shell
+  /// history); empty: SNIGATE_ADMIN_TOKEN from the environment, or no token.
+  std::string admin_token_file;
+  std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
 };
 
 enum class Command { serve, hostkey, help, version };

@@ -36,8 +36,6 @@ namespace {
 
 using boost::asio::ip::tcp;
 
-/// How long SIGTERM waits for open connections to finish.
-constexpr std::chrono::seconds kDrainTimeout{30};
 
 struct Loggers {
   std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys;
@@ -81,21 +79,20 @@ void raise_fd_limit() {
   }
 }
 
-/// The admin API's bearer token: SNIGATE_ADMIN_TOKEN, or the first line of the file named by
-/// SNIGATE_ADMIN_TOKEN_FILE (so it stays out of `ps` and shell history). Empty: no token.
-std::string admin_token(const gw::app::ServeConfig&) {
-  if (const char* t = std::getenv("SNIGATE_ADMIN_TOKEN"); t != nullptr && *t != '\0') {
-    return t;
-  }
-  if (const char* f = std::getenv("SNIGATE_ADMIN_TOKEN_FILE"); f != nullptr && *f != '\0') {
-    std::ifstream in(f);
+/// The admin API's bearer token: the first line of --admin-token-file, else
+/// SNIGATE_ADMIN_TOKEN. Empty: no token. Throws when the file can't be read (start-up).
+std::string admin_token(const gw::app::ServeConfig& config) {
+  if (!config.admin_token_file.empty()) {
+    std::ifstream in(config.admin_token_file);
     std::string line;
     if (!in || !std::getline(in, line) || line.empty()) {
-      throw std::runtime_error(std::string(f) + ": cannot read the admin token");
+      throw std::runtime_error("--admin-token-file " + config.admin_token_file +
+                               ": cannot read a token from its first line");
     }
     return line;
   }
-  return {};
+  const char* t = std::getenv("SNIGATE_ADMIN_TOKEN");
+  return t != nullptr ? t : "";
 }
 
 /// Loads authorized_keys and logs every skipped line; never throws for a missing file.
@@ -262,7 +259,7 @@ int serve(const gw::app::ServeConfig& config) {
   boost::asio::signal_set signals(*raw.front(), SIGINT, SIGTERM, SIGHUP);
   boost::asio::steady_timer drain_timer(*raw.front());
   bool draining = false;
-  const auto drain_deadline_after = kDrainTimeout;
+  const auto drain_deadline_after = config.drain_timeout;
   std::chrono::steady_clock::time_point drain_deadline;
   const auto stop_all = [&] {
     for (auto* c : raw) {
