@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>
@@ -63,5 +64,41 @@ void accept_forever(boost::asio::ip::tcp::acceptor& acceptor, OnAccept on_accept
     accept_forever(acceptor, on_accept, on_error);
   });
 }
+
+/// The listening sockets of one listener (one per I/O thread): bind, accept forever, stop.
+class AcceptorSet {
+ public:
+  /// Binds `where` once per context and accepts on each: every socket goes to
+  /// `on_accept(io_context&, socket)` on that context's thread, errors to `on_error(ec)`.
+  /// Returns the bound address (the real port for port 0). Throws on bind errors (start-up).
+  template <class OnAccept, class OnError>
+  boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,
+                                        const boost::asio::ip::tcp::endpoint& where,
+                                        OnAccept on_accept, OnError on_error) {
+    auto acceptors = listen_on_each(contexts, where);
+    const auto bound = acceptors.front()->local_endpoint();
+    for (auto& a : acceptors) {
+      auto& ioc = static_cast<boost::asio::io_context&>(a->get_executor().context());
+      accept_forever(
+          *a, [&ioc, on_accept](boost::asio::ip::tcp::socket s) { on_accept(ioc, std::move(s)); },
+          on_error);
+      acceptors_.push_back(std::move(a));
+    }
+    return bound;
+  }
+
+  /// Thread-safe: stops accepting (each acceptor is closed on its own thread).
+  void stop() {
+    for (auto& a : acceptors_) {
+      boost::asio::post(a->get_executor(), [acceptor = a.get()] {
+        boost::system::error_code ec;
+        acceptor->close(ec);
+      });
+    }
+  }
+
+ private:
+  Acceptors acceptors_;
+};
 
 }  // namespace gw

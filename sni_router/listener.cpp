@@ -221,42 +221,35 @@ Listener::Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterCon
 boost::asio::ip::tcp::endpoint Listener::listen(
     const std::vector<boost::asio::io_context*>& contexts,
     const boost::asio::ip::tcp::endpoint& where) {
-  auto acceptors = listen_on_each(contexts, where);
-  const auto bound = acceptors.front()->local_endpoint();
-  for (auto& a : acceptors) {
-    accept_next(*a);
-    acceptors_.push_back(std::move(a));
-  }
-  return bound;
-}
-
-void Listener::accept_next(boost::asio::ip::tcp::acceptor& acceptor) {
-  accept_forever(
-      acceptor,
-      [this](boost::asio::ip::tcp::socket socket) {
-        stats_->accepted++;
-        boost::system::error_code ec;
-        const auto remote = socket.remote_endpoint(ec);
-        if (ec) {
-          return;  // already gone
-        }
-        if (stats_->pending.load() >= config_.max_pending ||
-            !per_ip_->try_add(remote.address(), config_.max_pending_per_ip)) {
-          // Refused before reading anything: a plain close is the cheapest answer to a flood.
-          stats_->over_limit++;
-          log_->warn("sni.refuse client={} reason=\"too many connections waiting to send a "
-                     "ClientHello\"",
-                     remote.address().to_string());
-          socket.close(ec);
-          return;
-        }
-        std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
-                               stats_, per_ip_)
-            ->start();
+  return acceptors_.listen(
+      contexts, where,
+      [this](boost::asio::io_context&, boost::asio::ip::tcp::socket socket) {
+        on_accept(std::move(socket));
       },
       [this](const boost::system::error_code& ec) {
         log_->error("sni.accept_failed error=\"{}\"", ec.message());
       });
+}
+
+void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
+  stats_->accepted++;
+  boost::system::error_code ec;
+  const auto remote = socket.remote_endpoint(ec);
+  if (ec) {
+    return;  // already gone
+  }
+  if (stats_->pending.load() >= config_.max_pending ||
+      !per_ip_->try_add(remote.address(), config_.max_pending_per_ip)) {
+    // Refused before reading anything: a plain close is the cheapest answer to a flood.
+    stats_->over_limit++;
+    log_->warn("sni.refuse client={} reason=\"too many connections waiting to send a ClientHello\"",
+               remote.address().to_string());
+    socket.close(ec);
+    return;
+  }
+  std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
+                         stats_, per_ip_)
+      ->start();
 }
 
 }  // namespace gw::sni

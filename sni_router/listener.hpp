@@ -86,15 +86,8 @@ class Listener {
            std::shared_ptr<spdlog::logger> log,
            std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>());
 
-  /// Thread-safe: stops accepting (each acceptor is closed on its own thread).
-  void stop() {
-    for (auto& a : acceptors_) {
-      boost::asio::post(a->get_executor(), [acceptor = a.get()] {
-        boost::system::error_code ec;
-        acceptor->close(ec);
-      });
-    }
-  }
+  /// Thread-safe: stops accepting.
+  void stop() { acceptors_.stop(); }
 
   /// Listens on `where` once per context; returns the bound address (real port for port 0).
   boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,
@@ -103,7 +96,7 @@ class Listener {
   const RouterStats& stats() const { return *stats_; }
 
  private:
-  void accept_next(boost::asio::ip::tcp::acceptor& acceptor);
+  void on_accept(boost::asio::ip::tcp::socket socket);
 
   std::shared_ptr<tunnel::EndpointRegistry> registry_;
   RouterConfig config_;
@@ -111,7 +104,7 @@ class Listener {
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
   std::shared_ptr<PendingPerIp> per_ip_ = std::make_shared<PendingPerIp>();
-  Acceptors acceptors_;
+  AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };
 

@@ -24,41 +24,32 @@ Server::Server(std::shared_ptr<const ServerContext> ctx, const std::string& host
 boost::asio::ip::tcp::endpoint Server::listen(
     const std::vector<boost::asio::io_context*>& contexts,
     const boost::asio::ip::tcp::endpoint& where) {
-  auto acceptors = listen_on_each(contexts, where);
-  const auto bound = acceptors.front()->local_endpoint();
-  for (auto& a : acceptors) {
-    accept_next(*a);
-    acceptors_.push_back(std::move(a));
-  }
-  return bound;
-}
-
-void Server::accept_next(boost::asio::ip::tcp::acceptor& acceptor) {
-  auto& ioc = static_cast<boost::asio::io_context&>(acceptor.get_executor().context());
-  accept_forever(
-      acceptor,
-      [this, &ioc](boost::asio::ip::tcp::socket socket) {
-        boost::system::error_code ignored;
-        const auto remote = socket.remote_endpoint(ignored);
-        const std::string peer =
-            remote.address().to_string() + ":" + std::to_string(remote.port());
-        // Like OpenSSH MaxStartups: a flood of unauthenticated connections must not exhaust
-        // us before any of them proves a key.
-        if (ctx_->stats->unauthenticated.load() >= ctx_->max_unauthenticated) {
-          ctx_->stats->sessions_refused_startups++;
-          ctx_->log->warn("ssh.refuse peer={} reason=\"too many unauthenticated connections\"",
-                          peer);
-          socket.close(ignored);
-          return;
-        }
-        ctx_->stats->sessions_accepted++;
-        auto session = std::make_shared<Session>(ioc, ctx_, next_id_++);
-        const int fd = socket.release(ignored);
-        session->start(bind_.get(), bind_mutex_, fd, remote);
+  return acceptors_.listen(
+      contexts, where,
+      [this](boost::asio::io_context& ioc, boost::asio::ip::tcp::socket socket) {
+        on_accept(ioc, std::move(socket));
       },
       [this](const boost::system::error_code& ec) {
         ctx_->log->error("ssh.accept_failed error=\"{}\"", ec.message());
       });
+}
+
+void Server::on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socket socket) {
+  boost::system::error_code ignored;
+  const auto remote = socket.remote_endpoint(ignored);
+  // Like OpenSSH MaxStartups: a flood of unauthenticated connections must not exhaust us
+  // before any of them proves a key.
+  if (ctx_->stats->unauthenticated.load() >= ctx_->max_unauthenticated) {
+    ctx_->stats->sessions_refused_startups++;
+    ctx_->log->warn("ssh.refuse peer={}:{} reason=\"too many unauthenticated connections\"",
+                    remote.address().to_string(), remote.port());
+    socket.close(ignored);
+    return;
+  }
+  ctx_->stats->sessions_accepted++;
+  auto session = std::make_shared<Session>(ioc, ctx_, next_id_++);
+  const int fd = socket.release(ignored);
+  session->start(bind_.get(), bind_mutex_, fd, remote);
 }
 
 }  // namespace gw::sshd

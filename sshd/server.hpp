@@ -22,27 +22,20 @@ class Server {
   /// Throws std::runtime_error when the host key can't be loaded into libssh.
   Server(std::shared_ptr<const ServerContext> ctx, const std::string& host_key_path);
 
-  /// Thread-safe: stops accepting (each acceptor is closed on its own thread).
-  void stop() {
-    for (auto& a : acceptors_) {
-      boost::asio::post(a->get_executor(), [acceptor = a.get()] {
-        boost::system::error_code ec;
-        acceptor->close(ec);
-      });
-    }
-  }
+  /// Thread-safe: stops accepting.
+  void stop() { acceptors_.stop(); }
 
   /// Listens on `where` once per context; returns the bound address (real port for port 0).
   boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,
                                         const boost::asio::ip::tcp::endpoint& where);
 
  private:
-  void accept_next(boost::asio::ip::tcp::acceptor& acceptor);
+  void on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socket socket);
 
   std::shared_ptr<const ServerContext> ctx_;
   SshBindPtr bind_;
   std::mutex bind_mutex_;
-  Acceptors acceptors_;
+  AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };
 
