@@ -166,11 +166,12 @@ std::optional<ListenAddr> parse_listen(std::string_view text, std::string& why) 
 enum class Scope { serve, hostkey };
 
 bool known_option(std::string_view name, Scope scope) {
-  static constexpr std::array<std::string_view, 16> kServe = {
+  static constexpr std::array<std::string_view, 17> kServe = {
       "--ssh-listen",      "--tls-listen",   "--admin-listen",         "--state-dir",
       "--authorized-keys", "--domain",       "--advertise-port",       "--event-log",
       "--log-level",       "--idle-timeout", "--client-hello-timeout", "--threads",
-      "--config",          "--help",         "--admin-token-file",     "--drain-timeout"};
+      "--config",          "--help",         "--admin-token-file",     "--drain-timeout",
+      "--admin-token"};
   if (scope == Scope::hostkey) {
     return name == "--state-dir" || name == "--help";
   }
@@ -209,14 +210,15 @@ std::string apply_serve_option(std::string_view name, const std::string& value, 
     return {};
   }
   if (name == "--state-dir" || name == "--authorized-keys" || name == "--event-log" ||
-      name == "--admin-token-file") {
+      name == "--admin-token-file" || name == "--admin-token") {
     if (value.empty()) {
       return option_error(name, "must not be empty");
     }
-    (name == "--state-dir"         ? c.state_dir
-     : name == "--authorized-keys" ? c.authorized_keys
-     : name == "--event-log"       ? c.event_log
-                                   : c.admin_token_file) = value;
+    (name == "--state-dir"          ? c.state_dir
+     : name == "--authorized-keys"  ? c.authorized_keys
+     : name == "--event-log"        ? c.event_log
+     : name == "--admin-token-file" ? c.admin_token_file
+                                    : c.admin_token) = value;
     return {};
   }
   if (name == "--drain-timeout") {
@@ -396,8 +398,9 @@ serve options (--opt VALUE or --opt=VALUE):
   --client-hello-timeout SECONDS
                                 time a client has to send its ClientHello (default 3)
   --threads N                   I/O threads (default 0 = one per core)
-  --admin-token-file FILE       the admin API's bearer token is this file's first line (or set
-                                SNIGATE_ADMIN_TOKEN); required for a non-loopback --admin-listen
+  --admin-token TOKEN           bearer token for the admin API (required for a non-loopback
+                                --admin-listen); visible in `ps`, so prefer:
+  --admin-token-file FILE       the token is this file's first line (or set SNIGATE_ADMIN_TOKEN)
   --drain-timeout SECONDS       on SIGTERM/SIGINT, how long open connections may finish
                                 (default 30; a second signal stops at once)
 

@@ -40,6 +40,7 @@ struct ServeConfig {
   /// File whose first line is the admin API's bearer token (kept out of `ps` and shell
   /// history); empty: SNIGATE_ADMIN_TOKEN from the environment, or no token.
   std::string admin_token_file;
+  std::string admin_token;  ///< --admin-token VALUE (visible in `ps`: prefer the file)
   std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
 };
 

@@ -79,9 +79,12 @@ void raise_fd_limit() {
   }
 }
 
-/// The admin API's bearer token: the first line of --admin-token-file, else
+/// The admin API's bearer token: --admin-token, the first line of --admin-token-file, else
 /// SNIGATE_ADMIN_TOKEN. Empty: no token. Throws when the file can't be read (start-up).
 std::string admin_token(const gw::app::ServeConfig& config) {
+  if (!config.admin_token.empty()) {
+    return config.admin_token;
+  }
   if (!config.admin_token_file.empty()) {
     std::ifstream in(config.admin_token_file);
     std::string line;
