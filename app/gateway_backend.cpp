@@ -45,8 +45,7 @@ bool GatewayBackend::close_session(std::uint64_t id, std::string message) {
   if (!session) {
     return false;
   }
-  session->close_from_outside("snigate: session closed by the gateway admin" +
-                              (message.empty() ? std::string() : ": " + message));
+  session->close_from_outside(std::move(message));
   return true;
 }
 

@@ -36,6 +36,12 @@ namespace {
 
 using boost::asio::ip::tcp;
 
+/// A bad option value that only start-up can see (it needs the environment or a file):
+/// one line, exit status 2, like the parser's refusals.
+struct BadOption : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 
 struct Loggers {
   std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys;
@@ -89,8 +95,8 @@ std::string admin_token(const gw::app::ServeConfig& config) {
     std::ifstream in(config.admin_token_file);
     std::string line;
     if (!in || !std::getline(in, line) || line.empty()) {
-      throw std::runtime_error("--admin-token-file " + config.admin_token_file +
-                               ": cannot read a token from its first line");
+      throw BadOption("--admin-token-file " + config.admin_token_file +
+                      ": cannot read a token from its first line");
     }
     return line;
   }
@@ -244,7 +250,7 @@ int serve(const gw::app::ServeConfig& config) {
     const std::string token = admin_token(config);
     std::string why;
     if (!gw::app::admin_listen_allowed(where.address(), !token.empty(), &why)) {
-      throw std::runtime_error("--admin-listen " + to_string(where) + ": " + why);
+      throw BadOption("--admin-listen " + to_string(where) + ": " + why);
     }
     gw::app::AdminOptions options;
     options.token = token;
@@ -380,6 +386,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "snigate: this command is not available yet\n");
         return 2;
     }
+  } catch (const BadOption& e) {
+    std::fprintf(stderr, "snigate: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "snigate: %s\n", e.what());
     return 1;

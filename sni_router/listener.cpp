@@ -84,7 +84,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
         stats_->closed_early++;
         log_->debug("sni.closed_early conn=t{} client={} bytes={}", id_, client_ip(),
                     buffer_.size());
-        emit_refused("closed_early", "client_closed");
+        emit_refused("closed_early", "client_closed", 0);
         finish();
         return;
       }
@@ -161,14 +161,17 @@ class Peek : public std::enable_shared_from_this<Peek> {
               std::string_view why) {
     log_->warn("sni.refuse conn=t{} client={} sni={} outcome={} reason=\"{}\"", id_, client_ip(),
                sni_.empty() ? "-" : sni_, what, why);
-    emit_refused(reason, "refused");
     if (alert) {
       tunnel::send_alert_and_close(socket_, *alert);
     }
+    emit_refused(reason, "refused", alert ? gw::make_alert(0).size() : 0);
     finish();
   }
 
-  void emit_refused(const char* refusal, const char* close_reason) {
+  /// `bytes_out`: the alert, when one was sent. Every outcome is also a ClientHello-wait
+  /// sample: a slow or silent client shows up in the histogram, not only routed ones.
+  void emit_refused(const char* refusal, const char* close_reason, std::size_t bytes_out) {
+    stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
     tunnel::ConnectionClosed ev;
     ev.server_name = sni_;
     ev.client_ip = client_ip();
@@ -176,6 +179,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
     ev.start = accepted_wall_;
     ev.duration = std::chrono::steady_clock::now() - accepted_at_;
     ev.bytes_in = buffer_.size();
+    ev.bytes_out = bytes_out;
     ev.close_reason = close_reason;
     ev.refusal_reason = refusal;
     ev.conn_id = id_;

@@ -2,13 +2,11 @@
 // branch that doesn't positively allow a forward refuses it with a sentence the user can act on.
 #include "sshd/policy.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <array>
 
 #include "common/printable.hpp"
 #include "keys/pattern.hpp"
+#include "tunnel/cidr.hpp"
 
 namespace gw::sshd {
 namespace {
@@ -78,21 +76,6 @@ bool is_termination_option(std::string_view name) {
   }
   return name.starts_with("--traffic-policy") || name.starts_with("--mtls") ||
          name.starts_with("--mutual-tls");
-}
-
-bool parse_prefix_len(std::string_view s, unsigned max, unsigned* out) {
-  if (s.empty() || s.size() > 3 || (s.size() > 1 && s[0] == '0')) {
-    return false;
-  }
-  unsigned v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') {
-      return false;
-    }
-    v = v * 10 + static_cast<unsigned>(c - '0');
-  }
-  *out = v;
-  return v <= max;
 }
 
 bool is_unnamed_bind_address(std::string_view lowered) {
@@ -184,22 +167,12 @@ std::string tls_help_text() {
 }
 
 bool parse_cidr(std::string_view cidr, std::string* normalised) {
-  const std::size_t slash = cidr.find('/');
-  const std::string addr(cidr.substr(0, slash));
-  const bool v6 = addr.find(':') != std::string::npos;
-  const unsigned max = v6 ? 128 : 32;
-  unsigned char buf[sizeof(in6_addr)];
-  if (addr.empty() || inet_pton(v6 ? AF_INET6 : AF_INET, addr.c_str(), buf) != 1) {
-    return false;
+  // One validator for every CIDR in the project (tls options, from=): tunnel::Cidr.
+  const auto parsed = tunnel::Cidr::parse(cidr);
+  if (parsed && normalised) {
+    *normalised = parsed->str();
   }
-  unsigned len = max;
-  if (slash != std::string_view::npos && !parse_prefix_len(cidr.substr(slash + 1), max, &len)) {
-    return false;
-  }
-  if (normalised) {
-    *normalised = addr + "/" + std::to_string(len);
-  }
-  return true;
+  return parsed.has_value();
 }
 
 CommandResult parse_command(std::string_view command_line) {

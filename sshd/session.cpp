@@ -239,8 +239,10 @@ void Session::after_pump() {
   }
   if (user_quit_) {
     user_quit_ = false;
-    close_reason_ = "user_quit";
-    begin_close();
+    if (state_ != State::closing && state_ != State::closed) {
+      close_reason_ = "user_quit";  // not when we closed first: the client is only answering
+      begin_close();
+    }
   }
   if (command_pending_) {
     command_pending_ = false;
@@ -754,7 +756,8 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     // same-key holders may still be joined or taken over once the command's options arrive.
     if (ctx_->registry->probe(name, key_->fingerprint) == tunnel::NameState::held) {
       refuse_forward(msg, address, port,
-                     name + " is already in use by another session (pick another name)");
+                     name + " is held by another key's session: pick another name (--takeover "
+                            "only moves names between sessions of the same key)");
       return;
     }
   } else {
@@ -887,7 +890,10 @@ void Session::publish_info() {
   info.user = user_;
   info.key_fingerprint = key_ ? key_->fingerprint : "";
   info.key_name = key_ ? key_->comment : "";
-  info.state = to_string(state_);
+  // The API's three states; the finer ones are for logs.
+  info.state = state_ == State::key_exchange || state_ == State::authenticating ? "authenticating"
+               : state_ == State::closing || state_ == State::closed            ? "closing"
+                                                                               : "active";
   info.started_at = started_wall_;
   info.open_connections = bridges_.size();
   for (const auto& [key, f] : forwards_) {
@@ -1036,9 +1042,10 @@ void Session::apply_keys(const keys::KeyStore& store) {
 
 void Session::close_from_outside(std::string message) {
   boost::asio::post(ioc_, [self = shared_from_this(), message = std::move(message)] {
-    if (!message.empty()) {
-      self->write_user(message, true);
-    }
+    self->write_user("snigate: session closed by the gateway admin" +
+                         (message.empty() ? std::string() : ": " + message),
+                     true);
+    self->close_message_ = message;
     self->close_reason_ = "admin_close";
     self->begin_close();
     self->request_pump();
@@ -1089,6 +1096,7 @@ void Session::finish_close() {
     tunnel::SessionEnded ev;
     ev.session_id = id_;
     ev.reason = close_reason_;
+    ev.message = close_message_;
     ev.duration = Clock::now() - started_at_;
     ev.client_ip = peer_ip_;
     ev.client_port = peer_port_;

@@ -87,7 +87,8 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Thread-safe: a routed public connection for one of this session's forwards.
   void deliver(std::size_t forward_key, tunnel::IncomingConnection conn);
 
-  /// Thread-safe: ends the session with a message to the user (if it can still be shown).
+  /// Thread-safe: the admin ends the session; `message` (may be empty) is shown to the user
+  /// and recorded in the session_ended event.
   void close_from_outside(std::string message);
 
   /// Thread-safe: the gateway is shutting down. Endpoints stop taking connections at once;
@@ -205,6 +206,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::chrono::steady_clock::time_point last_keepalive_sent_;
   std::chrono::steady_clock::time_point closing_since_;
   std::string close_reason_;
+  std::string close_message_;  ///< the admin's words, for the session_ended event
   int exit_status_ = 0;
   int auth_failures_ = 0;
   bool user_quit_ = false;

@@ -4,7 +4,10 @@ What is here (tests import the helpers with `from conftest import ...`):
   Pki       a throw-away CA and leaf certificates, made once per pytest session with the openssl CLI
   SshKeys   user keys made with ssh-keygen (alice, bob, carol, mallory)
   Gateway   `snigate serve` on 127.0.0.1 port 0; waits for `serve.ready`, pins the host key, and on
-            stop expects exit 0 and no sanitizer report in its log
+            stop expects exit 0 and no sanitizer report in its log. admin_listen="127.0.0.1:0" turns
+            the admin API on (port from `admin=` in serve.ready; Gateway.admin() sends a request);
+            env= adds environment variables (e.g. SNIGATE_ADMIN_TOKEN)
+  http_request (plain HTTP/1.1 to 127.0.0.1), read_events (the --event-log JSON lines)
   Upstream  a TLS server in Python (threads) with scripted behaviours: http, echo, half-close
   Tunnel    `ssh -R NAME:443:127.0.0.1:UP ... tls` (or -N); ready when the banner shows every URL
   TLS helpers: https_get (Python ssl, verification on), curl_get, s_client_get, client_hello(),
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
+import json
 import os
 import random
 import re
@@ -69,6 +74,7 @@ UPSTREAM_NAMES = (
 
 BANNER_RE = re.compile(r"Forwarding (tls://[A-Za-z0-9.*:\-\[\]]+)")
 READY_RE = re.compile(r"serve\.ready ssh=127\.0\.0\.1:(\d+) tls=127\.0\.0\.1:(\d+)")
+READY_ADMIN_RE = re.compile(r"serve\.ready [^\n]*\badmin=127\.0\.0\.1:(\d+)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +225,8 @@ class Gateway:
     """`snigate serve` on 127.0.0.1 with port 0 listeners, in its own temp dir."""
 
     def __init__(self, directory: Path, keys: SshKeys, authorized_keys: str | None = "default",
-                 args: Iterable[str] = (), state_dir: Path | None = None):
+                 args: Iterable[str] = (), state_dir: Path | None = None,
+                 admin_listen: str = "off", env: dict[str, str] | None = None):
         self.dir = directory
         self.keys = keys
         self.state_dir = state_dir or directory / "state"
@@ -228,9 +235,12 @@ class Gateway:
         self.out = directory / "gateway.stdout"
         self.known_hosts = directory / "known_hosts"
         self.extra_args = list(args)
+        self.admin_listen = admin_listen
+        self.env = dict(env or {})  # extra environment for snigate (e.g. SNIGATE_ADMIN_TOKEN)
         self.proc: subprocess.Popen | None = None
         self.ssh_port = 0
         self.tls_port = 0
+        self.admin_port = 0  # set from `admin=` in serve.ready when the admin API listens
         self.tunnels: list[Tunnel] = []
         self.stopped_rc: int | None = None
         if authorized_keys == "default":
@@ -242,7 +252,7 @@ class Gateway:
         return [SNIGATE_BIN, "serve",
                 "--ssh-listen", "127.0.0.1:0",
                 "--tls-listen", "127.0.0.1:0",
-                "--admin-listen", "off",
+                "--admin-listen", self.admin_listen,
                 "--state-dir", str(self.state_dir),
                 "--authorized-keys", str(self.authorized_keys),
                 "--domain", "localhost",
@@ -252,7 +262,7 @@ class Gateway:
     def start(self) -> "Gateway":
         with open(self.log, "wb") as err, open(self.out, "wb") as out:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=err, cwd=self.dir, env=clean_env(),
+                                         stderr=err, cwd=self.dir, env={**clean_env(), **self.env},
                                          start_new_session=True)
 
         def ready():
@@ -266,6 +276,8 @@ class Gateway:
 
         m = wait_for(ready, START_TIMEOUT, "snigate's serve.ready log line")
         self.ssh_port, self.tls_port = int(m.group(1)), int(m.group(2))
+        a = READY_ADMIN_RE.search(self.log_text())
+        self.admin_port = int(a.group(1)) if a else 0
         self._pin_host_key()
         return self
 
@@ -328,10 +340,51 @@ class Gateway:
                  f"{name} to answer unrecognized_name")
         return time.monotonic() - t0
 
+    # ---- admin API
+
+    def admin(self, method: str, path: str, token: str | None = None, **kw) -> "HttpReply":
+        """One request to the admin API (needs admin_listen="127.0.0.1:0")."""
+        assert self.admin_port, "the admin API is not listening (admin_listen=...)"
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return http_request(self.admin_port, method, path, headers=headers, **kw)
+
     def tunnel(self, forwards: Iterable[str], **kw) -> "Tunnel":
         t = Tunnel(self, list(forwards), **kw)
         self.tunnels.append(t)
         return t
+
+
+@dataclasses.dataclass
+class HttpReply:
+    status: int
+    headers: dict  # lower-cased names
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def http_request(port: int, method: str, path: str, headers: dict | None = None,
+                 body: bytes | None = None, timeout: float = 10.0) -> HttpReply:
+    """A plain HTTP/1.1 request to 127.0.0.1:port (one connection per request)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return HttpReply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        c.close()
+
+
+def read_events(path: Path) -> list[dict]:
+    """The event log's JSON lines (a torn last line, still being written, is left out)."""
+    out = []
+    for line in read_text(path).splitlines(keepends=True):
+        if line.endswith("\n") and line.strip():
+            out.append(json.loads(line))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1031,15 +1084,16 @@ def _finish_gateway(gw: Gateway, request) -> list[str]:
 
 @pytest.fixture
 def gateway_factory(tmp_path, keys, request):
-    """gateway_factory(authorized_keys="default"|TEXT|None, args=[...], start=True, state_dir=None).
-    authorized_keys None: no file at all."""
+    """gateway_factory(authorized_keys="default"|TEXT|None, args=[...], start=True, state_dir=None,
+    admin_listen="off"|"127.0.0.1:0", env={...}). authorized_keys None: no file at all."""
     made: list[Gateway] = []
 
     def make(authorized_keys: str | None = "default", args: Iterable[str] = (),
-             start: bool = True, state_dir: Path | None = None) -> Gateway:
+             start: bool = True, state_dir: Path | None = None, admin_listen: str = "off",
+             env: dict[str, str] | None = None) -> Gateway:
         d = tmp_path / f"gw{len(made)}"
         d.mkdir()
-        gw = Gateway(d, keys, authorized_keys, args, state_dir)
+        gw = Gateway(d, keys, authorized_keys, args, state_dir, admin_listen, env)
         made.append(gw)
         request.node._snigate_gateways = made
         return gw.start() if start else gw
