@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "common/printable.hpp"
+#include "tunnel/cidr.hpp"
 
 namespace gw::keys {
 namespace {
@@ -47,7 +48,8 @@ class KeysCategory final : public std::error_category {
       case errc::bad_expiry_time:
         return "expiry-time must be \"YYYYMMDD[HHMM[SS]]\" (UTC) and a real date";
       case errc::bad_from:
-        return "from must be a comma-separated list of host patterns";
+        return "from must be a comma-separated list of address patterns and CIDRs (a/len with "
+               "no bits set past len)";
       case errc::too_many_permitlisten:
         return "too many permitlisten options";
       case errc::missing_key_type:
@@ -324,6 +326,24 @@ std::optional<PermitListen> parse_permitlisten(std::string_view v) {
   return pl;
 }
 
+/// One from= element (`!` allowed). An element with a '/' is a CIDR and must be a valid one:
+/// OpenSSH fails the whole check on a bad or inconsistent mask (addr_match_list returns -2),
+/// and an unusable `!10.0.0.0/99` would otherwise silently stop excluding anyone. Anything
+/// else is a glob over the client's address text and cannot be malformed.
+bool from_entry_valid(std::string_view item) {
+  if (item.front() == '!') {
+    item.remove_prefix(1);
+  }
+  if (item.empty()) {
+    return false;
+  }
+  if (item.find('/') == std::string_view::npos) {
+    return true;
+  }
+  const auto cidr = tunnel::Cidr::parse(item);
+  return cidr && !cidr->has_host_bits();
+}
+
 std::optional<Failure> parse_options_into(std::string_view s, KeyOptions& out) {
   bool seen_from = false;
   bool seen_expiry = false;
@@ -407,7 +427,7 @@ std::optional<Failure> parse_options_into(std::string_view s, KeyOptions& out) {
       for (;;) {
         const std::size_t comma = list.find(',');
         const std::string_view item = list.substr(0, comma);
-        if (item.empty()) {
+        if (item.empty() || !from_entry_valid(item)) {
           return Failure{errc::bad_from, *value};
         }
         out.from.emplace_back(item);

@@ -21,19 +21,6 @@ std::string index_key(std::string_view type, std::string_view blob) {
   return k;
 }
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) {
-    throw std::runtime_error(p.string() + ": cannot open: " + std::strerror(errno));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    throw std::runtime_error(p.string() + ": read error");
-  }
-  return ss.str();
-}
-
 }  // namespace
 
 void KeyStore::add(KeyFileResult parsed, std::vector<std::string>* warnings) {
@@ -51,6 +38,37 @@ void KeyStore::add(KeyFileResult parsed, std::vector<std::string>* warnings) {
     }
     keys_.push_back(std::move(key));
   }
+}
+
+std::string read_key_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    throw std::runtime_error(path + ": read error");
+  }
+  return ss.str();
+}
+
+std::vector<std::string> key_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path)) {
+    return {path};
+  }
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(path)) {  // throws filesystem_error
+    const std::string name = entry.path().filename().string();
+    // Dotfiles and `~` backups are editors' (and `snigate keys`') temporaries, not keys.
+    if (name.starts_with(".") || name.ends_with("~") || !entry.is_regular_file()) {
+      continue;
+    }
+    files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 std::shared_ptr<const KeyStore> KeyStore::from_text(std::string_view content,
@@ -79,21 +97,8 @@ std::shared_ptr<const KeyStore> load_key_store(const std::string& path,
     }
     return store;
   }
-  if (fs::is_directory(st)) {
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(path)) {  // throws filesystem_error
-      const std::string name = entry.path().filename().string();
-      if (name.starts_with(".") || name.ends_with("~") || !entry.is_regular_file()) {
-        continue;
-      }
-      files.push_back(entry.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      store->add(parse_authorized_keys(read_file(f), f.string()), warnings);
-    }
-  } else {
-    store->add(parse_authorized_keys(read_file(path), path), warnings);
+  for (const auto& f : key_files(path)) {
+    store->add(parse_authorized_keys(read_key_file(f), f), warnings);
   }
   if (store->size() == 0 && warnings) {
     warnings->push_back(path + ": no usable keys: no key can log in; add a line " +

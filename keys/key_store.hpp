@@ -46,4 +46,14 @@ class KeyStore {
 std::shared_ptr<const KeyStore> load_key_store(const std::string& path,
                                                std::vector<std::string>* warnings);
 
+/// The files load_key_store reads for `path`: `path` itself unless it is a directory, else the
+/// directory's regular files sorted by name, skipping dotfiles and `~` backups (so temporary
+/// files named `.x.tmp-*` are never read half-written). Throws std::filesystem::filesystem_error
+/// when the directory cannot be listed.
+std::vector<std::string> key_files(const std::string& path);
+
+/// The whole content of one key file. Throws std::runtime_error("path: cannot open: reason")
+/// when it cannot be read: an unreadable file must never look like an empty one.
+std::string read_key_file(const std::string& path);
+
 }  // namespace gw::keys

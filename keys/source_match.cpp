@@ -8,15 +8,26 @@
 namespace gw::keys {
 namespace {
 
+enum class Entry { miss, hit, invalid };
+
 /// Does one (un-negated) entry match? A CIDR entry matches by prefix, anything else as a
-/// glob over the address text.
-bool entry_matches(std::string_view entry, const boost::asio::ip::address& client,
-                   const std::string& client_text) {
+/// glob over the address text. A CIDR that doesn't parse (or has bits past its length) is
+/// invalid: the parser refuses such lines, but KeyOptions can be built by hand, and OpenSSH
+/// fails the whole check then rather than skipping the entry.
+Entry entry_matches(std::string_view entry, const boost::asio::ip::address& client,
+                    const std::string& client_text) {
+  if (entry.empty()) {
+    return Entry::invalid;
+  }
   if (entry.find('/') != std::string_view::npos) {
     const auto cidr = tunnel::Cidr::parse(entry);
-    return cidr && cidr->contains(client);
+    if (!cidr || cidr->has_host_bits()) {
+      return Entry::invalid;
+    }
+    return cidr->contains(client) ? Entry::hit : Entry::miss;
   }
-  return match_pattern(client_text, entry, GlobOptions{.case_insensitive = true});
+  return match_pattern(client_text, entry, GlobOptions{.case_insensitive = true}) ? Entry::hit
+                                                                                  : Entry::miss;
 }
 
 }  // namespace
@@ -34,16 +45,26 @@ bool source_allowed(const KeyOptions& options, const boost::asio::ip::address& c
   const std::string text = address.to_string();
   bool allowed = false;
   for (const std::string& list : options.from) {
+    // Elements are normally single entries (the parser splits the list), but a hand-built
+    // KeyOptions may hold a comma list; every piece is checked, empty ones included.
     std::string_view rest = list;
-    while (!rest.empty()) {
+    for (bool more = true; more;) {
       const std::size_t comma = rest.find(',');
       std::string_view entry = rest.substr(0, comma);
-      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      more = comma != std::string_view::npos;
+      rest = more ? rest.substr(comma + 1) : std::string_view();
       const bool negated = !entry.empty() && entry.front() == '!';
       if (negated) {
         entry.remove_prefix(1);
       }
-      if (entry.empty() || !entry_matches(entry, address, text)) {
+      const Entry m = entry_matches(entry, address, text);
+      if (m == Entry::invalid) {
+        if (why) {
+          *why = "from=\"" + list + "\" has an invalid entry";
+        }
+        return false;
+      }
+      if (m == Entry::miss) {
         continue;
       }
       if (negated) {

@@ -12,7 +12,10 @@
 
 namespace gw::keys {
 
-/// True when `options.from` is empty or admits `client`; otherwise `*why` names the reason.
+/// True when `options.from` is empty or admits `client`; otherwise `*why` (if not null) names
+/// the reason: excluded by a `!` entry, in no entry, or an invalid entry (an empty element or a
+/// bad CIDR, which refuses everyone as OpenSSH does; parse_authorized_key_line never yields one).
+/// A v4-mapped IPv6 client is matched as its IPv4 address.
 bool source_allowed(const KeyOptions& options, const boost::asio::ip::address& client,
                     std::string* why);
 

@@ -132,8 +132,7 @@ void Bridge::start(std::size_t forward_key, const Forward& forward) {
   if (rc == SSH_OK) {
     on_opened();
   } else if (rc == SSH_ERROR) {
-    set_channel(ChannelState::failed);
-    finish("channel_open_failed");
+    on_open_refused();  // a local client can refuse before this call even returns
   }
   // SSH_AGAIN: the answer arrives in a later pump; service() asks again.
 }
@@ -151,13 +150,7 @@ void Bridge::service() {
       return;
     }
     if (rc != SSH_OK) {
-      set_channel(ChannelState::failed);
-      session_.ctx_->stats->channel_open_failures++;
-      session_.ctx_->tunnel_log->warn(
-          "bridge.open_refused conn=t{} sni={} client={} reason=\"the ssh client refused the "
-          "channel: is the upstream of its -R running?\"",
-          conn_.id, conn_.server_name, conn_.client.address().to_string());
-      finish("upstream_refused");
+      on_open_refused();
       return;
     }
     on_opened();
@@ -174,6 +167,16 @@ void Bridge::service() {
   if (!finished_) {
     flush_down();
   }
+}
+
+void Bridge::on_open_refused() {
+  set_channel(ChannelState::failed);
+  session_.ctx_->stats->channel_open_failures++;
+  session_.ctx_->tunnel_log->warn(
+      "bridge.open_refused conn=t{} sni={} client={} reason=\"the ssh client refused the "
+      "channel: is the upstream of its -R running?\"",
+      conn_.id, conn_.server_name, conn_.client.address().to_string());
+  finish("upstream_refused");
 }
 
 void Bridge::on_opened() {

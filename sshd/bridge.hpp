@@ -63,6 +63,7 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
 
   int on_data(const std::byte* data, std::size_t len);
   void on_opened();
+  void on_open_refused();
   void grow_window();
   void pull_up();
   bool push_up_pending();

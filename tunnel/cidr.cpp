@@ -28,12 +28,27 @@ bool prefix_equal(const Bytes& a, const Bytes& b, unsigned prefix) {
   return (a[whole] & mask) == (b[whole] & mask);
 }
 
+/// Clears every bit at or after position `prefix`.
+template <class Bytes>
+void mask_from(Bytes& bytes, unsigned prefix) {
+  for (unsigned i = 0; i < bytes.size(); ++i) {
+    const unsigned keep = prefix > i * 8 ? std::min(8u, prefix - i * 8) : 0;
+    bytes[i] &= static_cast<unsigned char>(keep == 0 ? 0 : 0xff << (8 - keep));
+  }
+}
+
 }  // namespace
 
 std::optional<Cidr> Cidr::parse(std::string_view text) {
   const std::size_t slash = text.find('/');
+  const std::string_view addr = text.substr(0, slash);
+  // Zone ids (fe80::1%eth0) name an interface of this host, not a network: a rule with one
+  // would silently mean something different on another machine. Boost would accept them.
+  if (addr.empty() || addr.find('%') != std::string_view::npos) {
+    return std::nullopt;
+  }
   boost::system::error_code ec;
-  const auto address = boost::asio::ip::make_address(std::string(text.substr(0, slash)), ec);
+  const auto address = boost::asio::ip::make_address(std::string(addr), ec);
   if (ec) {
     return std::nullopt;
   }
@@ -41,11 +56,13 @@ std::optional<Cidr> Cidr::parse(std::string_view text) {
   const unsigned max = network.is_v4() ? 32 : 128;
   unsigned prefix = address.is_v4() ? 32 : 128;
   if (slash != std::string_view::npos) {
+    // Digits only, no leading zero ("/08" is a typo, not 8), at most 3 so it cannot overflow.
     const std::string_view digits = text.substr(slash + 1);
-    const auto [end, err] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
-    if (err != std::errc() || end != digits.data() + digits.size() || digits.empty()) {
+    if (digits.empty() || digits.size() > 3 || (digits.size() > 1 && digits[0] == '0') ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       return std::nullopt;
     }
+    std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
   }
   if (address.is_v6() && network.is_v4()) {
     // ::ffff:10.0.0.0/104 is 10.0.0.0/8.
@@ -58,6 +75,20 @@ std::optional<Cidr> Cidr::parse(std::string_view text) {
     return std::nullopt;
   }
   return Cidr(network, prefix);
+}
+
+bool Cidr::has_host_bits() const {
+  // Compare with the network masked to the prefix: a mismatch means bits past the prefix.
+  if (network_.is_v4()) {
+    const auto bytes = network_.to_v4().to_bytes();
+    auto masked = bytes;
+    mask_from(masked, prefix_);
+    return masked != bytes;
+  }
+  const auto bytes = network_.to_v6().to_bytes();
+  auto masked = bytes;
+  mask_from(masked, prefix_);
+  return masked != bytes;
 }
 
 bool Cidr::contains(const boost::asio::ip::address& address) const {

@@ -13,9 +13,16 @@ namespace gw::tunnel {
 
 class Cidr {
  public:
-  /// Parses "addr/len" or a bare address (/32, /128). nullopt when it is not one.
+  /// Parses "addr/len" or a bare address (/32, /128). nullopt when it is not one: no zone ids
+  /// (`%eth0`), no leading zeros or signs in the length, and an IPv4-mapped IPv6 prefix
+  /// (`::ffff:10.0.0.0/104`, stored as 10.0.0.0/8) must be /96 or longer. Bits past the prefix
+  /// are allowed (`10.0.0.1/8` contains 10.x); see has_host_bits().
+  /// The one CIDR validator of the project: sshd::parse_cidr calls it.
   static std::optional<Cidr> parse(std::string_view text);
   bool contains(const boost::asio::ip::address& address) const;
+  /// True for `10.0.0.1/8`: OpenSSH refuses such a from= entry ("inconsistent mask length").
+  bool has_host_bits() const;
+  /// "network/len", lower-case, v4-mapped prefixes as IPv4 ("10.0.0.0/8").
   std::string str() const;
 
  private:

@@ -2,7 +2,9 @@
 #include "app/keys_command.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
+#include <boost/json.hpp>  // compiled once in event_log_test.cpp
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -35,18 +37,32 @@ class KeysCommand : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  static void write(const fs::path& p, const std::string& s) { std::ofstream(p) << s; }
+  static void write(const fs::path& p, const std::string& s) {
+    std::ofstream(p, std::ios::binary) << s;
+  }
   static std::string read(const fs::path& p) {
     std::ifstream in(p);
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
   }
-  int run(std::vector<std::string> args) {
+  int run(std::vector<std::string> args, const std::string& stdin_text = "") {
+    args.insert(args.begin() + 1, {"--file", (dir_ / "authorized_keys").string()});
+    return run_raw(args, stdin_text);
+  }
+  int run_raw(const std::vector<std::string>& args, const std::string& stdin_text = "") {
     out_.str("");
     err_.str("");
-    args.insert(args.begin() + 1, {"--file", (dir_ / "authorized_keys").string()});
-    return run_keys_command(args, out_, err_);
+    std::istringstream in(stdin_text);
+    return run_keys_command(args, in, out_, err_);
+  }
+  std::string pub(const char* name) const { return (dir_ / name).string(); }
+  fs::path ak() const { return dir_ / "authorized_keys"; }
+  /// No `.name.tmp-XXXXXX` left anywhere under `d`.
+  static void expect_no_temporaries(const fs::path& d) {
+    for (const auto& e : fs::recursive_directory_iterator(d)) {
+      EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+    }
   }
 
   fs::path dir_;
@@ -88,9 +104,7 @@ TEST_F(KeysCommand, AddListRemoveRoundTrip) {
   EXPECT_EQ(after.rfind("# team keys\n", 0), 0u) << "comment line kept first";
   EXPECT_NE(after.find(" carol\n"), std::string::npos);
   // Atomic writes leave no temporary files behind.
-  for (const auto& e : fs::directory_iterator(dir_)) {
-    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
-  }
+  expect_no_temporaries(dir_);
 }
 
 // Proves: each refusal has its exit status and a message saying what to do.
@@ -116,6 +130,334 @@ TEST_F(KeysCommand, AmbiguousNameNeedsAll) {
   EXPECT_NE(err_.str().find("2 different keys"), std::string::npos);
   EXPECT_EQ(run({"remove", "--all", "ops"}), 0);
   EXPECT_TRUE(keys::parse_authorized_keys(read(dir_ / "authorized_keys"), "ak").keys.empty());
+}
+
+constexpr const char* kAliceBlob =
+    "AAAAC3NzaC1lZDI1NTE5AAAAIAT8VQpOGpNEjoVtHZouU8TaxflLWHWIJ52NB7jN1NW4";
+
+// Proves: --allow gets :443 unless a port is given, --from entries join into one from=,
+// --expires becomes expiry-time, --name replaces the key's comment: the exact line written.
+TEST_F(KeysCommand, AddWritesTheExactLine) {
+  ASSERT_EQ(run({"add", "--name", "alice", "--allow", "app.alice.test", "--allow", "*.b.test:*",
+                 "--allow", "c.test:8443", "--from", "10.0.0.0/8,!10.1.0.0/16", "--from",
+                 "2001:db8::/32", "--expires", "2030-01-31", pub("alice.pub")}),
+            0)
+      << err_.str();
+  EXPECT_EQ(read(ak()),
+            std::string("permitlisten=\"app.alice.test:443\",permitlisten=\"*.b.test:*\","
+                        "permitlisten=\"c.test:8443\",from=\"10.0.0.0/8,!10.1.0.0/16,"
+                        "2001:db8::/32\",expiry-time=\"20300131\" ssh-ed25519 ") +
+                kAliceBlob + " alice\n");
+  EXPECT_EQ(out_.str(), std::string("added ") + kAliceFp + " alice to " + ak().string() + "\n");
+  EXPECT_EQ(err_.str(), "");
+}
+
+// Proves: each bad --allow/--from/--expires is refused with its exact one-line message and
+// exit status, and nothing is written.
+TEST_F(KeysCommand, BadPatternsRefusedWithExactMessages) {
+  struct Case {
+    const char* label;
+    std::vector<std::string> options;
+    int status;
+    std::string message;
+  } cases[] = {
+      {"quote smuggles an option",
+       {"--allow", "a.test:443\",restrict,x=\"y"},
+       1,
+       "snigate: keys add: --allow a.test:443\\\",restrict,x=\\\"y: quotes, backslashes, spaces "
+       "and control characters are not allowed\n"},
+      {"space",
+       {"--allow", "a b.test"},
+       1,
+       "snigate: keys add: --allow a b.test: quotes, backslashes, spaces and control characters "
+       "are not allowed\n"},
+      {"underscore can never match",
+       {"--allow", "app_x.test"},
+       1,
+       "snigate: keys add: --allow app_x.test: 'app_x.test' can never match a hostname "
+       "(letters, digits, '-', '.', and the wildcards * ?)\n"},
+      {"no host",
+       {"--allow", ":443"},
+       1,
+       "snigate: keys add: --allow :443: no host pattern (e.g. app.example.com or "
+       "'*.example.com')\n"},
+      {"empty list entry",
+       {"--allow", "a.test,,b.test"},
+       1,
+       "snigate: keys add: --allow a.test,,b.test: empty entry in the pattern list\n"},
+      {"port out of range",
+       {"--allow", "a.test:70000"},
+       1,
+       "snigate: keys add: --allow a.test:70000: permitlisten must be \"host:port\" with a "
+       "port number or *\n"},
+      {"port name",
+       {"--allow", "a.test:https"},
+       1,
+       "snigate: keys add: --allow a.test:https: permitlisten must be \"host:port\" with a "
+       "port number or *\n"},
+      {"cidr with host bits",
+       {"--from", "10.0.0.1/8"},
+       1,
+       "snigate: keys add: --from 10.0.0.1/8: '10.0.0.1/8' is not a network: give "
+       "address/length with no bits set past the length (e.g. 203.0.113.0/24 or "
+       "2001:db8::/32)\n"},
+      {"negated bad cidr",
+       {"--from", "*,!10.0.0.0/33"},
+       1,
+       "snigate: keys add: --from *,!10.0.0.0/33: '!10.0.0.0/33' is not a network: give "
+       "address/length with no bits set past the length (e.g. 203.0.113.0/24 or "
+       "2001:db8::/32)\n"},
+      {"from trailing comma",
+       {"--from", "10.0.0.0/8,"},
+       1,
+       "snigate: keys add: --from 10.0.0.0/8,: empty entry in the pattern list\n"},
+      {"bare negation",
+       {"--from", "!"},
+       1,
+       "snigate: keys add: --from !: empty entry in the pattern list\n"},
+      {"impossible date",
+       {"--expires", "2027-02-30"},
+       2,
+       "snigate: keys add: --expires 2027-02-30: expected a date YYYY-MM-DD (UTC), or "
+       "YYYYMMDD[HHMM[SS]] (see snigate keys --help)\n"},
+      {"words for a date",
+       {"--expires", "next week"},
+       2,
+       "snigate: keys add: --expires next week: expected a date YYYY-MM-DD (UTC), or "
+       "YYYYMMDD[HHMM[SS]] (see snigate keys --help)\n"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args{"add"};
+    args.insert(args.end(), c.options.begin(), c.options.end());
+    args.push_back(pub("carol.pub"));
+    EXPECT_EQ(run(args), c.status) << c.label;
+    EXPECT_EQ(err_.str(), c.message) << c.label;
+    EXPECT_FALSE(fs::exists(ak())) << c.label << ": nothing may be written";
+  }
+}
+
+// Proves: usage errors exit 2 with exactly one line; --help prints the usage and exits 0.
+TEST_F(KeysCommand, UsageErrorsAreOneLine) {
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"frobnicate"},
+      {"add", "--bogus", "x.pub"},
+      {"add", "--json", "x.pub"},
+      {"add", "--name", "a", "--name", "b", "x.pub"},
+      {"add", "--file", "a", "--state-dir", "b", "x.pub"},
+      {"add", "--allow"},
+      {"add"},
+      {"add", "a.pub", "b.pub"},
+      {"list", "extra"},
+      {"list", "--json=yes"},
+      {"remove"},
+      {"remove", "--allow", "x", "alice"},
+  };
+  for (const auto& args : cases) {
+    EXPECT_EQ(run_raw(args), 2) << ::testing::PrintToString(args);
+    const std::string e = err_.str();
+    EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 1) << e;
+    EXPECT_TRUE(e.starts_with("snigate: keys")) << e;
+    EXPECT_TRUE(e.ends_with(" (see snigate keys --help)\n")) << e;
+  }
+  EXPECT_EQ(run_raw({"--help"}), 0);
+  EXPECT_TRUE(out_.str().starts_with("usage: snigate keys add")) << out_.str();
+  EXPECT_EQ(run_raw({"remove", "--help"}), 0);
+}
+
+// Proves: a key already present is refused naming its file:line, even when its line there has
+// other options, and even when it is in another file of a key directory.
+TEST_F(KeysCommand, DuplicateRefusedNamingItsLine) {
+  write(ak(), "# team\n\nrestrict ssh-ed25519 " + std::string(kAliceBlob) + " old-alice\n");
+  EXPECT_EQ(run({"add", "--name", "alice", pub("alice.pub")}), 1);
+  EXPECT_EQ(err_.str(), std::string("snigate: keys add: this key (") + kAliceFp +
+                            ") is already authorized at " + ak().string() +
+                            ":3 (remove it first to change its options)\n");
+
+  const fs::path d = dir_ / "keys.d";
+  fs::create_directories(d);
+  write(d / "team", std::string(kAlice) + "\n");
+  out_.str("");
+  err_.str("");
+  std::istringstream none;
+  EXPECT_EQ(run_keys_command({"add", "--file", d.string(), pub("alice.pub")}, none, out_, err_), 1);
+  EXPECT_NE(err_.str().find("already authorized at " + (d / "team").string() + ":1"),
+            std::string::npos)
+      << err_.str();
+  EXPECT_FALSE(fs::exists(d / "snigate-keys"));
+}
+
+// Proves: comments, blank lines, CRLF lines, lines the gateway skips and a missing final
+// newline survive add and remove byte for byte.
+TEST_F(KeysCommand, UnrelatedBytesPreserved) {
+  const std::string carol_line = std::string(kCarol) + "\n";
+  const std::string before =
+      "# managed by hand and by snigate\r\n"
+      "\n"
+      "   # indented comment\n" +
+      carol_line + "no-such-option ssh-ed25519 " + kAliceBlob + " skipped-by-gateway\n" + "\t\n" +
+      "ssh-ed25519 AAAA broken line, kept";
+  write(ak(), before);
+  ASSERT_EQ(run({"add", "--name", "alice", pub("alice.pub")}), 0) << err_.str();
+  const std::string added = read(ak());
+  EXPECT_EQ(added, before + "\nssh-ed25519 " + kAliceBlob + " alice\n");
+  ASSERT_EQ(run({"remove", "alice"}), 0) << err_.str();
+  EXPECT_EQ(read(ak()), before + "\n");
+  ASSERT_EQ(run({"remove", "carol"}), 0) << err_.str();
+  std::string without_carol = before + "\n";
+  without_carol.erase(without_carol.find(carol_line), carol_line.size());
+  EXPECT_EQ(read(ak()), without_carol);
+  expect_no_temporaries(dir_);
+}
+
+// Proves: the last line keeps its missing newline when another line is removed.
+TEST_F(KeysCommand, RemoveKeepsMissingFinalNewline) {
+  write(ak(), std::string(kAlice) + "\n# last, no newline");
+  ASSERT_EQ(run({"remove", kAliceFp}), 0) << err_.str();
+  EXPECT_EQ(read(ak()), "# last, no newline");
+  EXPECT_EQ(out_.str(),
+            std::string("removed ") + kAliceFp + " alice@laptop (" + ak().string() + ":1)\n");
+}
+
+// Proves: a new file is created 0600 in a new 0700 directory; an existing file keeps its mode;
+// a symlinked authorized_keys stays a symlink and its target gets the line.
+TEST_F(KeysCommand, ModesAndSymlinks) {
+  const fs::path state = dir_ / "state";
+  std::istringstream none;
+  ASSERT_EQ(
+      run_keys_command({"add", "--state-dir", state.string(), pub("alice.pub")}, none, out_, err_),
+      0)
+      << err_.str();
+  struct stat st {};
+  ASSERT_EQ(::stat((state / "authorized_keys").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(::stat(state.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+
+  write(ak(), "# shared\n");
+  fs::permissions(ak(), fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+  ASSERT_EQ(run({"add", pub("carol.pub")}), 0) << err_.str();
+  ASSERT_EQ(::stat(ak().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+
+  const fs::path real = dir_ / "real_keys";
+  write(real, "# real\n");
+  const fs::path link = dir_ / "linked_keys";
+  fs::create_symlink(real, link);
+  out_.str("");
+  ASSERT_EQ(run_keys_command({"add", "--file", link.string(), pub("alice.pub")}, none, out_, err_),
+            0)
+      << err_.str();
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_EQ(read(real), "# real\nssh-ed25519 " + std::string(kAliceBlob) + " alice@laptop\n");
+  expect_no_temporaries(dir_);
+}
+
+// Proves: with a directory, add writes DIR/snigate-keys (and says so), list covers every file,
+// remove edits the file that holds the key, and a key repeated in two files goes from both.
+TEST_F(KeysCommand, KeyDirectory) {
+  const fs::path d = dir_ / "keys.d";
+  fs::create_directories(d);
+  write(d / "team", "# team\n" + std::string(kAlice) + "\n");
+  write(d / ".hidden", std::string(kCarol) + "\n");  // dotfiles are not key files
+  std::istringstream none;
+  auto run_d = [&](std::vector<std::string> args) {
+    out_.str("");
+    err_.str("");
+    args.insert(args.begin() + 1, {"--file", d.string()});
+    return run_keys_command(args, none, out_, err_);
+  };
+  ASSERT_EQ(run_d({"add", pub("carol.pub")}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("to " + (d / "snigate-keys").string() +
+                            " (--file is a directory: keys added here go to its snigate-keys)"),
+            std::string::npos)
+      << out_.str();
+  ASSERT_EQ(run_d({"list"}), 0);
+  EXPECT_NE(out_.str().find("alice@laptop"), std::string::npos);
+  EXPECT_NE(out_.str().find((d / "snigate-keys").string() + ":1"), std::string::npos);
+  write(d / "more", std::string(kAlice) + "\n");
+  ASSERT_EQ(run_d({"remove", "alice@laptop"}), 0) << err_.str();  // one key, two lines
+  EXPECT_EQ(read(d / "team"), "# team\n");
+  EXPECT_EQ(read(d / "more"), "");
+  EXPECT_EQ(read(d / ".hidden"), std::string(kCarol) + "\n");
+  expect_no_temporaries(dir_);
+}
+
+// Proves: `list --json` is valid JSON with the documented fields, whatever bytes a comment
+// holds (quotes, control characters, invalid UTF-8), and skipped lines are warned about.
+TEST_F(KeysCommand, ListJsonParses) {
+  write(ak(),
+        "permitlisten=\"app.alice.test:443\",from=\"10.0.0.0/8\",expiry-time=\"20300131\" "
+        "ssh-ed25519 " +
+            std::string(kAliceBlob) + " al\"ice\x01\xff caf\xc3\xa9\n" + "bogus-option " + kCarol +
+            "\n" + "restrict " + kCarol + "\n");
+  ASSERT_EQ(run({"list", "--json"}), 0);
+  boost::system::error_code ec;
+  const auto doc = boost::json::parse(out_.str(), ec);
+  ASSERT_FALSE(ec) << out_.str();
+  const auto& arr = doc.as_array();
+  ASSERT_EQ(arr.size(), 2u);
+  const auto& a = arr[0].as_object();
+  EXPECT_EQ(a.at("fingerprint").as_string(), kAliceFp);
+  EXPECT_EQ(a.at("name").as_string(), "al\"ice\x01\xef\xbf\xbd caf\xc3\xa9");
+  EXPECT_EQ(a.at("allow").as_array().at(0).as_string(), "app.alice.test:443");
+  EXPECT_EQ(a.at("from").as_array().at(0).as_string(), "10.0.0.0/8");
+  EXPECT_EQ(a.at("expires").as_string(), "2030-01-31T00:00:00Z");
+  EXPECT_EQ(a.at("location").as_string(), ak().string() + ":1");
+  EXPECT_TRUE(a.at("port_forwarding").as_bool());
+  EXPECT_FALSE(arr[1].as_object().at("port_forwarding").as_bool());
+  EXPECT_TRUE(arr[1].as_object().at("expires").is_null());
+  EXPECT_NE(err_.str().find(ak().string() + ":2: line skipped: unknown key option"),
+            std::string::npos)
+      << err_.str();
+
+  write(ak(), "# nothing yet\n");
+  ASSERT_EQ(run({"list", "--json"}), 0);
+  EXPECT_EQ(out_.str(), "[]\n");
+}
+
+// Proves: `add -` reads standard input; private keys, several keys, and keys that carry
+// options are refused; a past --expires is added with a warning.
+TEST_F(KeysCommand, StandardInputAndInputChecks) {
+  ASSERT_EQ(run({"add", "--name", "from-stdin", "-"}, "# a comment\n\n" + std::string(kAlice)), 0)
+      << err_.str();
+  EXPECT_NE(read(ak()).find(" from-stdin\n"), std::string::npos);
+  EXPECT_EQ(run({"add", "-"}, "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n"), 1);
+  EXPECT_EQ(err_.str(),
+            "snigate: keys add: - is a private key; give the public one (the .pub "
+            "file)\n");
+  EXPECT_EQ(run({"add", "-"}, std::string(kAlice) + "\n" + kCarol + "\n"), 1);
+  EXPECT_EQ(err_.str(), "snigate: keys add: - holds 2 lines; give one public key at a time\n");
+  EXPECT_EQ(run({"add", "-"}, "restrict " + std::string(kCarol)), 1);
+  EXPECT_EQ(err_.str(),
+            "snigate: keys add: -: give a plain public key; options come from "
+            "--allow/--from/--expires\n");
+  EXPECT_EQ(run({"add", "-"}, ""), 1);
+  EXPECT_EQ(err_.str(), "snigate: keys add: -: no public key in it\n");
+  EXPECT_EQ(run({"add", "--expires", "2001-01-01", pub("carol.pub")}), 0) << err_.str();
+  EXPECT_EQ(err_.str(),
+            "snigate: keys add: warning: --expires 2001-01-01 is in the past: the key is "
+            "refused\n");
+}
+
+// Proves: a host-name --from is accepted (OpenSSH allows it) with a warning that it never
+// matches, since the gateway does no DNS.
+TEST_F(KeysCommand, HostNameFromWarns) {
+  ASSERT_EQ(run({"add", "--from", "*.corp.test,10.0.0.0/8", pub("carol.pub")}), 0) << err_.str();
+  EXPECT_EQ(err_.str(),
+            "snigate: keys add: warning: --from *.corp.test: host names never match (the gateway "
+            "compares client addresses, without DNS); use addresses or CIDRs\n");
+}
+
+// Proves: removing by an unknown fingerprint or name says which, and changes nothing.
+TEST_F(KeysCommand, RemoveNothingMatches) {
+  write(ak(), std::string(kAlice) + "\n");
+  EXPECT_EQ(run({"remove", "SHA256:nope"}), 1);
+  EXPECT_EQ(err_.str(),
+            "snigate: keys remove: no key with fingerprint SHA256:nope (see snigate keys list)\n");
+  EXPECT_EQ(run({"remove", "bob"}), 1);
+  EXPECT_EQ(err_.str(), "snigate: keys remove: no key with name bob (see snigate keys list)\n");
+  EXPECT_EQ(read(ak()), std::string(kAlice) + "\n");
 }
 
 }  // namespace

@@ -135,6 +135,13 @@ TEST(AuthorizedKeys, Options) {
               (std::vector<std::string>{"10.0.0.0/8", "*.corp.test", "!bad.corp.test"}));
   }
   {
+    // Valid CIDRs of both families (negated too), and a bare address, are accepted.
+    auto k = parse_authorized_key_line(
+        with(R"(from="2001:db8::/32,!10.1.0.0/16,192.0.2.7,::ffff:10.0.0.0/104")"));
+    ASSERT_TRUE(k.has_value()) << k.error().message();
+    EXPECT_EQ(k->options.from.size(), 4u);
+  }
+  {
     auto k = parse_authorized_key_line(with(R"(permitlisten="quoted\"name:443")"));
     ASSERT_TRUE(k.has_value());
     EXPECT_EQ(k->options.permit_listen.at(0).host_pattern, "quoted\"name");
@@ -212,6 +219,14 @@ TEST(AuthorizedKeys, RefusedLines) {
       {"expiry with dashes", R"(expiry-time="2025-01-01" )" + ed, errc::bad_expiry_time},
       {"from empty", R"(from="" )" + ed, errc::bad_from},
       {"from trailing comma", R"(from="a," )" + ed, errc::bad_from},
+      {"from bare negation", R"(from="!" )" + ed, errc::bad_from},
+      {"from cidr prefix too long", R"(from="10.0.0.0/33" )" + ed, errc::bad_from},
+      {"from negated bad cidr", R"(from="*,!10.0.0.0/99" )" + ed, errc::bad_from},
+      {"from cidr host bits (OpenSSH: inconsistent mask)", R"(from="10.0.0.1/8" )" + ed,
+       errc::bad_from},
+      {"from ipv6 host bits", R"(from="2001:db8::1/32" )" + ed, errc::bad_from},
+      {"from cidr zone id", R"(from="fe80::%eth0/64" )" + ed, errc::bad_from},
+      {"from glob with slash", R"(from="10.*/8" )" + ed, errc::bad_from},
       {"options only", "restrict", errc::missing_key_type},
       {"options then spaces", "restrict   ", errc::missing_key_type},
       {"dss", "ssh-dss AAAAB3NzaC1kc3M= old", errc::unsupported_key_type},
