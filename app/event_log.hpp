@@ -18,15 +18,10 @@
 #include <string>
 #include <string_view>
 
+#include "app/json.hpp"
 #include "tunnel/events.hpp"
 
 namespace gw::app {
-
-/// Appends `s` to `out` as a JSON string literal (with the quotes). Valid UTF-8 passes through;
-/// each byte of an invalid sequence becomes U+FFFD; `"` `\` and control characters (C0, DEL,
-/// C1, U+2028/2029) are escaped, so a line is always valid JSON and safe to print on a
-/// terminal. Strings longer than `max` bytes are cut at a character boundary and end in "...".
-void append_json_string(std::string& out, std::string_view s, std::size_t max = 1024);
 
 /// `2024-05-01T12:00:00.123456Z`: RFC 3339, UTC, microseconds.
 std::string rfc3339(tunnel::SystemTime t);

@@ -4,6 +4,8 @@
 // the keys the gateway honours and warns about the lines it skips.
 #include "app/keys_command.hpp"
 
+#include "app/json.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -352,50 +354,11 @@ std::string expiry_digits(const std::string& date) {
   return date;
 }
 
-/// JSON string literal. Valid UTF-8 passes through; invalid bytes become U+FFFD, so the output
-/// always parses whatever bytes a key comment holds.
+/// JSON string literal (the escaper every JSON output of app/ uses).
 std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-      ++i;
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-      ++i;
-    } else if (c < 0x80) {
-      out += static_cast<char>(c);
-      ++i;
-    } else {
-      // Sequence length from the lead byte; reject overlongs (C0, C1, E0 80.., F0 80..),
-      // surrogates (ED A0..) and code points past U+10FFFF (F4 90.., F5..).
-      const std::size_t n = c >= 0xc2 && c <= 0xdf   ? 2
-                            : c >= 0xe0 && c <= 0xef ? 3
-                            : c >= 0xf0 && c <= 0xf4 ? 4
-                                                     : 0;
-      bool valid = n != 0 && i + n <= s.size();
-      for (std::size_t k = 1; valid && k < n; ++k) {
-        valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-      }
-      if (valid && n >= 3) {
-        const auto c1 = static_cast<unsigned char>(s[i + 1]);
-        valid = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) &&
-                !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
-      }
-      if (valid) {
-        out.append(s.substr(i, n));
-        i += n;
-      } else {
-        out += "\xef\xbf\xbd";
-        ++i;
-      }
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 std::string listen_text(const keys::PermitListen& p) {
