@@ -24,7 +24,8 @@
 #include <exception>
 #include <optional>
 
-#include "app/event_log.hpp"  // append_json_string
+#include "app/event_log.hpp"  // rfc3339
+#include "app/json.hpp"
 #include "common/printable.hpp"
 
 namespace gw::app {

@@ -92,14 +92,6 @@ void Bridge::set_channel(ChannelState next) {
   channel_state_ = next;
 }
 
-bool Bridge::wants_service() const {
-  if (finished_) {
-    return false;
-  }
-  return channel_state_ == ChannelState::opening || !up_pending_.empty() ||
-         up_ == UpState::eof_pending || down_ == DownState::eof_pending || peer_closed_channel_;
-}
-
 void Bridge::start(std::size_t forward_key, const Forward& forward) {
   forward_key_ = forward_key;
   channel_ = ssh_channel_new(session_.session_.get());
@@ -476,7 +468,6 @@ void Bridge::finish(const char* reason) {
     return;
   }
   finished_ = true;
-  finish_reason_ = reason;
   boost::system::error_code ec;
   if (channel_state_ == ChannelState::failed) {
     tunnel::send_alert_and_close(conn_.socket, gw::kAlertInternalError);

@@ -53,7 +53,6 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
 
   std::uint64_t id() const { return conn_.id; }
   bool finished() const { return finished_; }
-  bool wants_service() const;
 
  private:
   static int on_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len, int is_stderr,
@@ -101,7 +100,6 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
   bool finished_ = false;
   bool counted_active_ = false;
   bool service_queued_ = false;
-  const char* finish_reason_ = nullptr;
 
   std::uint64_t bytes_up_ = 0;
   std::uint64_t bytes_down_ = 0;
