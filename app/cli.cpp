@@ -1,12 +1,14 @@
-// Command-line parsing for snigate; see cli.hpp. Deliberately table-free string handling:
-// every option is one branch in apply_serve_option(), which reads top to bottom like
-// DESIGN section 2.
+// Command-line parsing for snigate and the layering of flags over the environment over the
+// config file; see cli.hpp. Deliberately table-free string handling: every setting is one
+// branch in apply_setting(), which reads top to bottom like DESIGN section 2, and every layer
+// goes through it, so a value means the same as a flag, in SNIGATE_* or in the file.
 #include "app/cli.hpp"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 
+#include "app/config.hpp"
 #include "common/printable.hpp"
 
 namespace gw::app {
@@ -165,38 +167,41 @@ std::optional<ListenAddr> parse_listen(std::string_view text, std::string& why) 
 /// Which options a subcommand takes.
 enum class Scope { serve, hostkey };
 
-bool known_option(std::string_view name, Scope scope) {
-  static constexpr std::array<std::string_view, 17> kServe = {
-      "--ssh-listen",      "--tls-listen",   "--admin-listen",         "--state-dir",
-      "--authorized-keys", "--domain",       "--advertise-port",       "--event-log",
-      "--log-level",       "--idle-timeout", "--client-hello-timeout", "--threads",
-      "--config",          "--help",         "--admin-token-file",     "--drain-timeout",
-      "--admin-token"};
-  if (scope == Scope::hostkey) {
-    return name == "--state-dir" || name == "--help";
-  }
-  return std::find(kServe.begin(), kServe.end(), name) != kServe.end();
+/// The config key of a flag: "--tls-listen" -> "tls_listen".
+std::string key_of(std::string_view flag) {
+  std::string key(flag.substr(2));
+  std::replace(key.begin(), key.end(), '-', '_');
+  return key;
 }
 
-/// Applies one `--name value`; returns the error line, or empty.
-std::string apply_serve_option(std::string_view name, const std::string& value, ServeConfig& c,
-                               bool& ssh_given, bool& tls_given) {
-  if (name == "--ssh-listen" || name == "--tls-listen") {
+bool known_option(std::string_view name, Scope scope) {
+  if (name == "--help" || name == "--config") {
+    return true;
+  }
+  if (scope == Scope::hostkey) {
+    return name == "--state-dir";
+  }
+  return name == "--print-config" || (name.starts_with("--") && is_config_key(key_of(name)));
+}
+
+/// Applies one value of config key `key` ("tls_listen"); `first_in_layer` makes a list key
+/// drop what lower layers gave. Returns what is wrong (without the option's name), or empty.
+std::string apply_setting(std::string_view key, const std::string& value, bool first_in_layer,
+                          ServeConfig& c) {
+  if (key == "ssh_listen" || key == "tls_listen") {
     std::string why;
     const auto addr = parse_listen(value, why);
     if (!addr) {
-      return option_error(name, why);
+      return why;
     }
-    bool& given = name == "--ssh-listen" ? ssh_given : tls_given;
-    auto& list = name == "--ssh-listen" ? c.ssh_listen : c.tls_listen;
-    if (!given) {
+    auto& list = key == "ssh_listen" ? c.ssh_listen : c.tls_listen;
+    if (first_in_layer) {
       list.clear();
-      given = true;
     }
     list.push_back(*addr);
     return {};
   }
-  if (name == "--admin-listen") {
+  if (key == "admin_listen") {
     if (value == "off") {
       c.admin_listen.reset();
       return {};
@@ -204,79 +209,75 @@ std::string apply_serve_option(std::string_view name, const std::string& value, 
     std::string why;
     const auto addr = parse_listen(value, why);
     if (!addr) {
-      return option_error(name, why + " (or \"off\")");
+      return why + " (or \"off\")";
     }
     c.admin_listen = *addr;
     return {};
   }
-  if (name == "--state-dir" || name == "--authorized-keys" || name == "--event-log" ||
-      name == "--admin-token-file" || name == "--admin-token") {
+  if (key == "state_dir" || key == "authorized_keys" || key == "event_log" ||
+      key == "admin_token_file" || key == "admin_token") {
     if (value.empty()) {
-      return option_error(name, "must not be empty");
+      return "must not be empty";
     }
-    (name == "--state-dir"          ? c.state_dir
-     : name == "--authorized-keys"  ? c.authorized_keys
-     : name == "--event-log"        ? c.event_log
-     : name == "--admin-token-file" ? c.admin_token_file
-                                    : c.admin_token) = value;
+    (key == "state_dir"          ? c.state_dir
+     : key == "authorized_keys"  ? c.authorized_keys
+     : key == "event_log"        ? c.event_log
+     : key == "admin_token_file" ? c.admin_token_file
+                                 : c.admin_token) = value;
     return {};
   }
-  if (name == "--drain-timeout") {
+  if (key == "drain_timeout") {
     const auto seconds = parse_number(value, 0, kMaxIdleSeconds);
     if (!seconds) {
-      return option_error(name, "expected whole seconds from 0 to " +
-                                    std::to_string(kMaxIdleSeconds) + ", got " + quoted(value));
+      return "expected whole seconds from 0 to " + std::to_string(kMaxIdleSeconds) + ", got " +
+             quoted(value);
     }
     c.drain_timeout = std::chrono::seconds(*seconds);
     return {};
   }
-  if (name == "--domain") {
+  if (key == "domain") {
     std::string domain = value;
     if (const auto why = check_domain(domain)) {
-      return option_error(name, *why);
+      return *why;
     }
     c.domain = std::move(domain);
     return {};
   }
-  if (name == "--advertise-port") {
+  if (key == "advertise_port") {
     const auto port = parse_number(value, 1, 65535);
     if (!port) {
-      return option_error(name, "expected a port from 1 to 65535, got " + quoted(value));
+      return "expected a port from 1 to 65535, got " + quoted(value);
     }
     c.advertise_port = static_cast<std::uint16_t>(*port);
     return {};
   }
-  if (name == "--log-level") {
+  if (key == "log_level") {
     if (std::find(kLogLevels.begin(), kLogLevels.end(), value) == kLogLevels.end()) {
-      return option_error(name, "expected trace, debug, info, warn or error, got " + quoted(value));
+      return "expected trace, debug, info, warn or error, got " + quoted(value);
     }
     c.log_level = value;
     return {};
   }
-  if (name == "--idle-timeout" || name == "--client-hello-timeout") {
-    const std::uint64_t max = name == "--idle-timeout" ? kMaxIdleSeconds : kMaxClientHelloSeconds;
+  if (key == "idle_timeout" || key == "client_hello_timeout") {
+    const std::uint64_t max = key == "idle_timeout" ? kMaxIdleSeconds : kMaxClientHelloSeconds;
     const auto seconds = parse_number(value, 1, max);
     if (!seconds) {
-      return option_error(name, "expected whole seconds from 1 to " + std::to_string(max) +
-                                    ", got " + quoted(value));
+      return "expected whole seconds from 1 to " + std::to_string(max) + ", got " + quoted(value);
     }
-    (name == "--idle-timeout" ? c.idle_timeout : c.client_hello_timeout) =
+    (key == "idle_timeout" ? c.idle_timeout : c.client_hello_timeout) =
         std::chrono::seconds(*seconds);
     return {};
   }
-  if (name == "--threads") {
+  if (key == "threads") {
     const auto n = parse_number(value, 0, kMaxThreads);
     if (!n) {
-      return option_error(name, "expected a number from 0 (one per core) to " +
-                                    std::to_string(kMaxThreads) + ", got " + quoted(value));
+      return "expected a number from 0 (one per core) to " + std::to_string(kMaxThreads) +
+             ", got " + quoted(value);
     }
     c.threads = static_cast<unsigned>(*n);
     return {};
   }
-  if (name == "--config") {
-    return option_error(name, "config files are not supported yet; use options");
-  }
-  return "snigate: unknown option " + std::string(name) + " (see snigate --help)";
+  return "unknown setting";  // unreachable: callers check is_config_key() first
 }
 
 ParseResult fail(std::string error) {
@@ -285,13 +286,47 @@ ParseResult fail(std::string error) {
   return r;
 }
 
-/// Parses the options after a subcommand into `r.config`.
+/// Precedence ranks of the layers; a higher one overrides a lower one.
+enum class Rank { default_value, file, env, flag };
+
+/// Applies one layer's settings (in order) onto `r`, recording origins. The admin token has
+/// two spellings (a value or a file); a layer that sets one drops the other when that came
+/// from a lower layer, so `--admin-token-file` beats `SNIGATE_ADMIN_TOKEN`.
+std::string apply_layer(const std::vector<Setting>& settings, Rank rank, ParseResult& r,
+                        std::map<std::string, Rank>& ranks) {
+  std::map<std::string, bool> seen;
+  for (const Setting& s : settings) {
+    for (const std::string& value : s.values) {
+      bool& was_seen = seen[s.key];
+      std::string why = apply_setting(s.key, value, !was_seen, r.config);
+      if (!why.empty()) {
+        return "snigate: " + s.where + ": " + why;
+      }
+      was_seen = true;
+    }
+    r.origins[s.key] = s.origin;
+    ranks[s.key] = rank;
+    if (s.key == "admin_token" || s.key == "admin_token_file") {
+      const std::string other = s.key == "admin_token" ? "admin_token_file" : "admin_token";
+      if (ranks[other] < rank) {
+        (other == "admin_token" ? r.config.admin_token : r.config.admin_token_file).clear();
+        r.origins[other] = "default";
+        ranks[other] = Rank::default_value;
+      }
+    }
+  }
+  return {};
+}
+
+/// Parses the options after a subcommand into `r.config`: flags first for their syntax, then
+/// the layers from the bottom up (file, environment, flags), each value checked as it lands.
 ParseResult parse_options(const std::vector<std::string>& args, std::size_t first, Command command,
-                          Scope scope) {
+                          Scope scope, const Environment& env, const FileReader& read_file) {
   ParseResult r;
   r.command = command;
-  bool ssh_given = false;
-  bool tls_given = false;
+  std::vector<Setting> flags;
+  std::string config_path;
+  std::string config_where;
   for (std::size_t i = first; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg == "--help" || arg == "-h") {
@@ -307,6 +342,13 @@ ParseResult parse_options(const std::vector<std::string>& args, std::size_t firs
     if (!known_option(name, scope)) {
       return fail("snigate: unknown option " + printable(name, 100) + " (see snigate --help)");
     }
+    if (name == "--print-config") {
+      if (eq != std::string::npos) {
+        return fail(option_error(name, "takes no value"));
+      }
+      r.print_config = true;
+      continue;
+    }
     std::string value;
     if (eq != std::string::npos) {
       value = arg.substr(eq + 1);
@@ -315,14 +357,60 @@ ParseResult parse_options(const std::vector<std::string>& args, std::size_t firs
     } else {
       return fail(option_error(name, "missing value"));
     }
-    std::string error = apply_serve_option(name, value, r.config, ssh_given, tls_given);
-    if (!error.empty()) {
+    if (name == "--config") {
+      if (value.empty()) {
+        return fail(option_error(name, "must not be empty"));
+      }
+      config_path = value;
+      config_where = "--config";
+      continue;
+    }
+    flags.push_back({key_of(name), {value}, name, "flag"});
+  }
+
+  for (const auto key : config_keys()) {
+    r.origins[std::string(key)] = "default";
+  }
+  std::map<std::string, Rank> ranks;
+
+  if (config_path.empty()) {
+    if (const auto it = env.find("SNIGATE_CONFIG"); it != env.end() && !it->second.empty()) {
+      config_path = it->second;
+      config_where = "SNIGATE_CONFIG";
+    }
+  }
+  if (!config_path.empty()) {
+    std::string why = "cannot read files here";
+    const std::optional<std::string> text =
+        read_file ? read_file(config_path, why) : std::optional<std::string>();
+    if (!text) {
+      return fail("snigate: " + config_where + " " + printable(config_path, 200) +
+                  ": cannot read: " + why);
+    }
+    SettingsResult file = parse_config_toml(*text, config_path);
+    if (!file.error.empty()) {
+      return fail(std::move(file.error));
+    }
+    if (std::string error = apply_layer(file.settings, Rank::file, r, ranks); !error.empty()) {
       return fail(std::move(error));
     }
   }
+
+  SettingsResult from_env = settings_from_environment(env);
+  if (!from_env.error.empty()) {
+    return fail(std::move(from_env.error));
+  }
+  if (std::string error = apply_layer(from_env.settings, Rank::env, r, ranks); !error.empty()) {
+    return fail(std::move(error));
+  }
+  if (std::string error = apply_layer(flags, Rank::flag, r, ranks); !error.empty()) {
+    return fail(std::move(error));
+  }
+
   if (r.config.authorized_keys.empty()) {
     const std::string& dir = r.config.state_dir;
     r.config.authorized_keys = dir + (dir.ends_with('/') ? "" : "/") + "authorized_keys";
+    r.origins["authorized_keys"] = "default (STATE_DIR/authorized_keys)";
   }
   return r;
 }
@@ -335,6 +423,11 @@ std::optional<ListenAddr> parse_listen_addr(std::string_view text) {
 }
 
 ParseResult parse_args(const std::vector<std::string>& args) {
+  return parse_args(args, Environment{}, FileReader{});
+}
+
+ParseResult parse_args(const std::vector<std::string>& args, const Environment& env,
+                       const FileReader& read_file) {
   if (args.size() < 2) {
     return fail("snigate: no command given (see snigate --help)");
   }
@@ -350,10 +443,10 @@ ParseResult parse_args(const std::vector<std::string>& args) {
     return r;
   }
   if (command == "serve") {
-    return parse_options(args, 2, Command::serve, Scope::serve);
+    return parse_options(args, 2, Command::serve, Scope::serve, env, read_file);
   }
   if (command == "hostkey") {
-    return parse_options(args, 2, Command::hostkey, Scope::hostkey);
+    return parse_options(args, 2, Command::hostkey, Scope::hostkey, env, read_file);
   }
   if (command == "keys") {
     return fail("snigate: keys: not implemented yet; edit authorized_keys by hand");
@@ -365,22 +458,29 @@ ParseResult parse_args(const std::vector<std::string>& args) {
   return fail("snigate: unknown command " + quoted(command) + " (see snigate --help)");
 }
 
-ParseResult parse_args(int argc, const char* const* argv) {
+ParseResult parse_args(int argc, const char* const* argv, const Environment& env) {
   std::vector<std::string> args;
   for (int i = 0; i < argc; ++i) {
     args.emplace_back(argv[i] != nullptr ? argv[i] : "");
   }
-  return parse_args(args);
+  return parse_args(args, env, read_text_file);
+}
+
+std::string format_listen_addr(const ListenAddr& addr) {
+  const bool v6 = addr.host.find(':') != std::string::npos;
+  return (v6 ? "[" + addr.host + "]" : addr.host) + ":" + std::to_string(addr.port);
 }
 
 std::string usage_text() {
-  return R"(usage: snigate serve [options]
-       snigate hostkey [--state-dir DIR]
+  return R"(usage: snigate serve [--config FILE] [--print-config] [options]
+       snigate hostkey [--state-dir DIR] [--config FILE]
        snigate --version | --help
 
 Route public TLS connections by SNI to tunnels opened with `ssh -R NAME:443:HOST:PORT`.
 
 serve options (--opt VALUE or --opt=VALUE):
+  --config FILE                 read settings from this TOML file (or SNIGATE_CONFIG)
+  --print-config                print the effective configuration as TOML and exit
   --ssh-listen HOST:PORT        SSH listener (default 0.0.0.0:2222); repeatable; IPv6 as [::]:2222;
                                 port 0 picks a free port
   --tls-listen HOST:PORT        public TLS listener (default 0.0.0.0:8443); repeatable
@@ -403,6 +503,11 @@ serve options (--opt VALUE or --opt=VALUE):
   --admin-token-file FILE       the token is this file's first line (or set SNIGATE_ADMIN_TOKEN)
   --drain-timeout SECONDS       on SIGTERM/SIGINT, how long open connections may finish
                                 (default 30; a second signal stops at once)
+
+Every option is also a key of the --config file, without "--" and with "_" for "-"
+(tls_listen = ["0.0.0.0:8443"], idle_timeout = 300, admin_listen = "off"), and an environment
+variable SNIGATE_<KEY> (SNIGATE_TLS_LISTEN=0.0.0.0:8443,[::]:8443: lists comma-separated; an
+empty variable counts as unset). Precedence: flag > environment > file > default.
 
 keys (see snigate keys --help):
   snigate keys add [--name N] [--allow PATTERN]... [--from PATTERN]... [--expires DATE] PUBKEY

@@ -1,11 +1,15 @@
-// The snigate command line: turns argv into a command and its configuration, or into one
-// line saying which option is wrong and why (DESIGN section 2). Pure: no I/O, no Asio types,
-// no exit(); main() prints the error and exits 2. Deliberately not here yet: the TOML config
-// file, SNIGATE_* environment variables and the `keys` subcommands.
+// The snigate command line: turns argv, the SNIGATE_* environment and the --config TOML file
+// into a command and its configuration (precedence flag > environment > file > default), or
+// into one line saying which option is wrong and why (DESIGN section 2). Pure but for main's
+// argc/argv overload, which reads the file from disk: the environment is a map and the file
+// comes through a FileReader, no Asio types, no exit(); main() prints the error and exits 2. The TOML and environment layers themselves live
+// in config.hpp. Deliberately not here: the `keys` subcommands (keys_command.hpp).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,23 +50,45 @@ struct ServeConfig {
 
 enum class Command { serve, hostkey, help, version };
 
+/// The process environment as NAME -> value (only SNIGATE_* names are read).
+using Environment = std::map<std::string, std::string, std::less<>>;
+
+/// Reads the --config file: its text, or nullopt with `error` set to why (e.g. "No such file
+/// or directory"). Tests pass a fake; main passes read_text_file (config.hpp).
+using FileReader =
+    std::function<std::optional<std::string>(const std::string& path, std::string& error)>;
+
 struct ParseResult {
   Command command = Command::help;
-  ServeConfig config;  ///< for serve; hostkey uses state_dir
-  std::string error;   ///< empty on success, else one line starting "snigate: " (no newline)
+  ServeConfig config;         ///< for serve; hostkey uses state_dir
+  std::string error;          ///< empty on success, else one line starting "snigate: " (no newline)
+  bool print_config = false;  ///< serve --print-config: print to_toml() and exit 0
+  /// Where each setting's value came from, by config key ("tls_listen"): "flag",
+  /// "env SNIGATE_TLS_LISTEN", "FILE:LINE" or "default". Every key is present.
+  std::map<std::string, std::string> origins;
 };
 
-/// Parses `snigate` argv (argv[0] is ignored). Accepts `--opt value` and `--opt=value`; a
-/// repeated single-valued option keeps its last value; the first --ssh-listen/--tls-listen
-/// replaces the default and later ones add to it. On any problem `error` names the option
-/// and what is wrong, e.g. `snigate: --tls-listen: expected HOST:PORT, got "8443x"` or
-/// `snigate: unknown option --foo (see snigate --help)`; `keys` and `--config` are refused
-/// as not implemented yet.
-ParseResult parse_args(int argc, const char* const* argv);
+/// Parses `snigate` argv (argv[0] is ignored) over the environment and the config file named
+/// by --config or SNIGATE_CONFIG. Accepts `--opt value` and `--opt=value`; a repeated
+/// single-valued option keeps its last value; within each layer (flags, environment, file)
+/// the first --ssh-listen/--tls-listen replaces what lower layers gave and later ones add to
+/// it. On any problem `error` names where and what is wrong, e.g.
+/// `snigate: --tls-listen: expected HOST:PORT, got "8443x"`,
+/// `snigate: SNIGATE_THREADS: expected a number ...`, `snigate: gw.toml:3: idle_timeout: ...`
+/// or `snigate: unknown option --foo (see snigate --help)`; `keys` is handled by main.
+ParseResult parse_args(const std::vector<std::string>& args, const Environment& env,
+                       const FileReader& read_file);
+/// The same with no environment and no readable files (a --config is an error).
 ParseResult parse_args(const std::vector<std::string>& args);
+/// main's entry: argv, the given environment, config files read from disk.
+ParseResult parse_args(int argc, const char* const* argv, const Environment& env = {});
 
 /// Parses HOST:PORT, [IPV6]:PORT; port 0..65535. nullopt if it is not of that shape.
 std::optional<ListenAddr> parse_listen_addr(std::string_view text);
+
+/// Formats a listening address back into the HOST:PORT / [IPV6]:PORT form parse_listen_addr
+/// reads.
+std::string format_listen_addr(const ListenAddr& addr);
 
 /// The text `snigate --help` prints (ends with a newline).
 std::string usage_text();

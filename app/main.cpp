@@ -22,6 +22,7 @@
 
 #include "app/admin_http.hpp"
 #include "app/cli.hpp"
+#include "app/config.hpp"
 #include "app/event_log.hpp"
 #include "app/gateway_backend.hpp"
 #include "app/keys_command.hpp"
@@ -362,10 +363,15 @@ int main(int argc, char** argv) {
     return gw::app::run_keys_command(std::vector<std::string>(argv + 2, argv + argc), std::cout,
                                      std::cerr);
   }
-  const gw::app::ParseResult parsed = gw::app::parse_args(argc, argv);
+  const gw::app::ParseResult parsed =
+      gw::app::parse_args(argc, argv, gw::app::process_environment());
   if (!parsed.error.empty()) {
     std::fprintf(stderr, "%s\n", parsed.error.c_str());
     return 2;
+  }
+  if (parsed.print_config && parsed.command == gw::app::Command::serve) {
+    std::fputs(gw::app::to_toml(parsed.config, &parsed.origins).c_str(), stdout);
+    return 0;
   }
   try {
     switch (parsed.command) {

@@ -36,6 +36,8 @@ TEST(Cli, ServeDefaults) {
   EXPECT_EQ(c.idle_timeout, std::chrono::seconds(300));
   EXPECT_EQ(c.client_hello_timeout, std::chrono::seconds(3));
   EXPECT_EQ(c.threads, 0u);
+  EXPECT_EQ(c.drain_timeout, std::chrono::seconds(30));
+  EXPECT_FALSE(r.print_config);
 }
 
 // Proves every option in `--opt value` form lands in its field.
@@ -138,9 +140,22 @@ TEST(Cli, BadArgvTable) {
       {"keys",
        {"keys", "list"},
        "snigate: keys: not implemented yet; edit authorized_keys by hand"},
-      {"config",
+      {"config without a file reader",
        {"serve", "--config", "gw.toml"},
-       "snigate: --config: config files are not supported yet; use options"},
+       "snigate: --config gw.toml: cannot read: cannot read files here"},
+      {"config empty", {"serve", "--config="}, "snigate: --config: must not be empty"},
+      {"config on hostkey needs a value",
+       {"hostkey", "--config"},
+       "snigate: --config: missing value"},
+      {"print-config with a value",
+       {"serve", "--print-config=yes"},
+       "snigate: --print-config: takes no value"},
+      {"print-config on hostkey",
+       {"hostkey", "--print-config"},
+       "snigate: unknown option --print-config (see snigate --help)"},
+      {"drain negative",
+       {"serve", "--drain-timeout", "-1"},
+       "snigate: --drain-timeout: expected whole seconds from 0 to 604800, got \"-1\""},
       {"missing value at end", {"serve", "--tls-listen"}, "snigate: --tls-listen: missing value"},
       {"missing value before option",
        {"serve", "--state-dir", "--domain", "x.test"},
@@ -254,7 +269,8 @@ TEST(Cli, UsageMentionsEveryOption) {
   for (const char* opt :
        {"--ssh-listen", "--tls-listen", "--admin-listen", "--state-dir", "--authorized-keys",
         "--domain", "--advertise-port", "--event-log", "--log-level", "--idle-timeout",
-        "--client-hello-timeout", "--threads", "hostkey", "--version"}) {
+        "--client-hello-timeout", "--threads", "--drain-timeout", "--config", "--print-config",
+        "SNIGATE_", "hostkey", "--version"}) {
     EXPECT_NE(usage.find(opt), std::string::npos) << opt;
   }
   EXPECT_EQ(usage.back(), '\n');
