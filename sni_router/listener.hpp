@@ -71,13 +71,9 @@ class PendingPerIp {
   }
 
  private:
-  struct Hash {
-    std::size_t operator()(const boost::asio::ip::address& a) const {
-      return std::hash<std::string>{}(a.to_string());
-    }
-  };
   std::mutex mutex_;
-  std::unordered_map<boost::asio::ip::address, int, Hash> counts_;
+  // Asio's own std::hash of the address bytes: no string built per accept.
+  std::unordered_map<boost::asio::ip::address, int> counts_;
 };
 
 class Listener {
