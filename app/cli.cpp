@@ -20,6 +20,8 @@ constexpr std::size_t kMaxLabelBytes = 63;    // RFC 1035 label limit
 constexpr std::uint64_t kMaxIdleSeconds = 7 * 24 * 3600;
 // A ClientHello that takes over a minute is an attack or a broken client, not a slow link.
 constexpr std::uint64_t kMaxClientHelloSeconds = 60;
+// OpenSSH allows 120 s to log in; ten minutes is a stuck client, not a slow one.
+constexpr std::uint64_t kMaxLoginGraceSeconds = 600;
 // More threads than this is a typo, not a machine.
 constexpr std::uint64_t kMaxThreads = 1024;
 
@@ -258,14 +260,17 @@ std::string apply_setting(std::string_view key, const std::string& value, bool f
     c.log_level = value;
     return {};
   }
-  if (key == "idle_timeout" || key == "client_hello_timeout") {
-    const std::uint64_t max = key == "idle_timeout" ? kMaxIdleSeconds : kMaxClientHelloSeconds;
+  if (key == "idle_timeout" || key == "client_hello_timeout" || key == "login_grace") {
+    const std::uint64_t max = key == "idle_timeout"           ? kMaxIdleSeconds
+                              : key == "client_hello_timeout" ? kMaxClientHelloSeconds
+                                                              : kMaxLoginGraceSeconds;
     const auto seconds = parse_number(value, 1, max);
     if (!seconds) {
       return "expected whole seconds from 1 to " + std::to_string(max) + ", got " + quoted(value);
     }
-    (key == "idle_timeout" ? c.idle_timeout : c.client_hello_timeout) =
-        std::chrono::seconds(*seconds);
+    (key == "idle_timeout"           ? c.idle_timeout
+     : key == "client_hello_timeout" ? c.client_hello_timeout
+                                     : c.login_grace) = std::chrono::seconds(*seconds);
     return {};
   }
   if (key == "threads") {
@@ -497,6 +502,7 @@ serve options (--opt VALUE or --opt=VALUE):
   --idle-timeout SECONDS        close tunnels idle this long in either direction (default 300)
   --client-hello-timeout SECONDS
                                 time a client has to send its ClientHello (default 3)
+  --login-grace SECONDS         time an SSH client has to authenticate (default 60)
   --threads N                   I/O threads (default 0 = one per core)
   --admin-token TOKEN           bearer token for the admin API (required for a non-loopback
                                 --admin-listen); visible in `ps`, so prefer:

@@ -40,6 +40,7 @@ struct ServeConfig {
   std::optional<std::uint16_t> advertise_port;  ///< nullopt: the first TLS listener's port
   std::chrono::seconds idle_timeout{300};
   std::chrono::seconds client_hello_timeout{3};
+  std::chrono::seconds login_grace{60};  ///< SSH: from accept until authenticated
   unsigned threads = 0;  ///< 0: one per core
   /// File whose first line is the admin API's bearer token (kept out of `ps` and shell
   /// history); empty: SNIGATE_ADMIN_TOKEN from the environment, or no token.

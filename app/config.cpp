@@ -31,7 +31,7 @@ struct KeyInfo {
 };
 
 // --help order; --config and --print-config are not settings.
-constexpr std::array<KeyInfo, 15> kKeys = {{
+constexpr std::array<KeyInfo, 16> kKeys = {{
     {"ssh_listen", Kind::list},
     {"tls_listen", Kind::list},
     {"admin_listen", Kind::string},
@@ -43,6 +43,7 @@ constexpr std::array<KeyInfo, 15> kKeys = {{
     {"log_level", Kind::string},
     {"idle_timeout", Kind::integer},
     {"client_hello_timeout", Kind::integer},
+    {"login_grace", Kind::integer},
     {"threads", Kind::integer},
     {"admin_token", Kind::string},
     {"admin_token_file", Kind::string},
@@ -294,6 +295,7 @@ std::string to_toml(const ServeConfig& c, const std::map<std::string, std::strin
   set("log_level", toml_string(c.log_level));
   set("idle_timeout", std::to_string(c.idle_timeout.count()));
   set("client_hello_timeout", std::to_string(c.client_hello_timeout.count()));
+  set("login_grace", std::to_string(c.login_grace.count()));
   set("threads", std::to_string(c.threads));
   if (!c.admin_token.empty()) {
     line("admin_token", "# admin_token: set, not shown");

@@ -77,13 +77,20 @@ std::string to_string(const tcp::endpoint& e) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(e.port());
 }
 
-void raise_fd_limit() {
-  // Each tunnel connection needs a descriptor; the soft default (1024) is far too low.
+/// Returns the descriptor limit now in force (0 if unknown).
+std::uint64_t raise_fd_limit() {
+  // Each tunnel connection needs a descriptor; the soft default (1024) is far too low. The
+  // hard limit is the operator's (ulimit -Hn, LimitNOFILE=, --ulimit): we go up to it.
   rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    return 0;
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &rl);
+    ::getrlimit(RLIMIT_NOFILE, &rl);
   }
+  return rl.rlim_cur;
 }
 
 /// The admin API's bearer token: --admin-token, the first line of --admin-token-file, else
@@ -186,7 +193,7 @@ class KeyWatcher {
 
 int serve(const gw::app::ServeConfig& config) {
   const Loggers log = make_loggers(config.log_level);
-  raise_fd_limit();
+  const auto fd_limit = raise_fd_limit();
   ::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error code, not a dead process
 
   const auto host_key = gw::keys::load_or_generate_host_key(config.state_dir);
@@ -234,6 +241,7 @@ int serve(const gw::app::ServeConfig& config) {
   ctx->domain = *gw::tunnel::Hostname::parse(config.domain, false);
   ctx->advertise_port = config.advertise_port.value_or(tls_bound.front().port());
   ctx->idle_timeout = config.idle_timeout;
+  ctx->login_grace = config.login_grace;
   ctx->log = log.sshd;
   ctx->tunnel_log = log.tunnel;
   ctx->events = events;
@@ -334,9 +342,16 @@ int serve(const gw::app::ServeConfig& config) {
   for (const auto& e : tls_bound) {
     tls_list += (tls_list.empty() ? "" : ",") + to_string(e);
   }
-  log.app->info("serve.ready ssh={} tls={} admin={} domain={} advertise_port={} threads={} keys={}",
-                ssh_list, tls_list, admin_text, config.domain, ctx->advertise_port, threads,
-                keys->get()->size());
+  log.app->info(
+      "serve.ready ssh={} tls={} admin={} domain={} advertise_port={} threads={} keys={} "
+      "fd_limit={}",
+      ssh_list, tls_list, admin_text, config.domain, ctx->advertise_port, threads,
+      keys->get()->size(), fd_limit);
+  if (fd_limit != 0 && fd_limit < 4096) {
+    log.app->warn("serve.fd_limit limit={} (each open public connection takes a descriptor; "
+                  "raise it: ulimit -Hn, LimitNOFILE= or podman --ulimit nofile=)",
+                  fd_limit);
+  }
 
   std::vector<std::thread> workers;
   for (unsigned i = 1; i < threads; ++i) {

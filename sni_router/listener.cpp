@@ -21,7 +21,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
   Peek(boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp::endpoint client, std::uint64_t id,
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
-       std::shared_ptr<RouterStats> stats, std::shared_ptr<PendingPerIp> per_ip)
+       std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip)
       : socket_(std::move(socket)),
         client_(std::move(client)),
         timer_(socket_.get_executor()),
@@ -203,7 +203,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_;
-  std::shared_ptr<PendingPerIp> per_ip_;  ///< counted by the listener before construction
+  std::shared_ptr<PerIpCounter> per_ip_;  ///< counted by the listener before construction
   std::chrono::milliseconds timeout_;
   std::chrono::steady_clock::time_point accepted_at_;
   std::chrono::system_clock::time_point accepted_wall_;

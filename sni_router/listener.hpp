@@ -11,13 +11,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <spdlog/logger.h>
 #include <vector>
 
 #include "common/listen.hpp"
+#include "common/per_ip.hpp"
 #include "common/histogram.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
@@ -49,33 +48,6 @@ struct RouterConfig {
   int max_pending_per_ip = 256;
 };
 
-/// Counts connections per client IP that have not yet sent their ClientHello.
-class PendingPerIp {
- public:
-  /// Counts one more for `ip`; false (nothing counted) when `ip` is at `limit`.
-  bool try_add(const boost::asio::ip::address& ip, int limit) {
-    std::lock_guard lock(mutex_);
-    int& n = counts_[ip];
-    if (n >= limit) {
-      return false;
-    }
-    ++n;
-    return true;
-  }
-  void remove(const boost::asio::ip::address& ip) {
-    std::lock_guard lock(mutex_);
-    const auto it = counts_.find(ip);
-    if (it != counts_.end() && --it->second <= 0) {
-      counts_.erase(it);
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  // Asio's own std::hash of the address bytes: no string built per accept.
-  std::unordered_map<boost::asio::ip::address, int> counts_;
-};
-
 class Listener {
  public:
   Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
@@ -99,7 +71,7 @@ class Listener {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
-  std::shared_ptr<PendingPerIp> per_ip_ = std::make_shared<PendingPerIp>();
+  std::shared_ptr<PerIpCounter> per_ip_ = std::make_shared<PerIpCounter>();
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };

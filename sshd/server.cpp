@@ -2,6 +2,8 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <stdexcept>
+#include <string>
+#include <sys/socket.h>
 
 #include "sshd/session.hpp"
 
@@ -38,18 +40,27 @@ void Server::on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socke
   boost::system::error_code ignored;
   const auto remote = socket.remote_endpoint(ignored);
   // Like OpenSSH MaxStartups: a flood of unauthenticated connections must not exhaust us
-  // before any of them proves a key.
-  if (ctx_->stats->unauthenticated.load() >= ctx_->max_unauthenticated) {
+  // before any of them proves a key, and one host must not take every slot.
+  StartupSlot::Refusal why{};
+  auto slot = StartupSlot::acquire(*ctx_, remote.address(), why);
+  if (!slot) {
     ctx_->stats->sessions_refused_startups++;
-    ctx_->log->warn("ssh.refuse peer={}:{} reason=\"too many unauthenticated connections\"",
-                    remote.address().to_string(), remote.port());
+    const bool per_ip = why == StartupSlot::Refusal::too_many_from_ip;
+    ctx_->log->warn("ssh.refuse peer={}:{} reason=\"too many unauthenticated connections{}\"",
+                    remote.address().to_string(), remote.port(), per_ip ? " from this IP" : "");
+    // RFC 4253 4.2 lets a server send lines before its version string; `ssh -v` and `nc`
+    // show this one. The socket is new, so a short non-blocking send can't stall us.
+    const std::string line = std::string("snigate: too many unauthenticated connections") +
+                             (per_ip ? " from your address" : "") +
+                             "; finish or close the others, or try again in a minute\r\n";
+    ::send(socket.native_handle(), line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     socket.close(ignored);
     return;
   }
   ctx_->stats->sessions_accepted++;
   auto session = std::make_shared<Session>(ioc, ctx_, next_id_++);
   const int fd = socket.release(ignored);
-  session->start(bind_.get(), bind_mutex_, fd, remote);
+  session->start(bind_.get(), bind_mutex_, fd, remote, std::move(slot));
 }
 
 }  // namespace gw::sshd

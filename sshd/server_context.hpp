@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/histogram.hpp"
+#include "common/per_ip.hpp"
 #include "keys/key_store.hpp"
 #include "sshd/session_directory.hpp"
 #include "tunnel/endpoint_registry.hpp"
@@ -66,7 +67,13 @@ struct ServerContext {
   std::chrono::milliseconds no_command_grace{300};
   /// With a session channel but no exec/shell yet: how long to wait for the command.
   std::chrono::milliseconds command_wait{3000};
-  std::int64_t max_unauthenticated = 64;
+  /// Like OpenSSH's MaxStartups and PerSourceMaxStartups: connections that have not yet
+  /// authenticated, over all clients and from one IP. Each one is cheap (a key exchange's
+  /// worth of memory) but held up to the login grace, so a flood from one host must not take
+  /// every slot.
+  std::int64_t max_unauthenticated = 256;
+  int max_unauthenticated_per_ip = 16;
+  std::shared_ptr<PerIpCounter> unauthenticated_per_ip = std::make_shared<PerIpCounter>();
   std::size_t max_sessions_per_key = 20;   ///< a runaway autossh loop must not exhaust us
   std::size_t max_endpoints_per_key = 50;  ///< over all of the key's sessions
   std::shared_ptr<spdlog::logger> log;
@@ -74,6 +81,65 @@ struct ServerContext {
   std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();
   std::shared_ptr<SessionDirectory> sessions = std::make_shared<SessionDirectory>();
   std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>();
+};
+
+/// One SSH connection counted as unauthenticated, globally and for its IP, from accept until
+/// it authenticates or closes (RAII: the count goes down exactly once).
+class StartupSlot {
+ public:
+  enum class Refusal { none, too_many, too_many_from_ip };
+
+  StartupSlot() = default;
+  /// A slot for a connection from `ip`; an empty one, with `why` set, when a cap is reached.
+  static StartupSlot acquire(const ServerContext& ctx, const boost::asio::ip::address& ip,
+                             Refusal& why) {
+    why = Refusal::none;
+    if (ctx.stats->unauthenticated.fetch_add(1) >= ctx.max_unauthenticated) {
+      ctx.stats->unauthenticated--;
+      why = Refusal::too_many;
+      return {};
+    }
+    if (!ctx.unauthenticated_per_ip->try_add(ip, ctx.max_unauthenticated_per_ip)) {
+      ctx.stats->unauthenticated--;
+      why = Refusal::too_many_from_ip;
+      return {};
+    }
+    StartupSlot slot;
+    slot.stats_ = ctx.stats;
+    slot.per_ip_ = ctx.unauthenticated_per_ip;
+    slot.ip_ = ip;
+    return slot;
+  }
+
+  StartupSlot(StartupSlot&& o) noexcept { *this = std::move(o); }
+  StartupSlot& operator=(StartupSlot&& o) noexcept {
+    if (this != &o) {
+      release();
+      stats_ = std::move(o.stats_);
+      per_ip_ = std::move(o.per_ip_);
+      ip_ = o.ip_;
+    }
+    return *this;
+  }
+  StartupSlot(const StartupSlot&) = delete;
+  StartupSlot& operator=(const StartupSlot&) = delete;
+  ~StartupSlot() { release(); }
+
+  explicit operator bool() const { return stats_ != nullptr; }
+
+  void release() {
+    if (stats_) {
+      stats_->unauthenticated--;
+      per_ip_->remove(ip_);
+      stats_.reset();
+      per_ip_.reset();
+    }
+  }
+
+ private:
+  std::shared_ptr<SshStats> stats_;
+  std::shared_ptr<PerIpCounter> per_ip_;
+  boost::asio::ip::address ip_;
 };
 
 }  // namespace gw::sshd

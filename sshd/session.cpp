@@ -130,28 +130,24 @@ Session::~Session() {
   if (event_ && session_) {
     ssh_event_remove_session(event_.get(), session_.get());
   }
-  if (state_ != State::closed && state_ != State::closing && !key_) {
-    ctx_->stats->unauthenticated--;
-  }
 }
 
 void Session::set_state(State next) {
   info_dirty_ = true;
   ctx_->log->debug("session.state conn=s{} {} -> {}", id_, to_string(state_), to_string(next));
-  if ((state_ == State::key_exchange || state_ == State::authenticating) &&
-      (next == State::authenticated || next == State::closing || next == State::closed)) {
-    ctx_->stats->unauthenticated--;
+  if (next != State::key_exchange && next != State::authenticating) {
+    startup_.release();
   }
   state_ = next;
 }
 
 void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
-                    const boost::asio::ip::tcp::endpoint& peer) {
+                    const boost::asio::ip::tcp::endpoint& peer, StartupSlot slot) {
+  startup_ = std::move(slot);
   peer_address_ = peer.address();
   peer_ip_ = peer.address().to_string();
   peer_port_ = peer.port();
   peer_ = peer_ip_ + ":" + std::to_string(peer_port_);
-  ctx_->stats->unauthenticated++;
   session_.reset(ssh_new());
   int rc = SSH_ERROR;
   if (session_) {

@@ -80,8 +80,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Takes ownership of the accepted socket `fd` and starts key exchange. Call on the
   /// session's own thread. `bind_mutex` serialises ssh_bind_accept_fd across threads.
+  /// `slot` counts the connection as unauthenticated until it authenticates or closes.
   void start(ssh_bind bind, std::mutex& bind_mutex, int fd,
-             const boost::asio::ip::tcp::endpoint& peer);
+             const boost::asio::ip::tcp::endpoint& peer, StartupSlot slot);
 
   /// Thread-safe: a routed public connection for one of this session's forwards.
   void deliver(std::size_t forward_key, tunnel::IncomingConnection conn);
@@ -178,6 +179,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint16_t peer_port_ = 0;
   std::string user_;
   State state_ = State::key_exchange;
+  StartupSlot startup_;  ///< held while key_exchange or authenticating
 
   // libssh handles: session_ first, so the channels (owned by it) are freed before it.
   SshSessionPtr session_;

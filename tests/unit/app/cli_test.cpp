@@ -35,6 +35,7 @@ TEST(Cli, ServeDefaults) {
   EXPECT_EQ(c.advertise_port, std::nullopt);
   EXPECT_EQ(c.idle_timeout, std::chrono::seconds(300));
   EXPECT_EQ(c.client_hello_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(c.login_grace, std::chrono::seconds(60));
   EXPECT_EQ(c.threads, 0u);
   EXPECT_EQ(c.drain_timeout, std::chrono::seconds(30));
   EXPECT_FALSE(r.print_config);
@@ -63,6 +64,8 @@ TEST(Cli, ServeAllOptionsSeparateValue) {
                         "60",
                         "--client-hello-timeout",
                         "5",
+                        "--login-grace",
+                        "20",
                         "--threads",
                         "4"});
   ASSERT_EQ(r.error, "");
@@ -78,6 +81,7 @@ TEST(Cli, ServeAllOptionsSeparateValue) {
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.idle_timeout, std::chrono::seconds(60));
   EXPECT_EQ(c.client_hello_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(c.login_grace, std::chrono::seconds(20));
   EXPECT_EQ(c.threads, 4u);
 }
 
@@ -236,6 +240,9 @@ TEST(Cli, BadArgvTable) {
       {"hello timeout too long",
        {"serve", "--client-hello-timeout", "61"},
        "snigate: --client-hello-timeout: expected whole seconds from 1 to 60, got \"61\""},
+      {"login grace too long",
+       {"serve", "--login-grace", "601"},
+       "snigate: --login-grace: expected whole seconds from 1 to 600, got \"601\""},
       {"threads",
        {"serve", "--threads", "many"},
        "snigate: --threads: expected a number from 0 (one per core) to 1024, got \"many\""},
@@ -269,7 +276,7 @@ TEST(Cli, UsageMentionsEveryOption) {
   for (const char* opt :
        {"--ssh-listen", "--tls-listen", "--admin-listen", "--state-dir", "--authorized-keys",
         "--domain", "--advertise-port", "--event-log", "--log-level", "--idle-timeout",
-        "--client-hello-timeout", "--threads", "--drain-timeout", "--config", "--print-config",
+        "--client-hello-timeout", "--login-grace", "--threads", "--drain-timeout", "--config", "--print-config",
         "SNIGATE_", "hostkey", "--version"}) {
     EXPECT_NE(usage.find(opt), std::string::npos) << opt;
   }

@@ -47,6 +47,7 @@ event_log = "/var/log/snigate/events.jsonl"
 log_level = "debug"
 idle_timeout = 60
 client_hello_timeout = 5
+login_grace = 30
 threads = 4
 admin_token_file = "/etc/snigate/token"
 drain_timeout = 0
@@ -68,6 +69,7 @@ TEST(Config, FileSetsEveryKey) {
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.idle_timeout, std::chrono::seconds(60));
   EXPECT_EQ(c.client_hello_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(c.login_grace, std::chrono::seconds(30));
   EXPECT_EQ(c.threads, 4u);
   EXPECT_EQ(c.admin_token_file, "/etc/snigate/token");
   EXPECT_EQ(c.drain_timeout, std::chrono::seconds(0));
