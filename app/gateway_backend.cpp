@@ -65,6 +65,7 @@ std::string GatewayBackend::metrics_text() {
   };
   m.connections_routed = tls.routed;
   m.connections_active = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
+  m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));
   m.bytes_in = ssh.bytes_in;
   m.bytes_out = ssh.bytes_out;
   m.endpoints = ctx_->registry->size();
@@ -73,6 +74,7 @@ std::string GatewayBackend::metrics_text() {
   // The directory lists every SSH connection; the gauge counts the authenticated ones.
   const std::uint64_t all = ctx_->sessions->size();
   m.sessions = all > m.sessions_unauthenticated ? all - m.sessions_unauthenticated : 0;
+  m.sessions_refused = ssh.sessions_refused_startups;
   m.auth_failures = ssh.auth_failures;
   m.forwards_refused = ssh.forwards_refused;
   m.channel_open_failures = ssh.channel_open_failures;

@@ -110,12 +110,17 @@ std::string render_metrics(const MetricsSnapshot& s) {
   }
   w.counter("connections_routed", "TLS connections handed to an endpoint.", s.connections_routed);
   w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
+  w.gauge("connections_pending", "TLS connections accepted whose ClientHello is still awaited.",
+          s.connections_pending);
   w.counter("bytes_in", "Bytes received from public TLS clients.", s.bytes_in);
   w.counter("bytes_out", "Bytes sent to public TLS clients.", s.bytes_out);
   w.gauge("endpoints", "Endpoints currently registered.", s.endpoints);
   w.gauge("sessions", "Authenticated SSH sessions currently open.", s.sessions);
   w.gauge("sessions_unauthenticated", "SSH connections open but not yet authenticated.",
           s.sessions_unauthenticated);
+  w.counter("sessions_refused",
+            "SSH connections refused at accept: too many unauthenticated, overall or per IP.",
+            s.sessions_refused);
   w.counter("auth_failures", "Failed SSH authentication attempts.", s.auth_failures);
   w.counter("forwards_refused", "SSH tcpip-forward requests refused.", s.forwards_refused);
   w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",

@@ -235,11 +235,13 @@ MetricsSnapshot busy_snapshot() {
   s.connections_refused = {{"no_route", 7}, {"timeout", 2}, {"cidr_denied", 1}};
   s.connections_routed = 110;
   s.connections_active = 3;
+  s.connections_pending = 9;
   s.bytes_in = 1 << 20;
   s.bytes_out = 12345678901ULL;
   s.endpoints = 4;
   s.sessions = 2;
   s.sessions_unauthenticated = 1;
+  s.sessions_refused = 11;
   s.auth_failures = 5;
   s.forwards_refused = 6;
   s.channel_open_failures = 8;
@@ -266,11 +268,14 @@ TEST(Metrics, BusySnapshotRendersValidText) {
   EXPECT_EQ(value_of(fams, "snigate_connections_routed_total"), 110);
   EXPECT_EQ(value_of(fams, "snigate_connections_active"), 3);
   EXPECT_EQ(fams.at("snigate_connections_active").type, "gauge");
+  EXPECT_EQ(value_of(fams, "snigate_connections_pending"), 9);
+  EXPECT_EQ(fams.at("snigate_connections_pending").type, "gauge");
   EXPECT_EQ(value_of(fams, "snigate_bytes_in_total"), 1 << 20);
   EXPECT_EQ(value_of(fams, "snigate_bytes_out_total"), 12345678901.0);
   EXPECT_EQ(value_of(fams, "snigate_endpoints"), 4);
   EXPECT_EQ(value_of(fams, "snigate_sessions"), 2);
   EXPECT_EQ(value_of(fams, "snigate_sessions_unauthenticated"), 1);
+  EXPECT_EQ(value_of(fams, "snigate_sessions_refused_total"), 11);
   EXPECT_EQ(value_of(fams, "snigate_auth_failures_total"), 5);
   EXPECT_EQ(value_of(fams, "snigate_forwards_refused_total"), 6);
   EXPECT_EQ(value_of(fams, "snigate_channel_open_failures_total"), 8);
