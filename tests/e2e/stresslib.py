@@ -1,0 +1,186 @@
+"""Shared pieces of the stress suite (tests/e2e/stress_*.py, ctest label `stress`, scripts/stress).
+
+The stress tests use the e2e harness (conftest.py: the real snigate, the real OpenSSH client, real
+TLS) and add what hostile-load tests need:
+  SCALE     "ci" (the default: bounded, also run under ASan+UBSan by scripts/test) or "full"
+            (scripts/stress: the figures the hardening issue asks for); scaled(full=, ci=) picks
+  figures   a fixture that records one figure per call; rows go to $SNIGATE_STRESS_REPORT (JSON
+            lines) for scripts/stress's table, and each is also asserted by the test itself
+  Proc      RSS, open descriptors and CPU seconds of a process, from /proc
+  metrics() the gateway's /metrics as {"name{labels}": value}
+  stress_gateway()  a gateway with the admin API on and info-level logs (a debug line per
+            connection would be most of the work at 10,000 connections)
+  in_thread(coro, ...)  hostile clients on an asyncio loop in a thread; open_from(port, source),
+            read_until_closed(reader, limit) for them
+  sources(n) n distinct client addresses on loopback (127.0.0.0/8 is all ours), so per-IP caps
+            can be exercised without a network
+
+Timing limits stay the same under sanitizers; memory limits don't hold there (ASan's quarantine
+keeps freed memory on purpose), so memory figures are recorded but only asserted on a normal build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import re
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+SCALE = os.environ.get("SNIGATE_STRESS_SCALE", "ci")
+FULL = SCALE == "full"
+SANITIZED = os.environ.get("SNIGATE_SANITIZED") == "1"
+REPORT = os.environ.get("SNIGATE_STRESS_REPORT")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+KiB = 1024
+MiB = 1024 * 1024
+
+
+def scaled(full, ci):
+    return full if FULL else ci
+
+
+def sources(n: int, block: int = 1) -> list[str]:
+    """n client addresses on loopback, 127.<block>.x.y (127.0.0.0/8 is all local; 127.0.0.1, the
+    legitimate clients' address, is never among them). Different blocks never overlap."""
+    return [f"127.{block}.{i // 250}.{i % 250 + 1}" for i in range(n)]
+
+
+class Proc:
+    """Resource use of a running process, read from /proc (Linux)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settled_rss_kib(self, timeout: float = 10.0) -> int:
+        """RSS once it stops moving (three equal readings 200 ms apart), bounded in time: freed
+        memory is handed back by the allocator a little after the connections close."""
+        deadline = time.monotonic() + timeout
+        last = [self.rss_kib()]
+        while time.monotonic() < deadline:
+            time.sleep(0.2)  # sampling interval, not synchronisation: we poll for stability
+            last.append(self.rss_kib())
+            if len(last) >= 3 and max(last[-3:]) - min(last[-3:]) <= 64:
+                break
+        return last[-1]
+
+
+_METRIC_LINE = re.compile(r"^(snigate_[a-z_]+(?:\{[^}]*\})?) ([0-9.eE+-]+)$")
+
+
+def metrics(gw) -> dict[str, float]:
+    body = gw.admin("GET", "/metrics").body.decode()
+    out = {}
+    for line in body.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def stress_gateway(gateway_factory, args=(), **kw):
+    return gateway_factory(args=["--log-level", "info", *args], admin_listen="127.0.0.1:0", **kw)
+
+
+def percentile(values: list[float], p: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def timed_ms(fn, n: int) -> list[float]:
+    """Runs fn() n times; the wall time of each call in milliseconds."""
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        fn()
+        out.append((time.monotonic() - t0) * 1000)
+    return out
+
+
+def median(values):
+    return statistics.median(values)
+
+
+@pytest.fixture
+def figures(request):
+    """figures(name, value, unit, limit="", ok=True): one row of scripts/stress's table. The test
+    asserts the same condition itself; the row is what gets reported (the closing note's numbers)."""
+    rows = []
+
+    def record(name: str, value, unit: str = "", limit: str = "", ok: bool = True):
+        rows.append({"test": request.node.name, "figure": name,
+                     "value": round(value, 2) if isinstance(value, float) else value,
+                     "unit": unit, "limit": limit, "ok": bool(ok), "scale": SCALE,
+                     "sanitized": SANITIZED})
+        print(f"FIGURE {request.node.name}: {name} = {value} {unit} (limit {limit or '-'})"
+              f"{'' if ok else '  <-- OVER'}")
+
+    yield record
+    if REPORT and rows:
+        with open(REPORT, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+def in_thread(coro_fn, *args):
+    """Starts coro_fn(*args) on its own asyncio loop in a thread, so hostile clients run while the
+    test acts as a legitimate client. Returns result(timeout): joins (bounded) and returns the
+    coroutine's value or raises its exception."""
+    box = {}
+
+    def body():
+        try:
+            box["result"] = asyncio.run(coro_fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+
+    def result(timeout: float):
+        t.join(timeout)
+        assert not t.is_alive(), "hostile clients still running past their time bound"
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+    return result
+
+
+async def open_from(port: int, source: str):
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def read_until_closed(reader, limit: float) -> bool:
+    """True when the peer closed (EOF or reset) within `limit` seconds."""
+    try:
+        async with asyncio.timeout(limit):
+            while await reader.read(4096):
+                pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def memory_limit_holds(ok: bool) -> bool:
+    """Memory limits are asserted on normal builds only (see the module docstring)."""
+    return ok or SANITIZED
