@@ -407,9 +407,9 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   const auto store = ctx_->keys->get();
   const keys::AuthorizedKey* found = store ? store->find(type ? type : "", blob) : nullptr;
   if (found == nullptr) {
-    if (signature_state != SSH_PUBLICKEY_STATE_NONE) {
-      ctx_->stats->auth_failures++;
-    }
+    // Counted even for a probe (no signature yet): a client cycling through wrong keys only
+    // ever probes, and the operator should see it. Like OpenSSH's "Failed publickey" lines.
+    ctx_->stats->auth_failures++;
     ctx_->log->warn("auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"key not in "
                     "authorized_keys\"",
                     id_, peer_, printable(user_), type ? type : "?");

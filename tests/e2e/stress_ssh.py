@@ -1,0 +1,272 @@
+"""Hostile clients on the SSH port: floods of unauthenticated connections, slow key exchange, wrong
+keys in a loop, and an ssh client that opens forwards and then never reads its channels."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import select
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import SSH, MemTls, clean_env, fwd, https_get, wait_for
+from stresslib import (KiB, MiB, Proc, figures, in_thread, median, memory_limit_holds,  # noqa: F401
+                       metrics, open_from, read_until_closed, scaled, sources, stress_gateway,
+                       timed_ms)
+
+NAME = "app.alice.test"
+PER_IP = 16  # unauthenticated connections one IP may hold (sshd/server_context.hpp)
+
+
+async def ssh_flood(port: int, addrs: list[str], per_addr: int, slow: bool, bound: float) -> dict:
+    """per_addr connections from each address. slow=False: they send nothing; slow=True: they
+    send an SSH version line one byte every half second (a key exchange that never ends).
+    Returns, per connection, (seconds until the gateway closed it or None, first bytes read)."""
+    conns = []
+    for a in addrs:
+        for _ in range(per_addr):
+            conns.append(await open_from(port, a))
+    t0 = time.monotonic()
+
+    async def one(reader, writer):
+        first = b""
+        sender = None
+        if slow:
+            async def dribble():
+                for b in b"SSH-2.0-slowpoke\r\n":
+                    writer.write(bytes([b]))
+                    await asyncio.sleep(0.5)  # the attack's pace
+            sender = asyncio.create_task(dribble())
+        try:
+            async with asyncio.timeout(bound):
+                while True:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        break
+                    first = (first + chunk)[:200]
+            closed = time.monotonic() - t0
+        except (ConnectionResetError, BrokenPipeError):
+            closed = time.monotonic() - t0
+        except TimeoutError:
+            closed = None
+        if sender:
+            sender.cancel()
+        writer.close()
+        return closed, first
+
+    return {"results": await asyncio.gather(*(one(r, w) for r, w in conns))}
+
+
+def ssh_login_ms(gw, name: str, upstream) -> float:
+    """Time from starting `ssh -R` to the banner naming the endpoint; closes the session."""
+    t0 = time.monotonic()
+    t = gw.tunnel([fwd(name, upstream)]).start()
+    took = (time.monotonic() - t0) * 1000
+    t.close()
+    gw.wait_unrouted(name, timeout=10)
+    return took
+
+
+def test_unauthenticated_flood_is_capped_per_ip_and_logins_still_work(gateway_factory, upstream,
+                                                                      figures):
+    # Proves: from one IP at most 16 connections may sit unauthenticated (the rest are refused at
+    # once, with a line saying why), silent and slow-key-exchange connections are closed at the
+    # login grace, and meanwhile a real `ssh -R` from another address logs in about as fast as
+    # without the flood.
+    grace = 5
+    gw = stress_gateway(gateway_factory, args=["--login-grace", str(grace)])
+    baseline = [ssh_login_ms(gw, f"b{i}.alice.test", upstream) for i in range(3)]
+
+    per_addr = 40
+    silent_addrs, slow_addrs = sources(4, block=5), sources(2, block=6)
+    silent = in_thread(ssh_flood, gw.ssh_port, silent_addrs, per_addr, False, grace + 10)
+    slow = in_thread(ssh_flood, gw.ssh_port, slow_addrs, per_addr, True, grace + 10)
+    held_expected = PER_IP * (len(silent_addrs) + len(slow_addrs))
+    refused_expected = (per_addr - PER_IP) * (len(silent_addrs) + len(slow_addrs))
+    wait_for(lambda: metrics(gw)["snigate_sessions_refused_total"] >= refused_expected, 10,
+             f"{refused_expected} connections over the per-IP cap refused")
+    m = metrics(gw)
+    held = m["snigate_sessions_unauthenticated"]
+    t_flood = time.monotonic()
+    during = [ssh_login_ms(gw, f"d{i}.alice.test", upstream) for i in range(3)]
+    during_window = time.monotonic() - t_flood
+
+    results = silent(60)["results"] + slow(60)["results"]
+    refused = [r for r in results if r[0] is not None and r[0] < 1.0]
+    at_grace = [r[0] for r in results if r[0] is not None and r[0] >= 1.0]
+    never = [r for r in results if r[0] is None]
+    told = sum(1 for r in refused if b"too many unauthenticated connections from your address" in r[1])
+    delay = median(during) - median(baseline)
+
+    figures("unauthenticated held (6 IPs x 40 tries)", held, "", f"= {held_expected}",
+            held == held_expected)
+    figures("refused at once, with the reason", told, "", f"= {refused_expected}",
+            told == refused_expected)
+    figures("held ones closed at login grace, min", min(at_grace), "s", f">= {grace - 0.5}",
+            min(at_grace) >= grace - 0.5)
+    figures("held ones closed at login grace, max", max(at_grace), "s", f"<= {grace + 2}",
+            max(at_grace) <= grace + 2)
+    figures("ssh -R login, idle (median)", median(baseline), "ms")
+    figures("ssh -R login during flood (median)", median(during), "ms", "<= idle + 500",
+            delay <= 500)
+    assert held == held_expected, f"{held} unauthenticated held, expected {held_expected}"
+    assert len(refused) == refused_expected and told == refused_expected, \
+        f"{len(refused)} refused at once ({told} with the reason), expected {refused_expected}"
+    assert during_window < grace, "the logins were not all made while the flood was held"
+    assert not never, f"{len(never)} flood connections never closed"
+    assert len(at_grace) == held_expected
+    assert grace - 0.5 <= min(at_grace) and max(at_grace) <= grace + 2, at_grace
+    assert delay <= 500, f"logins slowed by {delay:.0f} ms: {during} vs {baseline}"
+    wait_for(lambda: metrics(gw)["snigate_sessions_unauthenticated"] == 0, 10,
+             "no unauthenticated connections left")
+
+
+def wrong_key_login(gw, keys) -> subprocess.CompletedProcess:
+    """ssh with two keys the gateway doesn't know (mallory's and a fresh one): refused."""
+    return subprocess.run(
+        [SSH, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={gw.known_hosts}",
+         "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
+         "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "ConnectTimeout=20",
+         "-i", str(keys.path("mallory")), "-i", str(keys.path("mallory2")),
+         "-p", str(gw.ssh_port), "-N", "-R", fwd(NAME, 9), "x@127.0.0.1"],
+        capture_output=True, text=True, timeout=60, env=clean_env())
+
+
+def test_wrong_keys_in_a_loop(gateway_factory, upstream, client_ctx, keys, figures):
+    # Proves: a client retrying with wrong keys over and over is refused every time ("Permission
+    # denied"), doesn't slow the tunnel that is serving meanwhile, and leaves no descriptors or
+    # memory behind.
+    gw = stress_gateway(gateway_factory)
+    gw.tunnel([fwd(NAME, upstream)]).start()
+    get = lambda: https_get(gw.tls_port, NAME, client_ctx)  # noqa: E731
+    proc = Proc(gw.proc.pid)
+    assert wrong_key_login(gw, keys).returncode == 255  # warm-up (and keys generated)
+    wait_for(lambda: metrics(gw)["snigate_sessions_unauthenticated"] == 0, 10, "warm-up done")
+    baseline = timed_ms(get, 20)
+    fds0, rss0 = proc.fds(), proc.settled_rss_kib()
+    failures0 = metrics(gw)["snigate_auth_failures_total"]
+
+    n = scaled(full=200, ci=40)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        attempts = [pool.submit(wrong_key_login, gw, keys) for _ in range(n)]
+        during = timed_ms(get, 20)
+        outcomes = [a.result(timeout=120) for a in attempts]
+    took = time.monotonic() - t0
+    denied = sum(1 for o in outcomes if o.returncode == 255 and "Permission denied" in o.stderr)
+    wait_for(lambda: metrics(gw)["snigate_sessions_unauthenticated"] == 0, 10,
+             "no unauthenticated connections left")
+    wait_for(lambda: proc.fds() <= fds0, 10, f"descriptors back to {fds0}")
+    fds1, rss1 = proc.fds(), proc.settled_rss_kib()
+    failures = metrics(gw)["snigate_auth_failures_total"] - failures0
+    delay = median(during) - median(baseline)
+    growth = rss1 - rss0
+
+    figures("wrong-key logins (4 at a time)", n, "")
+    figures("wrong-key logins per second", n / took, "/s")
+    figures("refused with Permission denied", denied, "", f"= {n}", denied == n)
+    figures("auth failures counted (2 keys per login)", failures, "", f"= {2 * n}", failures == 2 * n)
+    figures("tunnel request delay meanwhile (median)", delay, "ms", "<= 100", delay <= 100)
+    figures("gateway descriptors after vs before", fds1 - fds0, "", "<= 0", fds1 <= fds0)
+    figures("gateway RSS growth after", growth, "KiB", "<= 1024",
+            memory_limit_holds(growth <= 1024))
+    assert denied == n, [o.stderr[-300:] for o in outcomes if "Permission denied" not in o.stderr][:3]
+    assert failures == 2 * n, f"{failures} auth failures counted for {n} logins with 2 keys each"
+    assert delay <= 100, f"tunnel slowed by {delay:.0f} ms: {during} vs {baseline}"
+    assert memory_limit_holds(growth <= 1024), f"RSS {rss0} -> {rss1} KiB"
+
+
+def push_until_blocked(conn: MemTls, data: bytes, idle: float, bound: float) -> int:
+    """Sends `data` without reading until the socket stays unwritable for `idle` seconds (the flow
+    has stopped) or `bound` passes. Returns the bytes the kernel took."""
+    sock = conn.sock
+    sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + bound
+    while sent < len(data) and time.monotonic() < deadline:
+        _, w, _ = select.select([], [sock], [], idle)
+        if not w:
+            break
+        try:
+            sent += sock.send(data[sent:sent + 262144])
+        except BlockingIOError:
+            pass
+    return sent
+
+
+def finish_exchange(conn: MemTls, data: bytes, sent: int, expect: int, bound: float) -> str:
+    """Sends the rest of `data` from `sent` while reading the echo; SHA-256 of the plaintext read."""
+    sock = conn.sock
+    digest, got = hashlib.sha256(), 0
+    deadline = time.monotonic() + bound
+    while got < expect:
+        left = deadline - time.monotonic()
+        assert left > 0, f"echo: {got}/{expect} bytes back, {sent}/{len(data)} sent"
+        r, w, _ = select.select([sock], [sock] if sent < len(data) else [], [], min(left, 1.0))
+        if w:
+            try:
+                sent += sock.send(data[sent:sent + 262144])
+            except BlockingIOError:
+                pass
+        if r:
+            chunk = sock.recv(262144)
+            assert chunk, f"closed after {got}/{expect} bytes"
+            conn.incoming.write(chunk)
+            plain = conn.drain_app_data()
+            got += len(plain)
+            digest.update(plain)
+    return digest.hexdigest()
+
+
+def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factory, pki, figures):
+    # Proves: when the ssh client stops reading (SIGSTOP: its forwards are open, nothing drains
+    # them), public clients that keep sending are stopped by the SSH window and TCP, the gateway's
+    # memory grows by at most about one window per connection, and once the client reads again
+    # every byte arrives intact.
+    echo = upstream_factory("echo")
+    gw = stress_gateway(gateway_factory)
+    t = gw.tunnel([fwd(NAME, echo)]).start()
+    proc = Proc(gw.proc.pid)
+    k = scaled(full=8, ci=4)
+    size = scaled(full=32, ci=16) * MiB
+    payloads = [os.urandom(size) for _ in range(k)]
+    conns = []
+    for _ in range(k):
+        c = MemTls.connect(gw.tls_port, pki.client_context(), NAME, timeout=300)
+        c.handshake()
+        conns.append(c)
+    ciphertexts = []
+    for c, p in zip(conns, payloads):
+        for i in range(0, len(p), 16384):
+            c.obj.write(p[i:i + 16384])
+        ciphertexts.append(c.outgoing.read())
+    rss0 = proc.settled_rss_kib()
+
+    os.killpg(t.proc.pid, signal.SIGSTOP)
+    try:
+        sent = [push_until_blocked(c, ct, idle=1.0, bound=60) for c, ct in zip(conns, ciphertexts)]
+        rss_stalled = proc.settled_rss_kib()
+    finally:
+        os.killpg(t.proc.pid, signal.SIGCONT)
+    growth = rss_stalled - rss0
+    per_conn = growth / k
+    digests = [finish_exchange(c, ct, s, size, bound=240)
+               for c, ct, s in zip(conns, ciphertexts, sent)]
+    for c in conns:
+        c.close()
+
+    figures("connections pushing at a stopped ssh client", k, "")
+    figures("bytes taken before the flow stopped, per conn (median)", median(sent) / MiB, "MiB",
+            f"< {size // MiB}", max(sent) < len(ciphertexts[0]))
+    figures("gateway RSS growth per stalled connection", per_conn / KiB, "MiB", "<= 4",
+            memory_limit_holds(per_conn <= 4 * KiB))
+    intact = sum(1 for d, p in zip(digests, payloads) if d == hashlib.sha256(p).hexdigest())
+    figures("connections intact after SIGCONT", intact, "", f"= {k}", intact == k)
+    assert max(sent) < len(ciphertexts[0]), "nothing stopped the flow"
+    assert memory_limit_holds(per_conn <= 4 * KiB), \
+        f"RSS {rss0} -> {rss_stalled} KiB for {k} stalled connections"
+    assert intact == k, "bytes lost or changed after the client resumed"
+    assert t.running()
