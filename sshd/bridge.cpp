@@ -114,7 +114,7 @@ void Bridge::start(std::size_t forward_key, const Forward& forward) {
   open_address_ = forward.bind_address;
   open_port_ = forward.bind_port;
   up_pending_ = std::move(conn_.peeked);
-  bytes_up_ = up_pending_.size();  // the ClientHello the router read counts as client bytes
+  count_up(up_pending_.size());  // the ClientHello the router read counts as client bytes
   // OpenSSH matches the channel to its forward by exactly the address and port it asked
   // for; the originator is the public client, so the user's side can log it.
   const std::string origin = conn_.client.address().to_string();
@@ -270,7 +270,7 @@ void Bridge::pull_up() {
       return;
     }
     last_up_ = std::chrono::steady_clock::now();
-    bytes_up_ += n;
+    count_up(n);
     const int w = ssh_channel_write(channel_, scratch(), static_cast<std::uint32_t>(n));
     if (w < 0) {
       finish("channel_write_failed");
@@ -350,7 +350,7 @@ int Bridge::on_data(const std::byte* data, std::size_t len) {
                                                                    : 0;
   const std::size_t keep = std::min(room, len - sent);
   down_pending_.insert(down_pending_.end(), data + sent, data + sent + keep);
-  bytes_down_ += sent + keep;
+  count_down(sent + keep);
   if (sent + keep < len) {
     libssh_holds_down_data_ = true;
   }
@@ -408,7 +408,7 @@ void Bridge::flush_down() {
     const int n = ssh_channel_read_nonblocking(channel_, scratch(), kScratchBytes, 0);
     session_.after_channel_write();  // the read may have sent a window adjust
     if (n > 0) {
-      bytes_down_ += static_cast<std::size_t>(n);
+      count_down(static_cast<std::size_t>(n));
       down_pending_.insert(down_pending_.end(), scratch(), scratch() + n);
     } else {
       libssh_holds_down_data_ = false;
@@ -498,10 +498,18 @@ void Bridge::finish(const char* reason) {
   if (counted_active_) {
     session_.ctx_->stats->connections_active--;
   }
-  session_.ctx_->stats->bytes_in += bytes_up_;
-  session_.ctx_->stats->bytes_out += bytes_down_;
   session_.bridge_closed(*this, reason);
   session_.bridge_finished(id());
+}
+
+void Bridge::count_up(std::uint64_t n) {
+  bytes_up_ += n;
+  session_.ctx_->stats->bytes_in.fetch_add(n, std::memory_order_relaxed);
+}
+
+void Bridge::count_down(std::uint64_t n) {
+  bytes_down_ += n;
+  session_.ctx_->stats->bytes_out.fetch_add(n, std::memory_order_relaxed);
 }
 
 }  // namespace gw::sshd

@@ -103,6 +103,10 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
 
   std::uint64_t bytes_up_ = 0;
   std::uint64_t bytes_down_ = 0;
+  // The gateway-wide counters move with the bytes, not at close, so /metrics rates stay true
+  // for long-lived connections.
+  void count_up(std::uint64_t n);
+  void count_down(std::uint64_t n);
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point open_sent_;
   std::chrono::steady_clock::time_point last_up_;

@@ -856,6 +856,17 @@ def s_client_get(port: int, name: str, ca: Path, timeout: float = 20.0) -> subpr
 # the user's upstream TLS server
 
 
+def source_stream(total: int, block: int = 1 << 20):
+    """`total` bytes in chunks: a fixed pseudo-random 1 MiB block repeated, cheap to make at GiB
+    sizes. Receivers compare the byte count and the SHA-256 with the same stream made locally."""
+    pattern = random.Random(7).randbytes(block)
+    sent = 0
+    while sent < total:
+        n = min(block, total - sent)
+        yield pattern[:n] if n < block else pattern
+        sent += n
+
+
 class Upstream:
     """A TLS server on 127.0.0.1:0 (a thread per connection, it's a test). Modes:
       http      answers one request with `hello from LABEL sni=NAME`, then closes
@@ -864,12 +875,15 @@ class Upstream:
                 then answers sha256 + the data, sends close_notify and FIN
       halfclose_upstream_first sends a greeting, close_notify and FIN at once, then reads until FIN
       silent    completes the handshake, then reads and discards until EOF
+      source    sends `source_bytes` of source_stream() (then close_notify and FIN)
+      reset     sends 256 KiB, then resets the TCP connection (RST) without a TLS goodbye
     Results (dicts) go to .results, handler exceptions to .errors."""
 
     def __init__(self, pki: Pki, mode: str = "http", label: str = "upstream",
-                 names: Iterable[str] = UPSTREAM_NAMES):
+                 names: Iterable[str] = UPSTREAM_NAMES, source_bytes: int = 0):
         self.pki = pki
         self.mode = mode
+        self.source_bytes = source_bytes
         self.label = label
         self.names = list(names)
         self.ctx = self._context(self.names)
@@ -999,6 +1013,25 @@ class Upstream:
         with s:
             while s.recv(65536):
                 pass
+
+    def _mode_source(self, conn, state):
+        s = self.ctx.wrap_socket(conn, server_side=True)
+        state["handshaken"] = True
+        with s:
+            s.settimeout(300)
+            for chunk in source_stream(self.source_bytes):
+                s.sendall(chunk)
+            self._record({"sent": self.source_bytes})
+            s.unwrap()
+
+    def _mode_reset(self, conn, state):
+        s = self.ctx.wrap_socket(conn, server_side=True)
+        state["handshaken"] = True
+        s.sendall(bytes(256 * 1024))
+        # SO_LINGER with a zero timeout: close() sends an RST, as a crashing server's kernel does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._record({"reset": True})
+        s.close()
 
     def _mode_halfclose_client_first(self, conn, state):
         t = MemTls(conn, self.ctx, server_side=True, timeout=60)
