@@ -172,7 +172,7 @@ def test_wrong_keys_in_a_loop(gateway_factory, upstream, client_ctx, keys, figur
     figures("tunnel request delay meanwhile (median)", delay, "ms", "<= 100", delay <= 100)
     figures("gateway descriptors after vs before", fds1 - fds0, "", "<= 0", fds1 <= fds0)
     figures("gateway RSS growth after", growth, "KiB", "<= 1024",
-            memory_limit_holds(growth <= 1024))
+            growth <= 1024, memory=True)
     assert denied == n, [o.stderr[-300:] for o in outcomes if "Permission denied" not in o.stderr][:3]
     assert failures == 2 * n, f"{failures} auth failures counted for {n} logins with 2 keys each"
     assert delay <= 100, f"tunnel slowed by {delay:.0f} ms: {during} vs {baseline}"
@@ -262,7 +262,7 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
     figures("bytes taken before the flow stopped, per conn (median)", median(sent) / MiB, "MiB",
             f"< {size // MiB}", max(sent) < len(ciphertexts[0]))
     figures("gateway RSS growth per stalled connection", per_conn / KiB, "MiB", "<= 4",
-            memory_limit_holds(per_conn <= 4 * KiB))
+            per_conn <= 4 * KiB, memory=True)
     intact = sum(1 for d, p in zip(digests, payloads) if d == hashlib.sha256(p).hexdigest())
     figures("connections intact after SIGCONT", intact, "", f"= {k}", intact == k)
     assert max(sent) < len(ciphertexts[0]), "nothing stopped the flow"
