@@ -88,8 +88,11 @@ class Peek : public std::enable_shared_from_this<Peek> {
         finish();
         return;
       }
-      if (buffer_.size() < need_at_least_) {
-        continue;  // can't make progress yet: skip re-parsing (keeps dribbling O(n))
+      // Can't make progress yet: skip re-parsing (keeps dribbling O(n)). A full buffer is
+      // always parsed, so that it is refused below: with no room left the next read would
+      // return 0 bytes and this loop would spin forever on its I/O thread.
+      if (buffer_.size() < need_at_least_ && buffer_.size() < kMaxPeekBytes) {
+        continue;
       }
       const ClientHelloResult r = parse_client_hello(buffer_);
       if (r.status == ParseStatus::need_more) {

@@ -56,6 +56,7 @@ STOP_TIMEOUT = 20.0
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 
 # TLS alert descriptions (RFC 8446 section 6).
+ALERT_RECORD_OVERFLOW = 22
 ALERT_DECODE_ERROR = 50
 ALERT_INTERNAL_ERROR = 80
 ALERT_UNRECOGNIZED_NAME = 112

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from conftest import (ALERT_DECODE_ERROR, ALERT_UNRECOGNIZED_NAME, MemTls, client_hello, fwd,
-                      https_get, is_alert, raw_exchange, reframe, split_records)
+from conftest import (ALERT_DECODE_ERROR, ALERT_RECORD_OVERFLOW, ALERT_UNRECOGNIZED_NAME, MemTls,
+                      client_hello, fwd, https_get, is_alert, raw_exchange, reframe, split_records)
 
 
 def _handshake_and_compare(gateway, upstream_factory, pki, send_first_flight):
@@ -102,6 +102,23 @@ def test_malformed_client_hello_gets_decode_error(gateway):
     r = raw_exchange(gateway.tls_port, [bad])
     assert is_alert(r.data, ALERT_DECODE_ERROR), r
     assert r.closed
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.2], ids=["one_write", "two_writes"])
+def test_hello_past_the_read_cap_in_tiny_records_is_refused(gateway, upstream, client_ctx, pause):
+    # Proves: a handshake message announced as 64 KiB but sent as 1-byte records reaches the
+    # router's 80 KiB read cap before it is complete; the client gets record_overflow (22) at
+    # once and the router goes on serving others. (A regression test: at exactly the cap the
+    # read loop once spun forever on its I/O thread.)
+    gateway.tunnel([fwd("app.alice.test", upstream)]).start()
+    body = bytes([0x01, 0x00, 0xFF, 0xFF]) + bytes(20_000)
+    records = b"".join(bytes([0x16, 0x03, 0x01, 0x00, 0x01, b]) for b in body)  # 120 KB
+    r = raw_exchange(gateway.tls_port, [records[:40_000], records[40_000:]], pause=pause,
+                     read_timeout=5)
+    assert is_alert(r.data, ALERT_RECORD_OVERFLOW), r
+    assert r.closed and r.elapsed < 2.0, r
+    for _ in range(6):  # connections land on every I/O thread (SO_REUSEPORT spreads them)
+        assert https_get(gateway.tls_port, "app.alice.test", client_ctx, timeout=5).status == 200
 
 
 @pytest.mark.parametrize("first_bytes", [b"", b"\x16\x03\x01\x02\x00\x01"], ids=["silent", "partial"])
