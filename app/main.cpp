@@ -152,7 +152,18 @@ class KeyWatcher {
     });
   }
   void reload(const char* why) {
-    auto store = load_keys(path_, *log_);
+    std::shared_ptr<const gw::keys::KeyStore> store;
+    try {
+      store = load_keys(path_, *log_);
+    } catch (const std::exception& e) {
+      // An unreadable file (wrong owner after an edit, a half-replaced directory) must neither
+      // stop the gateway nor count as "no keys", which would close every session: keep the
+      // keys in force and say what to fix. The next change to the file retries.
+      log_->error("keys.reload_failed path={} error=\"{}\" (still using the {} keys loaded "
+                  "before; make the file readable by the gateway)",
+                  path_, e.what(), keys_->get()->size());
+      return;
+    }
     log_->info("keys.reload path={} keys={} why=\"{}\"", path_, store->size(), why);
     keys_->set(store);
     for (const auto& session : sessions_->all()) {
@@ -176,8 +187,9 @@ class KeyWatcher {
     std::string out = one(path_);
     std::error_code ec;
     if (fs::is_directory(path_, ec)) {
-      for (const auto& entry : fs::directory_iterator(path_, ec)) {
-        out += one(entry.path());
+      // The non-throwing increment: a file removed while we list is a change, not a crash.
+      for (fs::directory_iterator it(path_, ec), end; !ec && it != end; it.increment(ec)) {
+        out += one(it->path());
       }
     }
     return out;

@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -128,6 +129,31 @@ def test_sighup_reloads_authorized_keys(gateway_factory, keys, upstream):
     assert alice.wait_exit(10) == 1, alice.describe()
     assert REVOKED_MSG in alice.stderr(), alice.describe()
     gw.wait_unrouted("app.alice.test", 5)
+
+
+def test_unreadable_authorized_keys_on_reload_keeps_the_keys_in_force(gateway_factory, keys,
+                                                                      upstream, client_ctx):
+    # Proves: when authorized_keys becomes unreadable while the gateway runs (here a Unix socket
+    # in its place: open() fails even for root), the gateway neither dies nor drops its keys: it
+    # logs keys.reload_failed, live sessions stay, new logins with the old keys work, and the
+    # next good version of the file applies.
+    gw = gateway_factory()
+    alice = gw.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    good = gw.authorized_keys.read_text()
+    gw.authorized_keys.unlink()
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(gw.authorized_keys))
+        wait_for(lambda: "keys.reload_failed" in gw.log_text(), 10, "keys.reload_failed")
+        assert gw.running(), "the gateway died on an unreadable authorized_keys"
+        assert alice.running()
+        gw.tunnel([fwd("app.bob.test", upstream)], key="bob").start()
+        assert https_get(gw.tls_port, "app.bob.test", client_ctx).status == 200
+    finally:
+        sock.close()
+    gw.authorized_keys.unlink()
+    gw.authorized_keys.write_text(good.replace(keys.pub("alice"), keys.pub("zelda")))
+    assert alice.wait_exit(10) == 1, alice.describe()  # the good file applies again
 
 
 def test_expired_key_refused_future_expiry_accepted(gateway_factory, keys, upstream, client_ctx):
