@@ -11,10 +11,12 @@ import socket
 import threading
 import time
 
-from conftest import (ALERT_INTERNAL_ERROR, Gateway, MemTls, bulk_exchange, client_hello,
+import pytest
+
+from conftest import (ALERT_INTERNAL_ERROR, MemTls, bulk_exchange, client_hello,
                       free_closed_port, fwd, https_get, is_alert, raw_exchange, source_stream,
                       wait_for)
-from stresslib import (KiB, MiB, Proc, figures, median, memory_limit_holds, metrics,  # noqa: F401
+from stresslib import (SANITIZED, KiB, MiB, Proc, figures, median, memory_limit_holds, metrics,  # noqa: F401
                        scaled, sources, stress_gateway, timed_ms)
 
 NAME = "app.alice.test"
@@ -201,6 +203,12 @@ def test_out_of_file_descriptors_backs_off_and_recovers(gateway_factory, upstrea
     # Proves: when the gateway runs out of file descriptors (hard limit 128 here), its accept loop
     # logs the error and backs off instead of spinning, and it serves again as soon as
     # descriptors are free.
+    if SANITIZED:
+        # UBSan's vptr check probes memory through a pipe(); with no descriptor left the probe
+        # fails and it reports every virtual call as an "invalid vptr" (false positives that its
+        # suppressions can't match: the type is unreadable too). This one test needs a build
+        # without the sanitizer runtime's own use of descriptors.
+        pytest.skip("running out of descriptors breaks UBSan's own vptr check")
     gw = gateway_factory(args=["--log-level", "info", "--client-hello-timeout", "30"],
                          admin_listen="127.0.0.1:0", start=False)
     base = gw.command

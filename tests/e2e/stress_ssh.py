@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import SSH, MemTls, clean_env, fwd, https_get, wait_for
 from stresslib import (KiB, MiB, Proc, figures, in_thread, median, memory_limit_holds,  # noqa: F401
-                       metrics, open_from, read_until_closed, scaled, sources, stress_gateway,
+                       metrics, open_from, scaled, sources, stress_gateway,
                        timed_ms)
 
 NAME = "app.alice.test"
