@@ -273,6 +273,17 @@ std::string apply_setting(std::string_view key, const std::string& value, bool f
                                      : c.login_grace) = std::chrono::seconds(*seconds);
     return {};
   }
+  for (const LimitInfo& l : kLimits) {
+    if (key == l.key) {
+      const auto n = parse_number(value, l.min, l.max);
+      if (!n) {
+        return "expected a number from " + std::to_string(l.min) + " to " +
+               std::to_string(l.max) + ", got " + quoted(value);
+      }
+      c.*l.field = *n;
+      return {};
+    }
+  }
   if (key == "threads") {
     const auto n = parse_number(value, 0, kMaxThreads);
     if (!n) {
@@ -477,7 +488,7 @@ std::string format_listen_addr(const ListenAddr& addr) {
 }
 
 std::string usage_text() {
-  return R"(usage: snigate serve [--config FILE] [--print-config] [options]
+  std::string text = R"(usage: snigate serve [--config FILE] [--print-config] [options]
        snigate hostkey [--state-dir DIR] [--config FILE]
        snigate --version | --help
 
@@ -509,7 +520,17 @@ serve options (--opt VALUE or --opt=VALUE):
   --admin-token-file FILE       the token is this file's first line (or set SNIGATE_ADMIN_TOKEN)
   --drain-timeout SECONDS       on SIGTERM/SIGINT, how long open connections may finish
                                 (default 30; a second signal stops at once)
-
+)";
+  // The limits come from one table (cli.hpp), so --help, the parser and --print-config agree.
+  text += "\nlimits (each refused with a message or a TLS alert; see docs/security.md):\n";
+  const ServeConfig defaults;
+  for (const LimitInfo& l : kLimits) {
+    std::string flag = "--" + std::string(l.key) + " N";
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    text += "  " + flag + std::string(flag.size() < 34 ? 34 - flag.size() : 1, ' ') +
+            std::string(l.help) + " (default " + std::to_string(defaults.*l.field) + ")\n";
+  }
+  text += R"(
 Every option is also a key of the --config file, without "--" and with "_" for "-"
 (tls_listen = ["0.0.0.0:8443"], idle_timeout = 300, admin_listen = "off"), and an environment
 variable SNIGATE_<KEY> (SNIGATE_TLS_LISTEN=0.0.0.0:8443,[::]:8443: lists comma-separated; an
@@ -522,6 +543,7 @@ keys (see snigate keys --help):
 
 Bad options are refused with one line naming the option; the exit status is then 2.
 )";
+  return text;
 }
 
 }  // namespace gw::app

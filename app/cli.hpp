@@ -47,6 +47,40 @@ struct ServeConfig {
   std::string admin_token_file;
   std::string admin_token;  ///< --admin-token VALUE (visible in `ps`: prefer the file)
   std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
+  // Limits against floods and runaway clients (docs/security.md); every one is in kLimits.
+  std::uint64_t max_connections_per_endpoint = 10000;
+  std::uint64_t max_pending_hellos = 20000;
+  std::uint64_t max_pending_hellos_per_ip = 256;
+  std::uint64_t max_unauthenticated = 256;
+  std::uint64_t max_unauthenticated_per_ip = 16;
+  std::uint64_t max_sessions_per_key = 20;
+  std::uint64_t max_endpoints_per_key = 50;
+};
+
+/// One numeric limit: its config key (flag --max-...), the field, the range it may take and
+/// what it bounds (for --help).
+struct LimitInfo {
+  std::string_view key;
+  std::uint64_t ServeConfig::*field;
+  std::uint64_t min;
+  std::uint64_t max;
+  std::string_view help;
+};
+inline constexpr LimitInfo kLimits[] = {
+    {"max_connections_per_endpoint", &ServeConfig::max_connections_per_endpoint, 1, 1000000,
+     "open connections one endpoint (one session's forward) may have"},
+    {"max_pending_hellos", &ServeConfig::max_pending_hellos, 1, 1000000,
+     "public connections still owing their ClientHello, in all"},
+    {"max_pending_hellos_per_ip", &ServeConfig::max_pending_hellos_per_ip, 1, 1000000,
+     "... from one client IP"},
+    {"max_unauthenticated", &ServeConfig::max_unauthenticated, 1, 100000,
+     "SSH connections not yet authenticated, in all"},
+    {"max_unauthenticated_per_ip", &ServeConfig::max_unauthenticated_per_ip, 1, 100000,
+     "... from one client IP"},
+    {"max_sessions_per_key", &ServeConfig::max_sessions_per_key, 1, 100000,
+     "SSH sessions one key may have at once"},
+    {"max_endpoints_per_key", &ServeConfig::max_endpoints_per_key, 1, 100000,
+     "endpoints over all of one key's sessions"},
 };
 
 enum class Command { serve, hostkey, help, version };

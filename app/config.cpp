@@ -31,7 +31,7 @@ struct KeyInfo {
 };
 
 // --help order; --config and --print-config are not settings.
-constexpr std::array<KeyInfo, 16> kKeys = {{
+constexpr std::array<KeyInfo, 23> kKeys = {{
     {"ssh_listen", Kind::list},
     {"tls_listen", Kind::list},
     {"admin_listen", Kind::string},
@@ -48,6 +48,13 @@ constexpr std::array<KeyInfo, 16> kKeys = {{
     {"admin_token", Kind::string},
     {"admin_token_file", Kind::string},
     {"drain_timeout", Kind::integer},
+    {"max_connections_per_endpoint", Kind::integer},
+    {"max_pending_hellos", Kind::integer},
+    {"max_pending_hellos_per_ip", Kind::integer},
+    {"max_unauthenticated", Kind::integer},
+    {"max_unauthenticated_per_ip", Kind::integer},
+    {"max_sessions_per_key", Kind::integer},
+    {"max_endpoints_per_key", Kind::integer},
 }};
 
 constexpr std::array<std::string_view, kKeys.size()> kKeyNames = [] {
@@ -308,6 +315,9 @@ std::string to_toml(const ServeConfig& c, const std::map<std::string, std::strin
     line("admin_token_file", "# admin_token_file: unset");
   }
   set("drain_timeout", std::to_string(c.drain_timeout.count()));
+  for (const LimitInfo& l : kLimits) {
+    set(l.key, std::to_string(c.*l.field));
+  }
   return out;
 }
 

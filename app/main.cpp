@@ -238,10 +238,12 @@ int serve(const gw::app::ServeConfig& config) {
   }
 
   auto registry = std::make_shared<gw::tunnel::EndpointRegistry>();
-  gw::sni::Listener tls(registry,
-                        gw::sni::RouterConfig{std::chrono::duration_cast<std::chrono::milliseconds>(
-                            config.client_hello_timeout)},
-                        log.sni, events);
+  gw::sni::RouterConfig router;
+  router.client_hello_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.client_hello_timeout);
+  router.max_pending = static_cast<std::int64_t>(config.max_pending_hellos);
+  router.max_pending_per_ip = static_cast<int>(config.max_pending_hellos_per_ip);
+  gw::sni::Listener tls(registry, router, log.sni, events);
   std::vector<tcp::endpoint> tls_bound;
   for (const auto& a : config.tls_listen) {
     tls_bound.push_back(tls.listen(raw, resolve(a)));
@@ -254,6 +256,11 @@ int serve(const gw::app::ServeConfig& config) {
   ctx->advertise_port = config.advertise_port.value_or(tls_bound.front().port());
   ctx->idle_timeout = config.idle_timeout;
   ctx->login_grace = config.login_grace;
+  ctx->max_connections_per_endpoint = config.max_connections_per_endpoint;
+  ctx->max_unauthenticated = static_cast<std::int64_t>(config.max_unauthenticated);
+  ctx->max_unauthenticated_per_ip = static_cast<int>(config.max_unauthenticated_per_ip);
+  ctx->max_sessions_per_key = config.max_sessions_per_key;
+  ctx->max_endpoints_per_key = config.max_endpoints_per_key;
   ctx->log = log.sshd;
   ctx->tunnel_log = log.tunnel;
   ctx->events = events;

@@ -249,9 +249,19 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
       !per_ip_->try_add(remote.address(), config_.max_pending_per_ip)) {
     // Refused before reading anything: a plain close is the cheapest answer to a flood.
     stats_->over_limit++;
-    log_->warn("sni.refuse client={} reason=\"too many connections waiting to send a ClientHello\"",
-               remote.address().to_string());
+    const auto id = next_id_++;
+    log_->warn("sni.refuse conn=t{} client={} reason=\"too many connections waiting to send a "
+               "ClientHello\"",
+               id, remote.address().to_string());
     socket.close(ec);
+    tunnel::ConnectionClosed ev;
+    ev.client_ip = remote.address().to_string();
+    ev.client_port = remote.port();
+    ev.start = std::chrono::system_clock::now();
+    ev.close_reason = "refused";
+    ev.refusal_reason = "limit";
+    ev.conn_id = id;
+    events_->emit(ev);
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,

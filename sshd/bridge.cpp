@@ -29,6 +29,10 @@ constexpr std::uint64_t kWindowRefill = 128 * 1024;
 /// Per wake-up budget for one connection, so one busy client can't starve the others on
 /// this thread.
 constexpr std::size_t kUpBudgetBytes = 512 * 1024;
+/// How long the ssh client may take to answer a channel open (it connects to its upstream
+/// first). OpenSSH answers within its own connect timeout; a client that never answers (stopped,
+/// wedged) must not hold public connections forever.
+constexpr auto kChannelOpenTimeout = std::chrono::seconds(10);
 
 /// Reads go through one buffer per thread, so idle connections hold no transfer buffer.
 std::byte* scratch() {
@@ -451,7 +455,24 @@ void Bridge::maybe_finish() {
 }
 
 void Bridge::check_idle(std::chrono::steady_clock::time_point now, std::chrono::seconds idle) {
-  if (finished_ || channel_state_ != ChannelState::open) {
+  if (finished_) {
+    return;
+  }
+  if (channel_state_ == ChannelState::opening) {
+    if (now - open_sent_ > kChannelOpenTimeout) {
+      // The channel stays with libssh, as when a client leaves during the open (see finish()).
+      session_.ctx_->stats->channel_open_failures++;
+      session_.ctx_->tunnel_log->warn(
+          "bridge.open_timeout conn=t{} sni={} client={} reason=\"the ssh client did not answer "
+          "the channel open within {} s\"",
+          conn_.id, conn_.server_name, conn_.client.address().to_string(),
+          kChannelOpenTimeout.count());
+      tunnel::send_alert_and_close(conn_.socket, gw::kAlertInternalError);
+      finish("upstream_timeout");
+    }
+    return;
+  }
+  if (channel_state_ != ChannelState::open) {
     return;
   }
   if (now - last_up_ > idle) {

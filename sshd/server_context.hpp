@@ -48,6 +48,7 @@ struct SshStats {
   std::atomic<std::uint64_t> channel_open_failures{0};
   std::atomic<std::int64_t> unauthenticated{0};
   std::atomic<std::uint64_t> connections_cidr_denied{0};
+  std::atomic<std::uint64_t> connections_over_endpoint_limit{0};
   std::atomic<std::int64_t> connections_active{0};
   std::atomic<std::uint64_t> bytes_in{0};   ///< public client -> upstream
   std::atomic<std::uint64_t> bytes_out{0};  ///< upstream -> public client
@@ -74,6 +75,9 @@ struct ServerContext {
   std::int64_t max_unauthenticated = 256;
   int max_unauthenticated_per_ip = 16;
   std::shared_ptr<PerIpCounter> unauthenticated_per_ip = std::make_shared<PerIpCounter>();
+  /// Open connections per endpoint (one session's forward): a flood at one name, or a client
+  /// that never answers channel opens, can't take every descriptor.
+  std::uint64_t max_connections_per_endpoint = 10000;
   std::size_t max_sessions_per_key = 20;   ///< a runaway autossh loop must not exhaust us
   std::size_t max_endpoints_per_key = 50;  ///< over all of the key's sessions
   std::shared_ptr<spdlog::logger> log;

@@ -847,7 +847,15 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     return;
   }
   if (std::string why; !access_.permits(conn.client.address(), &why)) {
-    refuse_by_cidr(std::move(conn), f->second, why);
+    ctx_->stats->connections_cidr_denied++;
+    refuse_routed(std::move(conn), f->second, "cidr_denied", std::nullopt, why);
+    return;
+  }
+  if (f->second.open_connections >= ctx_->max_connections_per_endpoint) {
+    ctx_->stats->connections_over_endpoint_limit++;
+    refuse_routed(std::move(conn), f->second, "limit", gw::kAlertInternalError,
+                  "this endpoint already has " + std::to_string(f->second.open_connections) +
+                      " open connections (--max-connections-per-endpoint)");
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
@@ -912,10 +920,9 @@ void Session::tell_user_about_connection(const std::string& line) {
   write_user(line, false);
 }
 
-void Session::refuse_by_cidr(tunnel::IncomingConnection conn, const Forward& f,
-                             const std::string& why) {
-  // Closed before any channel opens: the user's upstream never sees this client.
-  ctx_->stats->connections_cidr_denied++;
+void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f,
+                            const char* refusal, std::optional<std::uint8_t> alert,
+                            const std::string& why) {
   const std::string ip = conn.client.address().to_string();
   ctx_->tunnel_log->warn("tunnel.refuse conn=t{} s={} sni={} client={} reason=\"{}\"", conn.id,
                          id_, conn.server_name, ip, why);
@@ -928,14 +935,21 @@ void Session::refuse_by_cidr(tunnel::IncomingConnection conn, const Forward& f,
   ev.start = std::chrono::system_clock::now();
   ev.bytes_in = conn.peeked.size();
   ev.close_reason = "refused";
-  ev.refusal_reason = "cidr_denied";
+  ev.refusal_reason = refusal;
+  if (alert) {
+    ev.bytes_out = gw::make_alert(*alert).size();
+  }
   ev.key_fingerprint = key_ ? key_->fingerprint : "";
   ev.key_name = key_ ? key_->comment : "";
   ev.conn_id = conn.id;
   ev.session_id = id_;
   ctx_->events->emit(ev);
-  boost::system::error_code ec;
-  conn.socket.close(ec);
+  if (alert) {
+    tunnel::send_alert_and_close(conn.socket, *alert);
+  } else {
+    boost::system::error_code ec;
+    conn.socket.close(ec);
+  }
   tell_user_about_connection("snigate: connection from " + ip + " refused: " + why);
 }
 

@@ -145,7 +145,11 @@ class Session : public std::enable_shared_from_this<Session> {
   /// connections with --verbose), at most a few a second so a flood can't flood the user.
   void tell_user_about_connection(const std::string& line);
   void bridge_closed(const Bridge& bridge, const char* reason);
-  void refuse_by_cidr(tunnel::IncomingConnection conn, const Forward& f, const std::string& why);
+  /// Closes a routed connection before any channel opens (the upstream never sees it): logs,
+  /// emits the event with `refusal` as its reason, tells the user's terminal. `alert`: sent
+  /// first, when the client deserves a TLS answer.
+  void refuse_routed(tunnel::IncomingConnection conn, const Forward& f, const char* refusal,
+                     std::optional<std::uint8_t> alert, const std::string& why);
   void publish_info();
   /// Claims f's name with the command's options; returns the refusal, or "" when claimed.
   std::string claim(std::size_t key, Forward& f);

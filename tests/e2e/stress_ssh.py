@@ -12,7 +12,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import SSH, MemTls, clean_env, fwd, https_get, wait_for
+from conftest import (ALERT_INTERNAL_ERROR, SSH, MemTls, clean_env, client_hello, fwd, https_get,
+                      is_alert, raw_exchange, wait_for)
 from stresslib import (KiB, MiB, Proc, figures, in_thread, median, memory_limit_holds,  # noqa: F401
                        metrics, open_from, scaled, sources, stress_gateway,
                        timed_ms)
@@ -224,8 +225,9 @@ def finish_exchange(conn: MemTls, data: bytes, sent: int, expect: int, bound: fl
 def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factory, pki, figures):
     # Proves: when the ssh client stops reading (SIGSTOP: its forwards are open, nothing drains
     # them), public clients that keep sending are stopped by the SSH window and TCP, the gateway's
-    # memory grows by at most about one window per connection, and once the client reads again
-    # every byte arrives intact.
+    # memory grows by at most about one window per connection, a new connection, whose channel
+    # open gets no answer, gets alert 80 after the 10 s channel-open timeout, and once the client
+    # reads again every byte arrives intact.
     echo = upstream_factory("echo")
     gw = stress_gateway(gateway_factory)
     t = gw.tunnel([fwd(NAME, echo)]).start()
@@ -247,8 +249,12 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
 
     os.killpg(t.proc.pid, signal.SIGSTOP)
     try:
+        late = ThreadPoolExecutor(1)
+        unanswered = late.submit(raw_exchange, gw.tls_port, [client_hello(NAME)], read_timeout=20)
         sent = [push_until_blocked(c, ct, idle=1.0, bound=60) for c, ct in zip(conns, ciphertexts)]
         rss_stalled = proc.settled_rss_kib()
+        late_result = unanswered.result(timeout=30)
+        late.shutdown()
     finally:
         os.killpg(t.proc.pid, signal.SIGCONT)
     growth = rss_stalled - rss0
@@ -263,10 +269,14 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
             f"< {size // MiB}", max(sent) < len(ciphertexts[0]))
     figures("gateway RSS growth per stalled connection", per_conn / KiB, "MiB", "<= 4",
             per_conn <= 4 * KiB, memory=True)
+    timed_out = is_alert(late_result.data, ALERT_INTERNAL_ERROR) and late_result.closed
+    figures("new connection while stopped: alert 80 after", late_result.elapsed, "s", "10..12",
+            timed_out and 10 <= late_result.elapsed <= 12)
     intact = sum(1 for d, p in zip(digests, payloads) if d == hashlib.sha256(p).hexdigest())
     figures("connections intact after SIGCONT", intact, "", f"= {k}", intact == k)
     assert max(sent) < len(ciphertexts[0]), "nothing stopped the flow"
     assert memory_limit_holds(per_conn <= 4 * KiB), \
         f"RSS {rss0} -> {rss_stalled} KiB for {k} stalled connections"
+    assert timed_out and 10 <= late_result.elapsed <= 12, late_result
     assert intact == k, "bytes lost or changed after the client resumed"
     assert t.running()

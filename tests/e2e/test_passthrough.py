@@ -8,7 +8,7 @@ import threading
 import time
 
 from conftest import (ALERT_INTERNAL_ERROR, MemTls, bulk_exchange, client_hello, free_closed_port,
-                      fwd, https_get, is_alert, raw_exchange)
+                      fwd, https_get, is_alert, raw_exchange, wait_for)
 
 MiB = 1 << 20
 
@@ -132,6 +132,29 @@ def test_upstream_down_answers_internal_error(gateway):
         assert is_alert(r.data, ALERT_INTERNAL_ERROR), r
         assert r.closed
     assert t.running(), "the session must survive a refused channel open"
+
+
+def test_connections_per_endpoint_limit(gateway_factory, upstream_factory, pki):
+    # Proves: --max-connections-per-endpoint caps the open connections of one endpoint: one more
+    # gets alert internal_error (80) before any channel opens, the user's terminal says why, and
+    # once one closes the next is served.
+    up = upstream_factory("echo")
+    gw = gateway_factory(args=["--max-connections-per-endpoint", "3"])
+    t = gw.tunnel([fwd("app.alice.test", up)]).start()
+    held = []
+    for _ in range(3):
+        c = MemTls.connect(gw.tls_port, pki.client_context(), "app.alice.test")
+        c.handshake()
+        held.append(c)
+    r = raw_exchange(gw.tls_port, [client_hello("app.alice.test")], read_timeout=10)
+    assert is_alert(r.data, ALERT_INTERNAL_ERROR) and r.closed, r
+    wait_for(lambda: "already has 3 open connections" in t.stdout() + t.stderr(), 10,
+             "the refusal on the user's terminal")
+    assert up.accepted == 3, "the refused client must not reach the upstream"
+    held.pop().close()
+    wait_for(lambda: gw.routed("app.alice.test"), 10, "room for one more connection")
+    for c in held:
+        c.close()
 
 
 def test_fresh_connections_have_no_nagle_stall(gateway, upstream, client_ctx):

@@ -3,6 +3,7 @@
 // only prints parse_args()'s error and exits 2.
 #include "app/cli.hpp"
 
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -83,6 +84,21 @@ TEST(Cli, ServeAllOptionsSeparateValue) {
   EXPECT_EQ(c.client_hello_timeout, std::chrono::seconds(5));
   EXPECT_EQ(c.login_grace, std::chrono::seconds(20));
   EXPECT_EQ(c.threads, 4u);
+}
+
+// Proves every limit flag sets its own field and no other (defaults elsewhere).
+TEST(Cli, EachLimitFlagSetsItsField) {
+  for (const LimitInfo& l : kLimits) {
+    std::string flag = "--" + std::string(l.key);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    const auto r = parse_args({"snigate", "serve", flag, "7"});
+    ASSERT_EQ(r.error, "") << flag;
+    const ServeConfig defaults;
+    for (const LimitInfo& other : kLimits) {
+      EXPECT_EQ(r.config.*other.field, other.key == l.key ? 7u : defaults.*other.field)
+          << flag << " -> " << other.key;
+    }
+  }
 }
 
 // Proves `--opt=value`, repeatable listeners replacing the default, and last-wins.
@@ -240,6 +256,13 @@ TEST(Cli, BadArgvTable) {
       {"hello timeout too long",
        {"serve", "--client-hello-timeout", "61"},
        "snigate: --client-hello-timeout: expected whole seconds from 1 to 60, got \"61\""},
+      {"limit zero",
+       {"serve", "--max-unauthenticated-per-ip", "0"},
+       "snigate: --max-unauthenticated-per-ip: expected a number from 1 to 100000, got \"0\""},
+      {"limit not a number",
+       {"serve", "--max-connections-per-endpoint=lots"},
+       "snigate: --max-connections-per-endpoint: expected a number from 1 to 1000000, got "
+       "\"lots\""},
       {"login grace too long",
        {"serve", "--login-grace", "601"},
        "snigate: --login-grace: expected whole seconds from 1 to 600, got \"601\""},
@@ -279,6 +302,11 @@ TEST(Cli, UsageMentionsEveryOption) {
         "--client-hello-timeout", "--login-grace", "--threads", "--drain-timeout", "--config", "--print-config",
         "SNIGATE_", "hostkey", "--version"}) {
     EXPECT_NE(usage.find(opt), std::string::npos) << opt;
+  }
+  for (const LimitInfo& l : kLimits) {
+    std::string flag = "--" + std::string(l.key);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    EXPECT_NE(usage.find(flag + " N"), std::string::npos) << flag;
   }
   EXPECT_EQ(usage.back(), '\n');
 }

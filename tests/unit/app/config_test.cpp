@@ -49,6 +49,8 @@ idle_timeout = 60
 client_hello_timeout = 5
 login_grace = 30
 threads = 4
+max_connections_per_endpoint = 500
+max_sessions_per_key = 5
 admin_token_file = "/etc/snigate/token"
 drain_timeout = 0
 )";
@@ -70,6 +72,8 @@ TEST(Config, FileSetsEveryKey) {
   EXPECT_EQ(c.idle_timeout, std::chrono::seconds(60));
   EXPECT_EQ(c.client_hello_timeout, std::chrono::seconds(5));
   EXPECT_EQ(c.login_grace, std::chrono::seconds(30));
+  EXPECT_EQ(c.max_connections_per_endpoint, 500u);
+  EXPECT_EQ(c.max_sessions_per_key, 5u);
   EXPECT_EQ(c.threads, 4u);
   EXPECT_EQ(c.admin_token_file, "/etc/snigate/token");
   EXPECT_EQ(c.drain_timeout, std::chrono::seconds(0));
