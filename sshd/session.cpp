@@ -397,9 +397,20 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     set_state(State::authenticating);
   }
   user_ = user ? user : "";
+  // Every refusal counts, probes included: a client cycling through wrong keys only ever
+  // probes, and one retrying a known key (expired, wrong source, bad signature) must not get
+  // unlimited signature checks either. Like OpenSSH's MaxAuthTries and "Failed publickey".
+  const auto deny = [this] {
+    ctx_->stats->auth_failures++;
+    if (++auth_failures_ >= kMaxAuthFailures) {
+      close_reason_ = "auth_failures";
+      request_pump();  // closed in after_pump(), outside this callback
+    }
+    return SSH_AUTH_DENIED;
+  };
   char* b64 = nullptr;
   if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK) {
-    return SSH_AUTH_DENIED;
+    return deny();
   }
   const std::string blob = b64;
   ssh_string_free_char(b64);
@@ -407,38 +418,30 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   const auto store = ctx_->keys->get();
   const keys::AuthorizedKey* found = store ? store->find(type ? type : "", blob) : nullptr;
   if (found == nullptr) {
-    // Counted even for a probe (no signature yet): a client cycling through wrong keys only
-    // ever probes, and the operator should see it. Like OpenSSH's "Failed publickey" lines.
-    ctx_->stats->auth_failures++;
     ctx_->log->warn("auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"key not in "
                     "authorized_keys\"",
                     id_, peer_, printable(user_), type ? type : "?");
-    if (++auth_failures_ >= kMaxAuthFailures) {
-      close_reason_ = "auth_failures";
-      request_pump();  // closed in after_pump(), outside this callback
-    }
-    return SSH_AUTH_DENIED;
+    return deny();
   }
   if (found->options.expiry_unix &&
       std::chrono::system_clock::now() >
           std::chrono::system_clock::time_point(std::chrono::seconds(*found->options.expiry_unix))) {
-    ctx_->stats->auth_failures++;
     ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"key expired\"", id_,
                     peer_, found->loc, found->fingerprint);
-    return SSH_AUTH_DENIED;
+    return deny();
   }
   if (std::string why; !keys::source_allowed(found->options, peer_address_, &why)) {
-    ctx_->stats->auth_failures++;
     ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"{}\"", id_, peer_,
                     found->loc, found->fingerprint, why);
-    return SSH_AUTH_DENIED;
+    return deny();
   }
   if (signature_state == SSH_PUBLICKEY_STATE_NONE) {
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
   if (signature_state != SSH_PUBLICKEY_STATE_VALID) {
-    ctx_->stats->auth_failures++;
-    return SSH_AUTH_DENIED;
+    ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"bad signature\"", id_,
+                    peer_, found->loc, found->fingerprint);
+    return deny();
   }
   key_ = *found;
   authenticated_at_ = Clock::now();
