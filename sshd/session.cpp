@@ -643,6 +643,7 @@ std::string Session::claim(std::size_t key, Forward& f) {
   request.key_fingerprint = key_->fingerprint;
   request.pool = command_ && command_->pool;
   request.takeover = command_ && command_->takeover;
+  request.pool_group = key_->options.permit_listen.empty() ? key_->fingerprint : "";
   tunnel::ClaimResult result = ctx_->registry->claim(std::move(request));
   if (!result.registration) {
     return result.refusal;

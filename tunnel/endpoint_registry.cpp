@@ -52,7 +52,8 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   ClaimResult result;
   std::lock_guard lock(mutex_);
   const std::uint64_t token = next_token_++;
-  Holder holder{std::move(request.endpoint), token, request.key_fingerprint, request.pool};
+  Holder holder{std::move(request.endpoint), token, request.key_fingerprint, request.pool,
+                request.pool_group};
   Entry* e = routes_.find_exact(request.name);
   if (e == nullptr || e->holders.empty()) {
     if (e == nullptr) {
@@ -70,7 +71,10 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   const bool all_same_key =
       std::all_of(e->holders.begin(), e->holders.end(),
                   [&](const Holder& h) { return h.key_fingerprint == request.key_fingerprint; });
-  if (request.pool && all_pool) {
+  const bool same_group =
+      std::all_of(e->holders.begin(), e->holders.end(),
+                  [&](const Holder& h) { return h.pool_group == request.pool_group; });
+  if (request.pool && all_pool && same_group) {
     e->holders.push_back(std::move(holder));
     result.registration = Registration(shared_from_this(), request.name, token);
     return result;
@@ -89,6 +93,9 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   if (request.takeover) {
     result.refusal = request.name + " is held by another key: --takeover only moves a name " +
                      "between sessions of the same key";
+  } else if (request.pool && all_pool) {
+    result.refusal = request.name + " is pooled by another key, and only keys given the name " +
+                     "in authorized_keys (permitlisten) may pool it together";
   } else if (request.pool) {
     result.refusal = request.name + " is in use by a session that did not pass --pool";
   } else if (all_pool) {

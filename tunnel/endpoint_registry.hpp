@@ -50,6 +50,11 @@ struct ClaimRequest {
   std::string key_fingerprint;
   bool pool = false;      ///< share the name with other holders that also pool
   bool takeover = false;  ///< displace holders of the same key
+  /// Pools form only among claims of the same group. Names a key was given explicitly
+  /// (permitlisten) use "": any such key may pool them. Names a key may take only because they
+  /// are under --domain use the key's fingerprint, so another key can't join its pool and
+  /// take a share of its connections.
+  std::string pool_group;
 };
 
 struct ClaimResult {
@@ -81,6 +86,7 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
     std::uint64_t token;
     std::string key_fingerprint;
     bool pool;
+    std::string pool_group;
   };
   struct Entry {
     std::vector<Holder> holders;

@@ -339,6 +339,22 @@ def test_pool_balances_and_survives_one_leaving(gateway, upstream_factory, clien
     assert tb.running(), tb.describe()
 
 
+def test_pool_under_domain_is_not_joined_by_another_key(gateway_factory, keys, upstream_factory,
+                                                        client_ctx):
+    # Proves: a name a key may take only because it is under --domain (no permitlisten) can be
+    # pooled by that key's sessions, but another such key's --pool is refused with the reason:
+    # it can't take a share of someone else's connections.
+    gw = gateway_factory(authorized_keys=line(keys, "carol") + line(keys, "dave"))
+    a, b = upstream_factory("http", "A"), upstream_factory("http", "B")
+    gw.tunnel([fwd("demo.localhost", a)], key="carol", command="tls --pool").start()
+    gw.tunnel([fwd("demo.localhost", a)], key="carol", command="tls --pool").start()
+    other = attempt(gw, [fwd("demo.localhost", b)], key="dave", command="tls --pool")
+    wait_refused(other, "demo.localhost")
+    assert "pooled by another key" in other.all_output(), other.describe()
+    for _ in range(6):
+        assert https_get(gw.tls_port, "demo.localhost", client_ctx).body.startswith("hello from A")
+
+
 def test_takeover_same_key_moves_name_and_tells_old(gateway_factory, upstream_factory, client_ctx):
     # Proves: a newer session of the same key with --takeover gets the name (new connections reach
     # it), the old session is told and, having nothing left, ends (events: taken_over).

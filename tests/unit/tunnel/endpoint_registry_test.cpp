@@ -14,7 +14,7 @@ struct FakeEndpoint : TunnelEndpoint {
 
 ClaimRequest req(const std::string& name, const std::shared_ptr<FakeEndpoint>& ep,
                  const std::string& fp, bool pool = false, bool takeover = false) {
-  return ClaimRequest{name, ep, fp, pool, takeover};
+  return ClaimRequest{name, ep, fp, pool, takeover, ""};
 }
 
 // Proves: a second claim is refused with a message naming the name, and the first holder keeps
@@ -59,6 +59,22 @@ TEST(EndpointRegistry, PoolBalancesAndLeavesIndividually) {
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(reg->find("p.test"), b);
   }
+}
+
+// Proves: pools form only within a pool group: a claim from another group (another key's
+// name under --domain) can't join, with a refusal that says why; the same group can.
+TEST(EndpointRegistry, PoolOnlyWithinItsGroup) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto c = std::make_shared<FakeEndpoint>();
+  auto ra = reg->claim(ClaimRequest{"x.dom.test", a, "fpA", true, false, "fpA"});
+  ASSERT_TRUE(ra.registration);
+  auto rb = reg->claim(ClaimRequest{"x.dom.test", b, "fpB", true, false, "fpB"});
+  EXPECT_FALSE(rb.registration);
+  EXPECT_NE(rb.refusal.find("pooled by another key"), std::string::npos) << rb.refusal;
+  auto rc = reg->claim(ClaimRequest{"x.dom.test", c, "fpA", true, false, "fpA"});
+  EXPECT_TRUE(rc.registration);
 }
 
 // Proves: --pool can't join a holder that didn't pool.
