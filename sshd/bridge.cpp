@@ -496,12 +496,20 @@ void Bridge::finish(const char* reason) {
     conn_.socket.close(ec);
   }
   if (channel_ != nullptr) {
-    // libssh keeps the channel until the client's close arrives (or, for an open still in
-    // flight, until the session ends) and may still deliver data for it: unhook our
-    // callbacks first, this Bridge may be gone by then.
+    // libssh keeps the channel until the client's close arrives and may still deliver data
+    // for it: unhook our callbacks first, this Bridge may be gone by then.
     ssh_remove_channel_callbacks(channel_, &callbacks_);
   }
-  if (channel_ != nullptr && channel_state_ != ChannelState::opening) {
+  if (channel_ != nullptr && channel_state_ == ChannelState::opening) {
+    // Freeing an open in flight would leak the client's upstream connection: the session
+    // waits for the answer, then closes or frees the channel.
+    session_.adopt_open(Session::PendingOpen{channel_, open_address_,
+                                             static_cast<int>(open_port_),
+                                             conn_.client.address().to_string(),
+                                             conn_.client.port()});
+    channel_ = nullptr;
+  }
+  if (channel_ != nullptr) {
     // ssh_channel_free closes an OPEN channel and frees a denied one; never call it while
     // the open is in flight (libssh 0.10 then leaks the client's upstream connection).
     ssh_channel_free(channel_);

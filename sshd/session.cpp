@@ -256,6 +256,7 @@ void Session::after_pump() {
     bridges_.erase(id);
   }
   finished_bridges_.clear();
+  settle_abandoned_opens();
   if (draining_ && bridges_.empty()) {
     begin_close();
   }
@@ -314,6 +315,24 @@ void Session::queue_service(std::shared_ptr<Bridge> bridge) {
 }
 
 void Session::bridge_finished(std::uint64_t conn_id) { finished_bridges_.push_back(conn_id); }
+
+void Session::settle_abandoned_opens() {
+  const auto before = abandoned_opens_.size();
+  std::erase_if(abandoned_opens_, [](const PendingOpen& o) {
+    const int rc = ssh_channel_open_reverse_forward(o.channel, o.address.c_str(), o.port,
+                                                    o.origin.c_str(), o.origin_port);
+    if (rc == SSH_AGAIN) {
+      return false;
+    }
+    // Answered: ssh_channel_free closes an opened channel (the client then drops its upstream
+    // connection) and frees a denied one.
+    ssh_channel_free(o.channel);
+    return true;
+  });
+  if (abandoned_opens_.size() != before) {
+    after_channel_write();
+  }
+}
 
 void Session::on_tick() {
   if (state_ == State::closed) {

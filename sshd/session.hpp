@@ -167,6 +167,23 @@ class Session : public std::enable_shared_from_this<Session> {
   // Connections (called by Bridge on this thread).
   void start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn);
   void queue_service(std::shared_ptr<Bridge> bridge);
+
+ public:
+  /// A forwarded-tcpip open still in flight when its public connection ended (the client left,
+  /// or the open timed out). Freeing it now would leak the ssh client's upstream connection
+  /// (LIBSSH-NOTES #2), so the session asks again after each pump, with the same arguments,
+  /// until the answer: then it closes the channel (opened) or frees it (denied).
+  struct PendingOpen {
+    ssh_channel channel;
+    std::string address;
+    int port;
+    std::string origin;
+    int origin_port;
+  };
+  void adopt_open(PendingOpen open) { abandoned_opens_.push_back(std::move(open)); }
+
+ private:
+  void settle_abandoned_opens();
   void bridge_finished(std::uint64_t conn_id);
   /// After a libssh write outside pump(): libssh may only have queued the bytes.
   void after_channel_write();
@@ -231,6 +248,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t next_forward_key_ = 1;
   std::unordered_map<std::uint64_t, std::shared_ptr<Bridge>> bridges_;
   std::vector<std::uint64_t> finished_bridges_;
+  std::vector<PendingOpen> abandoned_opens_;  ///< see adopt_open()
   std::vector<std::shared_ptr<Bridge>> service_queue_;  ///< need work after the pump
 };
 

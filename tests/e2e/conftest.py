@@ -1057,6 +1057,10 @@ class Upstream:
         self._record({"got": got, "close_notify": t.close_notify, "tcp_eof": t.tcp_eof,
                       "raw_in": bytes(t.raw_in), "raw_out": bytes(t.raw_out)})
 
+    def open_connections(self) -> int:
+        """Connections accepted whose handler is still running (the peer has not closed)."""
+        return sum(1 for t in self._threads if t.is_alive())
+
     def wait_results(self, n: int, timeout: float = 30.0) -> list[dict]:
         wait_for(lambda: len(self.results) >= n or self.errors, timeout,
                  f"{n} finished connection(s) at upstream {self.label}")

@@ -227,7 +227,8 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
     # them), public clients that keep sending are stopped by the SSH window and TCP, the gateway's
     # memory grows by at most about one window per connection, a new connection, whose channel
     # open gets no answer, gets alert 80 after the 10 s channel-open timeout, and once the client
-    # reads again every byte arrives intact.
+    # reads again every byte arrives intact and the late-answered open is closed (the client's
+    # connection to its upstream for it ends too).
     echo = upstream_factory("echo")
     gw = stress_gateway(gateway_factory)
     t = gw.tunnel([fwd(NAME, echo)]).start()
@@ -263,6 +264,10 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
                for c, ct, s in zip(conns, ciphertexts, sent)]
     for c in conns:
         c.close()
+    # k transfers plus the timed-out open, whose upstream connection must not be left open.
+    wait_for(lambda: echo.accepted == k + 1 and echo.open_connections() == 0, 30,
+             "every upstream connection closed, the late-answered open's included")
+    upstream_closed = echo.accepted - echo.open_connections()
 
     figures("connections pushing at a stopped ssh client", k, "")
     figures("bytes taken before the flow stopped, per conn (median)", median(sent) / MiB, "MiB",
@@ -277,6 +282,8 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
     assert max(sent) < len(ciphertexts[0]), "nothing stopped the flow"
     assert memory_limit_holds(per_conn <= 4 * KiB), \
         f"RSS {rss0} -> {rss_stalled} KiB for {k} stalled connections"
+    figures("upstream connections closed (transfers + late open)", upstream_closed, "", f"= {k + 1}",
+            upstream_closed == k + 1)
     assert timed_out and 10 <= late_result.elapsed <= 12, late_result
     assert intact == k, "bytes lost or changed after the client resumed"
     assert t.running()
