@@ -102,7 +102,14 @@ std::string admin_token(const gw::app::ServeConfig& config) {
   if (!config.admin_token_file.empty()) {
     std::ifstream in(config.admin_token_file);
     std::string line;
-    if (!in || !std::getline(in, line) || line.empty()) {
+    if (in) {
+      std::getline(in, line);
+    }
+    // A file written on Windows or by `echo "token " >` must not hold an unmatchable token.
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) {
+      line.pop_back();
+    }
+    if (line.empty()) {
       throw BadOption("--admin-token-file " + config.admin_token_file +
                       ": cannot read a token from its first line");
     }

@@ -1057,6 +1057,17 @@ void Session::apply_keys(const keys::KeyStore& store) {
     begin_close();
     return;
   }
+  if (std::string why; !keys::source_allowed(now->options, peer_address_, &why)) {
+    ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"from= no longer allows {}: {}\"",
+                    id_, key_->fingerprint, peer_ip_, why);
+    write_user("snigate: your key's from= in authorized_keys no longer allows " + peer_ip_ +
+                   "; closing this session",
+               true);
+    close_reason_ = "key_revoked";
+    exit_status_ = 1;
+    begin_close();
+    return;
+  }
   key_ = *now;  // new options (permitlisten, expiry, ...) apply from now on
   for (auto it = forwards_.begin(); it != forwards_.end();) {
     const ForwardDecision d = decide_forward(

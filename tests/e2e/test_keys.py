@@ -443,6 +443,18 @@ def test_from_option_restricts_source(gateway_factory, keys, upstream, pattern, 
         assert is_alert(gw.probe("app.alice.test"), ALERT_UNRECOGNIZED_NAME)
 
 
+def test_from_narrowed_while_running_closes_session(gateway_factory, keys, upstream):
+    # Proves: when a key's from= stops matching a live session's address (edited while it runs),
+    # the session is closed with a message saying why, and its endpoint goes away.
+    gw = gateway_factory(authorized_keys=line(keys, "alice", 'permitlisten="*.alice.test:443"'))
+    t = gw.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    gw.authorized_keys.write_text(line(
+        keys, "alice", 'from="10.0.0.0/8",permitlisten="*.alice.test:443"'))
+    assert t.wait_exit(10) == 1, t.describe()
+    assert "from= in authorized_keys no longer allows 127.0.0.1" in t.stderr(), t.describe()
+    gw.wait_unrouted("app.alice.test", 5)
+
+
 @pytest.mark.parametrize("options,admitted", [
     ("--allow-cidr 10.0.0.0/8", False),
     ("--deny-cidr 127.0.0.1", False),

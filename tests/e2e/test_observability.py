@@ -407,18 +407,19 @@ def test_api_wrong_method_is_405_with_allow(gateway_factory):
     assert r.json()["error"]["status"] == 405
 
 
-@pytest.mark.parametrize("how", ["env", "file", "flag"])
+@pytest.mark.parametrize("how", ["env", "file", "crlf_file", "flag"])
 def test_admin_token_enforced(gateway_factory, tmp_path, how):
     # Proves: with a token (SNIGATE_ADMIN_TOKEN, --admin-token-file or --admin-token) every route but /healthz
     # answers 401 + WWW-Authenticate without it or with a wrong one (unknown paths too), 200 with it
-    # (scheme case-insensitive); /healthz answers 200 "ok" with no token at all.
+    # (scheme case-insensitive); /healthz answers 200 "ok" with no token at all. A token file
+    # with a CRLF line end or trailing blanks holds the same token.
     if how == "env":
         gw = gateway_factory(admin_listen="127.0.0.1:0", env={"SNIGATE_ADMIN_TOKEN": TOKEN})
     elif how == "flag":
         gw = gateway_factory(admin_listen="127.0.0.1:0", args=["--admin-token", TOKEN])
     else:
         f = tmp_path / "token"
-        f.write_text(TOKEN + "\n")
+        f.write_bytes(TOKEN.encode() + (b" \r\n" if how == "crlf_file" else b"\n"))
         gw = gateway_factory(admin_listen="127.0.0.1:0", args=["--admin-token-file", str(f)])
     for path in ("/metrics", "/api/endpoints", "/api/sessions", "/api/sessions/1", "/nope"):
         for token in (None, "wrong", TOKEN + "x", TOKEN[:-1]):
