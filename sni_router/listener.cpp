@@ -11,6 +11,10 @@
 namespace gw::sni {
 namespace {
 
+/// Refusal lines are thinned to this many a second (common/log_budget.hpp); events and metrics
+/// still count every connection.
+constexpr std::uint32_t kRefusalLinesPerSecond = 50;
+
 /// Most bytes read while looking for the ClientHello: the 64 KiB message cap plus record
 /// headers for a hello split into many small records. Past this the hello is "too large".
 constexpr std::size_t kMaxPeekBytes = kMaxClientHelloBytes + 16 * 1024;
@@ -21,7 +25,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
   Peek(boost::asio::ip::tcp::socket socket, boost::asio::ip::tcp::endpoint client, std::uint64_t id,
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
-       std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip)
+       std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip,
+       std::shared_ptr<LogBudget> log_budget)
       : socket_(std::move(socket)),
         client_(std::move(client)),
         timer_(socket_.get_executor()),
@@ -30,7 +35,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
         log_(std::move(log)),
         events_(std::move(events)),
         stats_(std::move(stats)),
-        per_ip_(std::move(per_ip)) {
+        per_ip_(std::move(per_ip)),
+        log_budget_(std::move(log_budget)) {
     accepted_at_ = std::chrono::steady_clock::now();
     accepted_wall_ = std::chrono::system_clock::now();
     boost::system::error_code ec;
@@ -162,8 +168,9 @@ class Peek : public std::enable_shared_from_this<Peek> {
   /// `reason` is the stable name events and metrics use; `why` is for people.
   void refuse(const char* what, const char* reason, std::optional<std::uint8_t> alert,
               std::string_view why) {
-    log_->warn("sni.refuse conn=t{} client={} sni={} outcome={} reason=\"{}\"", id_, client_ip(),
-               sni_.empty() ? "-" : sni_, what, why);
+    warn_thinned(*log_, *log_budget_,
+                 "sni.refuse conn=t{} client={} sni={} outcome={} reason=\"{}\"{}", id_,
+                 client_ip(), sni_.empty() ? "-" : sni_, what, why);
     if (alert) {
       tunnel::send_alert_and_close(socket_, *alert);
     }
@@ -207,6 +214,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_;
   std::shared_ptr<PerIpCounter> per_ip_;  ///< counted by the listener before construction
+  std::shared_ptr<LogBudget> log_budget_;
   std::chrono::milliseconds timeout_;
   std::chrono::steady_clock::time_point accepted_at_;
   std::chrono::system_clock::time_point accepted_wall_;
@@ -223,7 +231,8 @@ Listener::Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterCon
     : registry_(std::move(registry)),
       config_(config),
       log_(std::move(log)),
-      events_(std::move(events)) {}
+      events_(std::move(events)),
+      log_budget_(std::make_shared<LogBudget>(kRefusalLinesPerSecond)) {}
 
 boost::asio::ip::tcp::endpoint Listener::listen(
     const std::vector<boost::asio::io_context*>& contexts,
@@ -250,9 +259,10 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
     // Refused before reading anything: a plain close is the cheapest answer to a flood.
     stats_->over_limit++;
     const auto id = next_id_++;
-    log_->warn("sni.refuse conn=t{} client={} reason=\"too many connections waiting to send a "
-               "ClientHello\"",
-               id, remote.address().to_string());
+    warn_thinned(*log_, *log_budget_,
+                 "sni.refuse conn=t{} client={} reason=\"too many connections waiting to send "
+                 "a ClientHello\"{}",
+                 id, remote.address().to_string());
     socket.close(ec);
     tunnel::ConnectionClosed ev;
     ev.client_ip = remote.address().to_string();
@@ -265,7 +275,7 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
-                         stats_, per_ip_)
+                         stats_, per_ip_, log_budget_)
       ->start();
 }
 

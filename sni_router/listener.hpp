@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/listen.hpp"
+#include "common/log_budget.hpp"
 #include "common/per_ip.hpp"
 #include "common/histogram.hpp"
 #include "tunnel/endpoint_registry.hpp"
@@ -72,6 +73,7 @@ class Listener {
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
   std::shared_ptr<PerIpCounter> per_ip_ = std::make_shared<PerIpCounter>();
+  std::shared_ptr<LogBudget> log_budget_;
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };

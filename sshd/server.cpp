@@ -46,8 +46,9 @@ void Server::on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socke
   if (!slot) {
     ctx_->stats->sessions_refused_startups++;
     const bool per_ip = why == StartupSlot::Refusal::too_many_from_ip;
-    ctx_->log->warn("ssh.refuse peer={}:{} reason=\"too many unauthenticated connections{}\"",
-                    remote.address().to_string(), remote.port(), per_ip ? " from this IP" : "");
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "ssh.refuse peer={}:{} reason=\"too many unauthenticated connections{}\"{}",
+                 remote.address().to_string(), remote.port(), per_ip ? " from this IP" : "");
     // RFC 4253 4.2 lets a server send lines before its version string; `ssh -v` and `nc`
     // show this one. The socket is new, so a short non-blocking send can't stall us.
     const std::string line = std::string("snigate: too many unauthenticated connections") +

@@ -437,29 +437,33 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   const auto store = ctx_->keys->get();
   const keys::AuthorizedKey* found = store ? store->find(type ? type : "", blob) : nullptr;
   if (found == nullptr) {
-    ctx_->log->warn("auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"key not in "
-                    "authorized_keys\"",
-                    id_, peer_, printable(user_), type ? type : "?");
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"key not in "
+                 "authorized_keys\"{}",
+                 id_, peer_, printable(user_), type ? type : "?");
     return deny();
   }
   if (found->options.expiry_unix &&
       std::chrono::system_clock::now() >
           std::chrono::system_clock::time_point(std::chrono::seconds(*found->options.expiry_unix))) {
-    ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"key expired\"", id_,
-                    peer_, found->loc, found->fingerprint);
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "auth.reject conn=s{} peer={} loc={} fp={} reason=\"key expired\"{}", id_,
+                 peer_, found->loc, found->fingerprint);
     return deny();
   }
   if (std::string why; !keys::source_allowed(found->options, peer_address_, &why)) {
-    ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"{}\"", id_, peer_,
-                    found->loc, found->fingerprint, why);
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "auth.reject conn=s{} peer={} loc={} fp={} reason=\"{}\"{}", id_, peer_,
+                 found->loc, found->fingerprint, why);
     return deny();
   }
   if (signature_state == SSH_PUBLICKEY_STATE_NONE) {
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
   if (signature_state != SSH_PUBLICKEY_STATE_VALID) {
-    ctx_->log->warn("auth.reject conn=s{} peer={} loc={} fp={} reason=\"bad signature\"", id_,
-                    peer_, found->loc, found->fingerprint);
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "auth.reject conn=s{} peer={} loc={} fp={} reason=\"bad signature\"{}", id_,
+                 peer_, found->loc, found->fingerprint);
     return deny();
   }
   key_ = *found;
