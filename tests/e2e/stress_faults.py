@@ -16,8 +16,8 @@ import pytest
 from conftest import (ALERT_INTERNAL_ERROR, MemTls, bulk_exchange, client_hello,
                       free_closed_port, fwd, https_get, is_alert, raw_exchange, source_stream,
                       wait_for)
-from stresslib import (SANITIZED, KiB, MiB, Proc, figures, median, memory_limit_holds, metrics,  # noqa: F401
-                       scaled, sources, stress_gateway, timed_ms)
+from stresslib import (SANITIZED, KiB, MiB, Proc, figures, handshaken, median,  # noqa: F401
+                       memory_limit_holds, metrics, scaled, sources, stress_gateway, timed_ms)
 
 NAME = "app.alice.test"
 
@@ -95,11 +95,7 @@ def test_ssh_client_killed_mid_transfer(gateway_factory, upstream_factory, pki, 
 
     t = gw.tunnel([fwd(NAME, echo)]).start()
     k = scaled(full=8, ci=4)
-    conns = []
-    for _ in range(k):
-        c = MemTls.connect(gw.tls_port, pki.client_context(), NAME, timeout=60)
-        c.handshake()
-        conns.append(c)
+    conns = handshaken(gw, pki, NAME, k, timeout=60)
     outcome: dict[int, str] = {}
     payload = os.urandom(128 * MiB)  # far more than moves before the kill
 
@@ -265,11 +261,7 @@ def test_sigterm_drains_open_connections_without_losing_a_byte(gateway_factory, 
     k = scaled(full=8, ci=4)
     size = scaled(full=64, ci=16) * MiB
     payloads = [os.urandom(size) for _ in range(k)]
-    conns = []
-    for _ in range(k):
-        c = MemTls.connect(gw.tls_port, pki.client_context(), NAME, timeout=120)
-        c.handshake()
-        conns.append(c)
+    conns = handshaken(gw, pki, NAME, k, timeout=120)
     digests: dict[int, str] = {}
     errors: dict[int, str] = {}
 

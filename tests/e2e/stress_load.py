@@ -154,6 +154,17 @@ class ClientLoop:
             self.loop.close()
 
 
+async def echo_line(reader, writer, line: bytes, timeout: float) -> str | None:
+    """Sends `line` and reads the echo; None when it came back unchanged, else what went wrong."""
+    try:
+        writer.write(line)
+        await writer.drain()
+        echo = await asyncio.wait_for(reader.readline(), timeout)
+    except (OSError, ssl.SSLError, TimeoutError) as e:
+        return f"echo: {type(e).__name__}: {e}"
+    return None if echo == line else f"echo {echo!r}, sent {line!r}"
+
+
 class IdleClients:
     def __init__(self, port: int, ctx: ssl.SSLContext):
         self.port = port
@@ -175,16 +186,9 @@ class IdleClients:
                 return
             self.conns.append((reader, writer, name, i))
             self.handshake_ms.append((time.monotonic() - t0) * 1000)
-            line = f"hello {i} via {name}\n".encode()
-            try:
-                writer.write(line)
-                await writer.drain()
-                echo = await asyncio.wait_for(reader.readline(), 60)
-            except (OSError, ssl.SSLError, TimeoutError) as e:
-                self.errors.append(f"conn {i} to {name}: echo: {type(e).__name__}: {e}")
-                return
-            if echo != line:
-                self.errors.append(f"conn {i} to {name}: echo {echo!r}, sent {line!r}")
+            error = await echo_line(reader, writer, f"hello {i} via {name}\n".encode(), 60)
+            if error:
+                self.errors.append(f"conn {i} to {name}: {error}")
 
     async def open_all(self, names: list[str]):
         sem = asyncio.Semaphore(CONCURRENCY)
@@ -192,14 +196,8 @@ class IdleClients:
 
     async def check(self, sample) -> list[str]:
         async def one(reader, writer, name, i):
-            line = f"still there {i} {name}\n".encode()
-            try:
-                writer.write(line)
-                await writer.drain()
-                echo = await asyncio.wait_for(reader.readline(), 30)
-            except (OSError, ssl.SSLError, TimeoutError) as e:
-                return f"conn {i} to {name}: {type(e).__name__}: {e}"
-            return None if echo == line else f"conn {i} to {name}: echo {echo!r}, sent {line!r}"
+            error = await echo_line(reader, writer, f"still there {i} {name}\n".encode(), 30)
+            return error and f"conn {i} to {name}: {error}"
         return [e for e in await asyncio.gather(*(one(*c) for c in sample)) if e]
 
     async def close_all(self, bound: float):

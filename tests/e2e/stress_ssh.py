@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import (ALERT_INTERNAL_ERROR, SSH, MemTls, clean_env, client_hello, fwd, https_get,
                       is_alert, raw_exchange, wait_for)
-from stresslib import (KiB, MiB, Proc, figures, in_thread, median, memory_limit_holds,  # noqa: F401
-                       metrics, open_from, scaled, sources, stress_gateway,
+from stresslib import (KiB, MiB, Proc, figures, handshaken, in_thread, median,  # noqa: F401
+                       memory_limit_holds, metrics, open_from, scaled, sources, stress_gateway,
                        timed_ms)
 
 NAME = "app.alice.test"
@@ -236,11 +236,7 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
     k = scaled(full=8, ci=4)
     size = scaled(full=32, ci=16) * MiB
     payloads = [os.urandom(size) for _ in range(k)]
-    conns = []
-    for _ in range(k):
-        c = MemTls.connect(gw.tls_port, pki.client_context(), NAME, timeout=300)
-        c.handshake()
-        conns.append(c)
+    conns = handshaken(gw, pki, NAME, k, timeout=300)
     ciphertexts = []
     for c, p in zip(conns, payloads):
         for i in range(0, len(p), 16384):

@@ -96,6 +96,17 @@ def metrics(gw) -> dict[str, float]:
     return out
 
 
+def handshaken(gw, pki, name: str, k: int, timeout: float = 120.0) -> list:
+    """k TLS connections (conftest.MemTls) to `name` through the gateway, handshakes done."""
+    from conftest import MemTls
+    conns = []
+    for _ in range(k):
+        c = MemTls.connect(gw.tls_port, pki.client_context(), name, timeout=timeout)
+        c.handshake()
+        conns.append(c)
+    return conns
+
+
 def stress_gateway(gateway_factory, args=(), **kw):
     return gateway_factory(args=["--log-level", "info", *args], admin_listen="127.0.0.1:0", **kw)
 
