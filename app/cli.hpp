@@ -52,7 +52,7 @@ struct ServeConfig {
   std::uint64_t max_pending_hellos = 20000;
   std::uint64_t max_pending_hellos_per_ip = 256;
   std::uint64_t max_unauthenticated = 256;
-  std::uint64_t max_unauthenticated_per_ip = 16;
+  std::uint64_t max_unauthenticated_per_ip = 32;
   std::uint64_t max_sessions_per_key = 20;
   std::uint64_t max_endpoints_per_key = 50;
 };

@@ -74,7 +74,9 @@ struct ServerContext {
   /// worth of memory) but held up to the login grace, so a flood from one host must not take
   /// every slot.
   std::int64_t max_unauthenticated = 256;
-  int max_unauthenticated_per_ip = 16;
+  /// More than sessions per key: one host's full set of tunnels may reconnect at once (after a
+  /// gateway restart) without being refused.
+  int max_unauthenticated_per_ip = 32;
   std::shared_ptr<PerIpCounter> unauthenticated_per_ip = std::make_shared<PerIpCounter>();
   /// Lines an attacker can trigger at will (refused connections, rejected keys) are thinned to
   /// 50 a second; metrics and events still count every one.
