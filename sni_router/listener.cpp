@@ -11,7 +11,7 @@
 namespace gw::sni {
 namespace {
 
-/// Refusal lines are thinned to this many a second (common/log_budget.hpp); events and metrics
+/// Refusal lines are thinned to this many a second (common/per_second_budget.hpp); events and metrics
 /// still count every connection.
 constexpr std::uint32_t kRefusalLinesPerSecond = 50;
 
@@ -26,7 +26,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
        std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip,
-       std::shared_ptr<LogBudget> log_budget)
+       std::shared_ptr<PerSecondBudget> log_budget)
       : socket_(std::move(socket)),
         client_(std::move(client)),
         timer_(socket_.get_executor()),
@@ -214,7 +214,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_;
   std::shared_ptr<PerIpCounter> per_ip_;  ///< counted by the listener before construction
-  std::shared_ptr<LogBudget> log_budget_;
+  std::shared_ptr<PerSecondBudget> log_budget_;
   std::chrono::milliseconds timeout_;
   std::chrono::steady_clock::time_point accepted_at_;
   std::chrono::system_clock::time_point accepted_wall_;
@@ -232,7 +232,7 @@ Listener::Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterCon
       config_(config),
       log_(std::move(log)),
       events_(std::move(events)),
-      log_budget_(std::make_shared<LogBudget>(kRefusalLinesPerSecond)) {}
+      log_budget_(std::make_shared<PerSecondBudget>(kRefusalLinesPerSecond)) {}
 
 boost::asio::ip::tcp::endpoint Listener::listen(
     const std::vector<boost::asio::io_context*>& contexts,

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "common/listen.hpp"
-#include "common/log_budget.hpp"
+#include "common/per_second_budget.hpp"
 #include "common/per_ip.hpp"
 #include "common/histogram.hpp"
 #include "tunnel/endpoint_registry.hpp"
@@ -73,7 +73,7 @@ class Listener {
   std::shared_ptr<tunnel::EventSink> events_;
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
   std::shared_ptr<PerIpCounter> per_ip_ = std::make_shared<PerIpCounter>();
-  std::shared_ptr<LogBudget> log_budget_;
+  std::shared_ptr<PerSecondBudget> log_budget_;
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };

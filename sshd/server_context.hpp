@@ -11,7 +11,7 @@
 #include <string>
 
 #include "common/histogram.hpp"
-#include "common/log_budget.hpp"
+#include "common/per_second_budget.hpp"
 #include "common/per_ip.hpp"
 #include "keys/key_store.hpp"
 #include "sshd/session_directory.hpp"
@@ -80,7 +80,7 @@ struct ServerContext {
   std::shared_ptr<PerIpCounter> unauthenticated_per_ip = std::make_shared<PerIpCounter>();
   /// Lines an attacker can trigger at will (refused connections, rejected keys) are thinned to
   /// 50 a second; metrics and events still count every one.
-  std::shared_ptr<LogBudget> refusal_lines = std::make_shared<LogBudget>(50);
+  std::shared_ptr<PerSecondBudget> refusal_lines = std::make_shared<PerSecondBudget>(50);
   /// Open connections per endpoint (one session's forward): a flood at one name, or a client
   /// that never answers channel opens, can't take every descriptor.
   std::uint64_t max_connections_per_endpoint = 10000;

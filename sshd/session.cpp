@@ -18,8 +18,11 @@ namespace {
 
 /// dopoll rounds per wake-up (libssh reads 4 KiB a round) before yielding to other work.
 constexpr int kMaxPollRounds = 64;
-/// Forward requests per session: libssh 0.10 leaks a few bytes per global request.
+/// Forwards one session may hold.
 constexpr std::size_t kMaxForwardsPerSession = 64;
+/// tcpip-forward and cancel requests one session may send a second: room for every forward at
+/// login, while a client churning forwards (work, log lines and notices for nothing) is cut off.
+constexpr std::uint32_t kForwardRequestsPerSecond = 100;
 /// Failed auth attempts before the connection is dropped (OpenSSH MaxAuthTries is 6).
 constexpr int kMaxAuthFailures = 6;
 /// How long a closing session waits for its last messages to reach the user.
@@ -116,7 +119,12 @@ void shell_close_cb(ssh_session, ssh_channel, void* self) {
 
 Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerContext> ctx,
                  std::uint64_t id)
-    : ioc_(ioc), ctx_(std::move(ctx)), id_(id), fd_watch_(ioc), tick_(ioc) {
+    : ioc_(ioc),
+      ctx_(std::move(ctx)),
+      id_(id),
+      fd_watch_(ioc),
+      tick_(ioc),
+      forward_requests_(kForwardRequestsPerSecond) {
   started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
 }
 
@@ -709,10 +717,18 @@ void Session::forward_displaced(std::size_t key) {
 void Session::on_global_request(ssh_message msg) {
   switch (ssh_message_subtype(msg)) {
     case SSH_GLOBAL_REQUEST_TCPIP_FORWARD:
-      handle_tcpip_forward(msg);
-      break;
     case SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD:
-      handle_cancel_forward(msg);
+      if (std::uint64_t ignored = 0; !forward_requests_.allow(ignored)) {
+        ctx_->stats->forwards_refused++;
+        warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                     "forward.refuse conn=s{} reason=\"over {} forward requests a second\"{}",
+                     id_, kForwardRequestsPerSecond);
+        ssh_message_reply_default(msg);
+      } else if (ssh_message_subtype(msg) == SSH_GLOBAL_REQUEST_TCPIP_FORWARD) {
+        handle_tcpip_forward(msg);
+      } else {
+        handle_cancel_forward(msg);
+      }
       break;
     case SSH_GLOBAL_REQUEST_KEEPALIVE:
       // Once this callback is installed, client keepalives are ours to answer.

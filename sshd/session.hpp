@@ -167,8 +167,6 @@ class Session : public std::enable_shared_from_this<Session> {
   // Connections (called by Bridge on this thread).
   void start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn);
   void queue_service(std::shared_ptr<Bridge> bridge);
-
- public:
   /// A forwarded-tcpip open still in flight when its public connection ended (the client left,
   /// or the open timed out). Freeing it now would leak the ssh client's upstream connection
   /// (LIBSSH-NOTES #2), so the session asks again after each pump, with the same arguments,
@@ -181,8 +179,6 @@ class Session : public std::enable_shared_from_this<Session> {
     int origin_port;
   };
   void adopt_open(PendingOpen open) { abandoned_opens_.push_back(std::move(open)); }
-
- private:
   void settle_abandoned_opens();
   void bridge_finished(std::uint64_t conn_id);
   /// After a libssh write outside pump(): libssh may only have queued the bytes.
@@ -237,6 +233,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t bytes_in_total_ = 0;
   std::uint64_t bytes_out_total_ = 0;
   int user_lines_this_second_ = 0;
+  PerSecondBudget forward_requests_;  ///< tcpip-forward + cancel requests
   int user_lines_dropped_ = 0;
   std::chrono::system_clock::time_point started_wall_ = std::chrono::system_clock::now();
   bool info_dirty_ = true;

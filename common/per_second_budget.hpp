@@ -1,7 +1,8 @@
-// A per-second budget for log lines that attackers can trigger at will (one per refused
-// connection): a flood must not become a disk-filling log flood. Lines over the budget are not
-// written but counted, and the next line written says how many were left out. Metrics and the
-// event log still record every connection; only the human-readable log is thinned.
+// A per-second budget for things a peer can trigger at will. Log lines (one per refused
+// connection): a flood must not become a disk-filling log flood; lines over the budget are not
+// written but counted, and the next line written says how many were left out (warn_thinned;
+// metrics and the event log still record every connection). Requests (a session's forward and
+// cancel requests): over the budget they are refused.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -15,11 +16,11 @@
 namespace gw {
 
 /// Thread-safe: the listeners of every I/O thread share one.
-class LogBudget {
+class PerSecondBudget {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit LogBudget(std::uint32_t lines_per_second) : per_second_(lines_per_second) {}
+  explicit PerSecondBudget(std::uint32_t lines_per_second) : per_second_(lines_per_second) {}
 
   /// True when a line may be written at `now`. Then `left_out` is the number of lines refused
   /// since the last one allowed (to be mentioned in this line), else 0.
@@ -56,7 +57,7 @@ inline std::string not_logged(std::uint64_t left_out) {
 
 /// A warn line through `budget`: `fmt` ends with a `{}` for the not_logged() suffix.
 template <class... Args>
-void warn_thinned(spdlog::logger& log, LogBudget& budget,
+void warn_thinned(spdlog::logger& log, PerSecondBudget& budget,
                   spdlog::format_string_t<Args..., std::string> fmt, Args&&... args) {
   if (std::uint64_t left_out = 0; budget.allow(left_out)) {
     log.warn(fmt, std::forward<Args>(args)..., not_logged(left_out));

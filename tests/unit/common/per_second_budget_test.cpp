@@ -1,5 +1,5 @@
-// LogBudget: at most N lines a second, the rest counted and reported by the next line allowed.
-#include "common/log_budget.hpp"
+// PerSecondBudget: at most N lines a second, the rest counted and reported by the next line allowed.
+#include "common/per_second_budget.hpp"
 
 #include <gtest/gtest.h>
 
@@ -10,9 +10,9 @@ using namespace std::chrono_literals;
 
 // Proves: N lines pass in one second, the rest are refused, and the first line of the next
 // second carries how many were left out (then the count starts again from zero).
-TEST(LogBudget, AllowsNPerSecondAndCountsTheRest) {
-  LogBudget budget(3);
-  const auto t0 = LogBudget::Clock::time_point{} + 10s;
+TEST(PerSecondBudget, AllowsNPerSecondAndCountsTheRest) {
+  PerSecondBudget budget(3);
+  const auto t0 = PerSecondBudget::Clock::time_point{} + 10s;
   std::uint64_t left_out = 99;
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(budget.allow(left_out, t0 + 100ms * i));
@@ -28,9 +28,9 @@ TEST(LogBudget, AllowsNPerSecondAndCountsTheRest) {
 }
 
 // Proves: a quiet period never accumulates credit beyond one second's budget.
-TEST(LogBudget, NoBurstAfterQuiet) {
-  LogBudget budget(2);
-  const auto t0 = LogBudget::Clock::time_point{} + 100s;
+TEST(PerSecondBudget, NoBurstAfterQuiet) {
+  PerSecondBudget budget(2);
+  const auto t0 = PerSecondBudget::Clock::time_point{} + 100s;
   std::uint64_t left_out = 0;
   int allowed = 0;
   for (int i = 0; i < 10; ++i) {
