@@ -295,7 +295,10 @@ int serve(const gw::app::ServeConfig& config) {
     admin_text = to_string(admin->local_endpoint());
   }
 
-  KeyWatcher watcher(*raw.front(), config.authorized_keys, keys, ctx->sessions, log.keys);
+  // The key watcher stats and reads files: it gets a thread of its own, so a slow filesystem
+  // never stalls an I/O thread (sessions only ever read the in-memory KeyStore).
+  boost::asio::io_context control(1);
+  KeyWatcher watcher(control, config.authorized_keys, keys, ctx->sessions, log.keys);
   watcher.start();
 
   // SIGTERM/SIGINT drain: stop accepting, end every endpoint, let open connections finish
@@ -306,6 +309,7 @@ int serve(const gw::app::ServeConfig& config) {
   const auto drain_deadline_after = config.drain_timeout;
   std::chrono::steady_clock::time_point drain_deadline;
   const auto stop_all = [&] {
+    control.stop();
     for (auto* c : raw) {
       c->stop();
     }
@@ -329,7 +333,7 @@ int serve(const gw::app::ServeConfig& config) {
           return;
         }
         if (signo == SIGHUP) {
-          watcher.reload("SIGHUP");
+          boost::asio::post(control, [&watcher] { watcher.reload("SIGHUP"); });
           if (event_log) {
             std::string error;
             if (!event_log->reopen(&error)) {
@@ -380,6 +384,10 @@ int serve(const gw::app::ServeConfig& config) {
   }
 
   std::vector<std::thread> workers;
+  workers.emplace_back([&control] {
+    auto guard = boost::asio::make_work_guard(control);
+    control.run();
+  });
   for (unsigned i = 1; i < threads; ++i) {
     workers.emplace_back([c = raw[i]] {
       auto guard = boost::asio::make_work_guard(*c);
