@@ -43,65 +43,35 @@ constexpr const char* kJsonType = "application/json";
 
 // ---- JSON output -------------------------------------------------------------------------
 
-void field(std::string& out, std::string_view key, std::string_view value, bool& first) {
-  out += first ? "" : ",";
-  first = false;
-  append_json_string(out, key);
-  out += ':';
-  append_json_string(out, value);
-}
-
-void field(std::string& out, std::string_view key, std::uint64_t value, bool& first) {
-  out += first ? "" : ",";
-  first = false;
-  append_json_string(out, key);
-  out += ':';
-  out += std::to_string(value);
-}
-
-void field_bool(std::string& out, std::string_view key, bool value, bool& first) {
-  out += first ? "" : ",";
-  first = false;
-  append_json_string(out, key);
-  out += value ? ":true" : ":false";
-}
-
 void append_endpoint(std::string& out, const EndpointView& e) {
-  bool first = true;
-  out += '{';
-  field(out, "id", e.id, first);
-  field(out, "url", e.url, first);
-  field(out, "proto", e.proto, first);
-  field(out, "created_at", e.created_at, first);
-  field_bool(out, "pool", e.pool, first);
-  field(out, "session_id", e.session_id, first);
-  field(out, "key_fingerprint", e.key_fingerprint, first);
-  field(out, "key_name", e.key_name, first);
-  field(out, "client_addr", e.client_addr, first);
-  field(out, "open_connections", e.open_connections, first);
-  field(out, "bytes_in", e.bytes_in, first);
-  field(out, "bytes_out", e.bytes_out, first);
-  out += '}';
+  out += JsonObject()
+             .str("id", e.id)
+             .str("url", e.url)
+             .str("proto", e.proto)
+             .str("created_at", e.created_at)
+             .boolean("pool", e.pool)
+             .num("session_id", e.session_id)
+             .str("key_fingerprint", e.key_fingerprint)
+             .str("key_name", e.key_name)
+             .str("client_addr", e.client_addr)
+             .num("open_connections", e.open_connections)
+             .num("bytes_in", e.bytes_in)
+             .num("bytes_out", e.bytes_out)
+             .take();
 }
 
 void append_session(std::string& out, const SessionView& s) {
-  bool first = true;
-  out += '{';
-  field(out, "id", s.id, first);
-  field(out, "client_addr", s.client_addr, first);
-  field(out, "user", s.user, first);
-  field(out, "key_fingerprint", s.key_fingerprint, first);
-  field(out, "key_name", s.key_name, first);
-  field(out, "started_at", s.started_at, first);
-  out += ",\"endpoint_urls\":[";
-  for (std::size_t i = 0; i < s.endpoint_urls.size(); ++i) {
-    out += i == 0 ? "" : ",";
-    append_json_string(out, s.endpoint_urls[i]);
-  }
-  out += ']';
-  field(out, "open_connections", s.open_connections, first);
-  field(out, "state", s.state, first);
-  out += '}';
+  out += JsonObject()
+             .num("id", s.id)
+             .str("client_addr", s.client_addr)
+             .str("user", s.user)
+             .str("key_fingerprint", s.key_fingerprint)
+             .str("key_name", s.key_name)
+             .str("started_at", s.started_at)
+             .str_array("endpoint_urls", s.endpoint_urls)
+             .num("open_connections", s.open_connections)
+             .str("state", s.state)
+             .take();
 }
 
 // ---- responses -----------------------------------------------------------------------------

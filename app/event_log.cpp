@@ -16,75 +16,8 @@
 namespace gw::app {
 namespace {
 
-// A minimal streaming JSON object writer: enough for flat and nested objects of our events.
-class Json {
- public:
-  Json() { out_ += '{'; }
-
-  Json& str(std::string_view k, std::string_view v) {
-    key(k);
-    append_json_string(out_, v);
-    return *this;
-  }
-  // Empty means "not applicable": written as null so consumers can tell it from "".
-  Json& str_or_null(std::string_view k, std::string_view v) {
-    if (v.empty()) {
-      return null(k);
-    }
-    return str(k, v);
-  }
-  Json& num(std::string_view k, std::uint64_t v) {
-    key(k);
-    out_ += std::to_string(v);
-    return *this;
-  }
-  Json& num(std::string_view k, std::int64_t v) {
-    key(k);
-    out_ += std::to_string(v);
-    return *this;
-  }
-  Json& boolean(std::string_view k, bool v) {
-    key(k);
-    out_ += v ? "true" : "false";
-    return *this;
-  }
-  Json& null(std::string_view k) {
-    key(k);
-    out_ += "null";
-    return *this;
-  }
-  Json& begin(std::string_view k) {
-    key(k);
-    out_ += '{';
-    first_ = true;
-    return *this;
-  }
-  Json& end() {
-    out_ += '}';
-    first_ = false;
-    return *this;
-  }
-  std::string take() {
-    out_ += '}';
-    return std::move(out_);
-  }
-
- private:
-  void key(std::string_view k) {
-    if (!first_) {
-      out_ += ',';
-    }
-    first_ = false;
-    append_json_string(out_, k);
-    out_ += ':';
-  }
-
-  std::string out_;
-  bool first_ = true;
-};
-
-Json envelope(std::string_view event_id, std::string_view type, tunnel::SystemTime when) {
-  Json j;
+JsonObject envelope(std::string_view event_id, std::string_view type, tunnel::SystemTime when) {
+  JsonObject j;
   j.str("event_id", event_id).str("event_type", type).str("event_timestamp", rfc3339(when));
   return j;
 }
@@ -121,7 +54,7 @@ std::string to_json(const tunnel::ConnectionClosed& ev, std::string_view event_i
   const auto start =
       ev.start == tunnel::SystemTime{} ? std::chrono::system_clock::now() - d : ev.start;
   const auto end = start + d;
-  Json j = envelope(event_id, "tcp_connection_closed.v0", end);
+  JsonObject j = envelope(event_id, "tcp_connection_closed.v0", end);
   j.begin("object");
   j.begin("conn")
       .num("id", ev.conn_id)
@@ -160,7 +93,7 @@ std::string to_json(const tunnel::ConnectionClosed& ev, std::string_view event_i
 
 std::string to_json(const tunnel::SessionStarted& ev, std::string_view event_id) {
   const auto when = or_now(ev.time);
-  Json j = envelope(event_id, "session_started.v0", when);
+  JsonObject j = envelope(event_id, "session_started.v0", when);
   j.begin("object")
       .num("id", ev.session_id)
       .str("client_ip", ev.client_ip)
@@ -176,7 +109,7 @@ std::string to_json(const tunnel::SessionStarted& ev, std::string_view event_id)
 std::string to_json(const tunnel::SessionEnded& ev, std::string_view event_id) {
   const auto when = or_now(ev.time);
   const auto started = when - std::chrono::duration_cast<tunnel::SystemTime::duration>(ev.duration);
-  Json j = envelope(event_id, "session_ended.v0", when);
+  JsonObject j = envelope(event_id, "session_ended.v0", when);
   j.begin("object")
       .num("id", ev.session_id)
       .str("reason", ev.reason)
@@ -197,7 +130,7 @@ std::string to_json(const tunnel::SessionEnded& ev, std::string_view event_id) {
 
 std::string to_json(const tunnel::EndpointCreated& ev, std::string_view event_id) {
   const auto when = or_now(ev.time);
-  Json j = envelope(event_id, "endpoint_created.v0", when);
+  JsonObject j = envelope(event_id, "endpoint_created.v0", when);
   j.begin("object")
       .str("id", ev.endpoint_id)
       .str("url", ev.url)
@@ -213,7 +146,7 @@ std::string to_json(const tunnel::EndpointCreated& ev, std::string_view event_id
 
 std::string to_json(const tunnel::EndpointDeleted& ev, std::string_view event_id) {
   const auto when = or_now(ev.time);
-  Json j = envelope(event_id, "endpoint_deleted.v0", when);
+  JsonObject j = envelope(event_id, "endpoint_deleted.v0", when);
   j.begin("object")
       .str("id", ev.endpoint_id)
       .str("url", ev.url)

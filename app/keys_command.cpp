@@ -354,13 +354,6 @@ std::string expiry_digits(const std::string& date) {
   return date;
 }
 
-/// JSON string literal (the escaper every JSON output of app/ uses).
-std::string json_string(std::string_view s) {
-  std::string out;
-  append_json_string(out, s);
-  return out;
-}
-
 std::string listen_text(const keys::PermitListen& p) {
   return p.host_pattern + ":" + (p.port ? std::to_string(*p.port) : std::string("*"));
 }
@@ -581,20 +574,21 @@ int list(const Args& a, std::ostream& out, std::ostream& err) {
     out << "[";
     for (std::size_t i = 0; i < all.size(); ++i) {
       const auto& k = all[i];
-      out << (i ? "," : "") << "{\"fingerprint\":" << json_string(k.fingerprint)
-          << ",\"name\":" << json_string(k.comment) << ",\"type\":" << json_string(k.type)
-          << ",\"allow\":[";
-      for (std::size_t j = 0; j < k.options.permit_listen.size(); ++j) {
-        out << (j ? "," : "") << json_string(listen_text(k.options.permit_listen[j]));
+      std::vector<std::string> allow;
+      for (const auto& p : k.options.permit_listen) {
+        allow.push_back(listen_text(p));
       }
-      out << "],\"from\":[";
-      for (std::size_t j = 0; j < k.options.from.size(); ++j) {
-        out << (j ? "," : "") << json_string(k.options.from[j]);
-      }
-      out << "],\"port_forwarding\":" << (k.options.port_forwarding ? "true" : "false")
-          << ",\"expires\":"
-          << (k.options.expiry_unix ? json_string(expiry_text(k.options)) : "null")
-          << ",\"location\":" << json_string(k.loc) << "}";
+      out << (i ? "," : "")
+          << JsonObject()
+                 .str("fingerprint", k.fingerprint)
+                 .str("name", k.comment)
+                 .str("type", k.type)
+                 .str_array("allow", allow)
+                 .str_array("from", k.options.from)
+                 .boolean("port_forwarding", k.options.port_forwarding)
+                 .str_or_null("expires", k.options.expiry_unix ? expiry_text(k.options) : "")
+                 .str("location", k.loc)
+                 .take();
     }
     out << "]\n";
     return 0;
