@@ -31,7 +31,7 @@ struct KeyInfo {
 };
 
 // --help order; --config and --print-config are not settings.
-constexpr std::array<KeyInfo, 23> kKeys = {{
+constexpr std::array<KeyInfo, 16> kOwnKeys = {{
     {"ssh_listen", Kind::list},
     {"tls_listen", Kind::list},
     {"admin_listen", Kind::string},
@@ -48,14 +48,20 @@ constexpr std::array<KeyInfo, 23> kKeys = {{
     {"admin_token", Kind::string},
     {"admin_token_file", Kind::string},
     {"drain_timeout", Kind::integer},
-    {"max_connections_per_endpoint", Kind::integer},
-    {"max_pending_hellos", Kind::integer},
-    {"max_pending_hellos_per_ip", Kind::integer},
-    {"max_unauthenticated", Kind::integer},
-    {"max_unauthenticated_per_ip", Kind::integer},
-    {"max_sessions_per_key", Kind::integer},
-    {"max_endpoints_per_key", Kind::integer},
 }};
+
+// Then every limit (kLimits in cli.hpp, where they are listed once), each an integer.
+constexpr auto kKeys = [] {
+  std::array<KeyInfo, kOwnKeys.size() + std::size(kLimits)> all{};
+  std::size_t i = 0;
+  for (const KeyInfo& k : kOwnKeys) {
+    all[i++] = k;
+  }
+  for (const LimitInfo& l : kLimits) {
+    all[i++] = {l.key, Kind::integer};
+  }
+  return all;
+}();
 
 constexpr std::array<std::string_view, kKeys.size()> kKeyNames = [] {
   std::array<std::string_view, kKeys.size()> names{};
