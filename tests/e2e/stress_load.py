@@ -19,14 +19,13 @@ import select
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import Tunnel, fwd, tail, wait_for
-from stresslib import (KiB, Proc, figures, median, memory_limit_holds, metrics,  # noqa: F401
+from stresslib import (AsyncLoop, KiB, Proc, figures, median, memory_limit_holds, metrics,  # noqa: F401
                        percentile, scaled, sources, stress_gateway, timed_ms)
 
 SESSIONS = scaled(full=100, ci=10)
@@ -129,29 +128,6 @@ def hold_upstream(pki, tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # the idle clients: one asyncio loop in a thread, holding every connection
-
-
-class ClientLoop:
-    """An asyncio loop running in a thread; run(coro, timeout) waits for one coroutine on it."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float):
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()  # cancels the coroutine on the loop, so nothing keeps running
-            raise
-
-    def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 async def echo_line(reader, writer, line: bytes, timeout: float) -> str | None:
@@ -306,7 +282,7 @@ def test_idle_connections_across_tunnels_and_sessions(gateway_factory, keys, pki
     baseline = timed_ms(lambda: round_trip(gw.tls_port, ctx, probe_name), PROBES)
 
     # ---- CONNS idle connections, spread evenly over the tunnels.
-    loop = ClientLoop()
+    loop = AsyncLoop()
     clients = IdleClients(gw.tls_port, ctx)
     try:
         targets = [names[c % TUNNELS] for c in range(CONNS)]

@@ -9,50 +9,12 @@ import random
 import time
 
 from conftest import client_hello, fwd, https_get, read_events, wait_for
-from stresslib import (Proc, figures, in_thread, median, memory_limit_holds, metrics,  # noqa: F401
-                       open_from, percentile, read_until_closed, scaled, sources, stress_gateway,
+from stresslib import (Proc, figures, hold_open, in_thread, median, memory_limit_holds,  # noqa: F401
+                       metrics, open_from, percentile, scaled, sources, stress_gateway,
                        timed_ms)
 
 HELLO_TIMEOUT = 3.0
 NAME = "app.alice.test"
-
-
-async def hostile_hellos(port: int, addrs: list[str], silent: int, slow: int, hello: bytes,
-                         bound: float) -> dict:
-    """`silent` connections that send nothing and `slow` ones that send `hello` a byte a second,
-    spread over `addrs`. Each waits for the gateway to close it; returns when all have."""
-    closed_after: list[float] = []
-    still_open = 0
-    connected = asyncio.Event()
-    opened = 0
-    total = silent + slow
-
-    async def one(i: int):
-        nonlocal still_open, opened
-        reader, writer = await open_from(port, addrs[i % len(addrs)])
-        t0 = time.monotonic()
-        opened += 1
-        if opened == total:
-            connected.set()
-        sender = None
-        if i >= silent:
-            async def dribble():
-                for b in hello:
-                    writer.write(bytes([b]))
-                    await asyncio.sleep(1.0)  # the attack's pace: one byte a second
-            sender = asyncio.create_task(dribble())
-        ok = await read_until_closed(reader, bound)
-        if sender:
-            sender.cancel()
-        if ok:
-            closed_after.append(time.monotonic() - t0)
-        else:
-            still_open += 1
-        writer.close()
-
-    tasks = [asyncio.create_task(one(i)) for i in range(total)]
-    await asyncio.gather(*tasks, return_exceptions=False)
-    return {"closed_after": closed_after, "still_open": still_open}
 
 
 def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_factory, upstream,
@@ -70,13 +32,15 @@ def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_fact
 
     silent = slow = scaled(full=500, ci=500)
     addrs = sources(10, block=2)
-    attack = in_thread(hostile_hellos, gw.tls_port, addrs, silent, slow, client_hello(NAME), 30.0)
+    hello = client_hello(NAME)
+    silent_ones = in_thread(hold_open, gw.tls_port, addrs * (silent // len(addrs)))
+    slow_ones = in_thread(hold_open, gw.tls_port, addrs * (slow // len(addrs)), hello, 1.0)
     wait_for(lambda: metrics(gw).get("snigate_connections_pending", 0) >= silent + slow, 10,
              f"{silent + slow} hostile connections pending at the gateway")
     t_attack = time.monotonic()
     during = timed_ms(get, 20)
     during_window = time.monotonic() - t_attack
-    result = attack(60)
+    result = silent_ones(60) + slow_ones(60)
 
     delay = median(during) - median(baseline)
     figures("hostile connections held (silent + 1 byte/s)", silent + slow, "", "")
@@ -84,7 +48,8 @@ def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_fact
     figures("legit request median, under attack", median(during), "ms")
     figures("legit request p95, under attack", percentile(during, 95), "ms")
     figures("legit delay (median)", delay, "ms", "<= 100", delay <= 100)
-    closed = result["closed_after"]
+    closed = [c for c, _ in result if c is not None]
+    still_open = len(result) - len(closed)
     held = [e["object"]["conn"]["duration_ns"] / 1e9 for e in read_events(events)
             if e["event_type"].startswith("tcp_connection_closed")
             and e["object"]["conn"]["refusal_reason"] == "timeout"]
@@ -98,7 +63,7 @@ def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_fact
     assert during_window < HELLO_TIMEOUT - 0.5, \
         f"the legit requests took {during_window:.1f}s: not all made while the attack was pending"
     assert delay <= 100, f"legit requests slowed by {delay:.0f} ms: {during} vs {baseline}"
-    assert result["still_open"] == 0, f"{result['still_open']} hostile connections never closed"
+    assert still_open == 0, f"{still_open} hostile connections never closed"
     assert len(held) == silent + slow, f"{len(held)} timeout events for {silent + slow} connections"
     assert min(held) >= 3.0 and max(held) <= 3.2, \
         f"held {min(held):.3f}..{max(held):.3f}s, expected the 3 s timeout"
@@ -108,34 +73,18 @@ def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_fact
     assert m['snigate_connections_refused_total{reason="timeout"}'] >= silent + slow
 
 
-async def over_cap(port: int, source: str, n: int, bound: float) -> dict:
-    """n silent connections from one address; how many the gateway closed at once (< 1 s)."""
-    conns = []
-    for _ in range(n):
-        conns.append(await open_from(port, source))
-    t0 = time.monotonic()
-
-    async def watch(reader):
-        ok = await read_until_closed(reader, bound)
-        return time.monotonic() - t0 if ok else None
-    times = await asyncio.gather(*(watch(r) for r, _ in conns))
-    for _, w in conns:
-        w.close()
-    return {"closed_after": times}
-
-
 def test_per_ip_cap_on_pending_hellos(gateway_factory, upstream, client_ctx, figures):
     # Proves: one IP can hold at most 256 connections that owe their ClientHello; the rest are
     # closed at once, while other clients are still served.
     gw = stress_gateway(gateway_factory)
     gw.tunnel([fwd(NAME, upstream)]).start()
     cap, n = 256, 300
-    attack = in_thread(over_cap, gw.tls_port, sources(1, block=3)[0], n, 10.0)
+    attack = in_thread(hold_open, gw.tls_port, sources(1, block=3) * n, b"", 1.0, 10.0)
     wait_for(lambda: metrics(gw).get('snigate_connections_refused_total{reason="limit"}', 0)
              >= n - cap, 10, "the connections over the per-IP cap to be refused")
     pending = metrics(gw)["snigate_connections_pending"]
     assert https_get(gw.tls_port, NAME, client_ctx).status == 200, "another IP must be served"
-    times = attack(30)["closed_after"]
+    times = [c for c, _ in attack(30)]
     refused_fast = sum(1 for t in times if t is not None and t < 1.0)
     figures("pending from one IP (cap)", pending, "", f"= {cap}", pending == cap)
     figures("over the cap, closed in < 1 s", refused_fast, "", f"= {n - cap}",

@@ -10,8 +10,8 @@ TLS) and add what hostile-load tests need:
   metrics() the gateway's /metrics as {"name{labels}": value}
   stress_gateway()  a gateway with the admin API on and info-level logs (a debug line per
             connection would be most of the work at 10,000 connections)
-  in_thread(coro, ...)  hostile clients on an asyncio loop in a thread; open_from(port, source),
-            read_until_closed(reader, limit) for them
+  in_thread(coro, ...)  hostile clients on an asyncio loop in a thread; open_from(port, source)
+            and hold_open(port, addrs, dribble) for them
   sources(n) n distinct client addresses on loopback (127.0.0.0/8 is all ours), so per-IP caps
             can be exercised without a network
 
@@ -22,6 +22,7 @@ keeps freed memory on purpose), so memory figures are recorded but only asserted
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import threading
@@ -156,27 +157,48 @@ def figures(request):
                 f.write(json.dumps(r) + "\n")
 
 
-def in_thread(coro_fn, *args):
-    """Starts coro_fn(*args) on its own asyncio loop in a thread, so hostile clients run while the
-    test acts as a legitimate client. Returns result(timeout): joins (bounded) and returns the
-    coroutine's value or raises its exception."""
-    box = {}
+class AsyncLoop:
+    """An asyncio loop running in a thread of its own, so asyncio clients (hostile ones, or
+    thousands of idle ones) run while the test itself acts as an ordinary blocking client.
+    submit(coro) starts a coroutine on it; run(coro, timeout) waits for one."""
 
-    def body():
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro, timeout: float):
+        future = self.submit(coro)
         try:
-            box["result"] = asyncio.run(coro_fn(*args))
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            box["error"] = e
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()  # cancels the coroutine on the loop, so nothing keeps running
+            raise
 
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def in_thread(coro_fn, *args):
+    """Starts coro_fn(*args) on an AsyncLoop of its own. Returns result(timeout): waits (bounded)
+    and returns the coroutine's value or raises its exception; the loop is closed either way."""
+    loop = AsyncLoop()
+    future = loop.submit(coro_fn(*args))
 
     def result(timeout: float):
-        t.join(timeout)
-        assert not t.is_alive(), "hostile clients still running past their time bound"
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise AssertionError("hostile clients still running past their time bound") from None
+        finally:
+            loop.close()
     return result
 
 
@@ -184,17 +206,36 @@ async def open_from(port: int, source: str):
     return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
 
 
-async def read_until_closed(reader, limit: float) -> bool:
-    """True when the peer closed (EOF or reset) within `limit` seconds."""
-    try:
-        async with asyncio.timeout(limit):
-            while await reader.read(4096):
-                pass
-        return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
+async def hold_open(port: int, addrs: list[str], dribble: bytes = b"", pace: float = 1.0,
+                    bound: float = 30.0) -> list[tuple[float | None, bytes]]:
+    """Opens one connection from each address of `addrs` (repeat one for several), then lets
+    each send `dribble` one byte every `pace` seconds (b"": nothing) and wait, up to `bound`,
+    for the peer to close it. Returns per connection: seconds from the last open until closed
+    (None: still open at `bound`) and the first 200 bytes it read."""
+    conns = [await open_from(port, a) for a in addrs]
+    t0 = time.monotonic()
+
+    async def one(reader, writer):
+        async def send_slowly():
+            for b in dribble:
+                writer.write(bytes([b]))
+                await asyncio.sleep(pace)  # the attack's pace
+        sender = asyncio.create_task(send_slowly())
+        first, closed = b"", None
+        try:
+            async with asyncio.timeout(bound):
+                while chunk := await reader.read(4096):
+                    first = (first + chunk)[:200]
+            closed = time.monotonic() - t0
+        except (ConnectionResetError, BrokenPipeError):
+            closed = time.monotonic() - t0
+        except TimeoutError:
+            pass
+        sender.cancel()
+        writer.close()
+        return closed, first
+
+    return await asyncio.gather(*(one(r, w) for r, w in conns))
 
 
 def memory_limit_holds(ok: bool) -> bool:
