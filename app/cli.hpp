@@ -48,12 +48,19 @@ struct ServeConfig {
   std::string admin_token;  ///< --admin-token VALUE (visible in `ps`: prefer the file)
   std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
   // Limits against floods and runaway clients (docs/security.md); every one is in kLimits.
+  /// A flood at one name, or a client that never answers channel opens, can't take every
+  /// descriptor.
   std::uint64_t max_connections_per_endpoint = 10000;
   std::uint64_t max_pending_hellos = 20000;
+  /// One host's flood of silent connections can't use up the global budget (NATed users share
+  /// an IP, so not too low).
   std::uint64_t max_pending_hellos_per_ip = 256;
+  /// Each one is cheap (a key exchange's worth of memory) but held up to the login grace.
   std::uint64_t max_unauthenticated = 256;
+  /// More than sessions per key: one host's full set of tunnels may reconnect at once (after a
+  /// gateway restart) without being refused.
   std::uint64_t max_unauthenticated_per_ip = 32;
-  std::uint64_t max_sessions_per_key = 20;
+  std::uint64_t max_sessions_per_key = 20;  ///< a runaway autossh loop must not exhaust us
   std::uint64_t max_endpoints_per_key = 50;
 };
 

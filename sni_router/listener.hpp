@@ -41,12 +41,11 @@ struct RouterStats {
   LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
 };
 
+/// Set from ServeConfig: app/cli.hpp holds the defaults and why.
 struct RouterConfig {
-  std::chrono::milliseconds client_hello_timeout{3000};
-  std::int64_t max_pending = 20000;  ///< ClientHellos being read at once, over all clients
-  /// ClientHellos being read at once from one IP: one host's flood of silent connections
-  /// can't use up the global budget (NATed users share an IP, so not too low).
-  int max_pending_per_ip = 256;
+  std::chrono::milliseconds client_hello_timeout{};
+  std::int64_t max_pending = 0;  ///< ClientHellos being read at once, over all clients
+  int max_pending_per_ip = 0;    ///< ... from one IP
 };
 
 class Listener {

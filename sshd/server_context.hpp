@@ -62,30 +62,25 @@ struct ServerContext {
   std::shared_ptr<KeySource> keys;
   tunnel::Hostname domain = *tunnel::Hostname::parse("localhost", false);
   std::uint16_t advertise_port = 443;
-  std::chrono::seconds idle_timeout{300};
-  std::chrono::seconds login_grace{60};
+  std::chrono::seconds idle_timeout{};  ///< from ServeConfig, like the limits below
+  std::chrono::seconds login_grace{};
   std::chrono::seconds keepalive_interval{15};  ///< SSH keepalives on idle sessions
   /// Without a session channel (`ssh -N`), endpoints start routing after this grace.
   std::chrono::milliseconds no_command_grace{300};
   /// With a session channel but no exec/shell yet: how long to wait for the command.
   std::chrono::milliseconds command_wait{3000};
+  // The limits are set from ServeConfig: app/cli.hpp holds their defaults and why.
   /// Like OpenSSH's MaxStartups and PerSourceMaxStartups: connections that have not yet
-  /// authenticated, over all clients and from one IP. Each one is cheap (a key exchange's
-  /// worth of memory) but held up to the login grace, so a flood from one host must not take
-  /// every slot.
-  std::int64_t max_unauthenticated = 256;
-  /// More than sessions per key: one host's full set of tunnels may reconnect at once (after a
-  /// gateway restart) without being refused.
-  int max_unauthenticated_per_ip = 32;
+  /// authenticated, over all clients and from one IP (see StartupSlot).
+  std::int64_t max_unauthenticated = 0;
+  int max_unauthenticated_per_ip = 0;
   std::shared_ptr<PerIpCounter> unauthenticated_per_ip = std::make_shared<PerIpCounter>();
   /// Lines an attacker can trigger at will (refused connections, rejected keys) are thinned to
   /// 50 a second; metrics and events still count every one.
   std::shared_ptr<PerSecondBudget> refusal_lines = std::make_shared<PerSecondBudget>(50);
-  /// Open connections per endpoint (one session's forward): a flood at one name, or a client
-  /// that never answers channel opens, can't take every descriptor.
-  std::uint64_t max_connections_per_endpoint = 10000;
-  std::size_t max_sessions_per_key = 20;   ///< a runaway autossh loop must not exhaust us
-  std::size_t max_endpoints_per_key = 50;  ///< over all of the key's sessions
+  std::uint64_t max_connections_per_endpoint = 0;  ///< one session's forward
+  std::size_t max_sessions_per_key = 0;
+  std::size_t max_endpoints_per_key = 0;  ///< over all of the key's sessions
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<spdlog::logger> tunnel_log;
   std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();
