@@ -43,35 +43,48 @@ constexpr const char* kJsonType = "application/json";
 
 // ---- JSON output -------------------------------------------------------------------------
 
-void append_endpoint(std::string& out, const EndpointView& e) {
-  out += JsonObject()
-             .str("id", e.id)
-             .str("url", e.url)
-             .str("proto", e.proto)
-             .str("created_at", e.created_at)
-             .boolean("pool", e.pool)
-             .num("session_id", e.session_id)
-             .str("key_fingerprint", e.key_fingerprint)
-             .str("key_name", e.key_name)
-             .str("client_addr", e.client_addr)
-             .num("open_connections", e.open_connections)
-             .num("bytes_in", e.bytes_in)
-             .num("bytes_out", e.bytes_out)
-             .take();
+std::string endpoint_json(const EndpointView& e) {
+  return JsonObject()
+      .str("id", e.id)
+      .str("url", e.url)
+      .str("proto", e.proto)
+      .str("created_at", e.created_at)
+      .boolean("pool", e.pool)
+      .num("session_id", e.session_id)
+      .str("key_fingerprint", e.key_fingerprint)
+      .str("key_name", e.key_name)
+      .str("client_addr", e.client_addr)
+      .num("open_connections", e.open_connections)
+      .num("bytes_in", e.bytes_in)
+      .num("bytes_out", e.bytes_out)
+      .take();
 }
 
-void append_session(std::string& out, const SessionView& s) {
-  out += JsonObject()
-             .num("id", s.id)
-             .str("client_addr", s.client_addr)
-             .str("user", s.user)
-             .str("key_fingerprint", s.key_fingerprint)
-             .str("key_name", s.key_name)
-             .str("started_at", s.started_at)
-             .str_array("endpoint_urls", s.endpoint_urls)
-             .num("open_connections", s.open_connections)
-             .str("state", s.state)
-             .take();
+std::string session_json(const SessionView& s) {
+  return JsonObject()
+      .num("id", s.id)
+      .str("client_addr", s.client_addr)
+      .str("user", s.user)
+      .str("key_fingerprint", s.key_fingerprint)
+      .str("key_name", s.key_name)
+      .str("started_at", s.started_at)
+      .str_array("endpoint_urls", s.endpoint_urls)
+      .num("open_connections", s.open_connections)
+      .str("state", s.state)
+      .take();
+}
+
+/// {"NAME":[item, ...]} with each item written by `to_json`.
+template <class T, class ToJson>
+std::string json_list(std::string_view name, const std::vector<T>& items, ToJson to_json) {
+  std::string body = "{";
+  append_json_string(body, name);
+  body += ":[";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    body += i == 0 ? "" : ",";
+    body += to_json(items[i]);
+  }
+  return body + "]}";
 }
 
 // ---- responses -----------------------------------------------------------------------------
@@ -236,15 +249,8 @@ AdminResponse route(const AdminRequest& req, AdminBackend& backend, std::string_
     if (method != http::verb::get) {
       return method_not_allowed(req, "GET");
     }
-    std::string body = "{\"endpoints\":[";
-    bool first = true;
-    for (const auto& e : backend.endpoints()) {
-      body += first ? "" : ",";
-      first = false;
-      append_endpoint(body, e);
-    }
-    body += "]}";
-    return make_response(req, http::status::ok, kJsonType, std::move(body));
+    return make_response(req, http::status::ok, kJsonType,
+                         json_list("endpoints", backend.endpoints(), endpoint_json));
   }
   constexpr std::string_view kEndpointPrefix = "/api/endpoints/";
   if (path.starts_with(kEndpointPrefix) && path.size() > kEndpointPrefix.size()) {
@@ -254,9 +260,7 @@ AdminResponse route(const AdminRequest& req, AdminBackend& backend, std::string_
     const std::string_view id = path.substr(kEndpointPrefix.size());
     for (const auto& e : backend.endpoints()) {
       if (e.id == id) {
-        std::string body;
-        append_endpoint(body, e);
-        return make_response(req, http::status::ok, kJsonType, std::move(body));
+        return make_response(req, http::status::ok, kJsonType, endpoint_json(e));
       }
     }
     return error_response(req, http::status::not_found, "no endpoint " + std::string(id));
@@ -265,15 +269,8 @@ AdminResponse route(const AdminRequest& req, AdminBackend& backend, std::string_
     if (method != http::verb::get) {
       return method_not_allowed(req, "GET");
     }
-    std::string body = "{\"sessions\":[";
-    bool first = true;
-    for (const auto& s : backend.sessions()) {
-      body += first ? "" : ",";
-      first = false;
-      append_session(body, s);
-    }
-    body += "]}";
-    return make_response(req, http::status::ok, kJsonType, std::move(body));
+    return make_response(req, http::status::ok, kJsonType,
+                         json_list("sessions", backend.sessions(), session_json));
   }
   constexpr std::string_view kSessionPrefix = "/api/sessions/";
   if (path.starts_with(kSessionPrefix) && path.size() > kSessionPrefix.size()) {
@@ -283,9 +280,7 @@ AdminResponse route(const AdminRequest& req, AdminBackend& backend, std::string_
       if (id) {
         for (const auto& s : backend.sessions()) {
           if (s.id == *id) {
-            std::string body;
-            append_session(body, s);
-            return make_response(req, http::status::ok, kJsonType, std::move(body));
+            return make_response(req, http::status::ok, kJsonType, session_json(s));
           }
         }
       }
