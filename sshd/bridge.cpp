@@ -454,7 +454,7 @@ void Bridge::maybe_finish() {
   }
 }
 
-void Bridge::check_idle(std::chrono::steady_clock::time_point now, std::chrono::seconds idle) {
+void Bridge::check_deadlines(std::chrono::steady_clock::time_point now, std::chrono::seconds idle) {
   if (finished_) {
     return;
   }

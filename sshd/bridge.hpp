@@ -48,8 +48,8 @@ class Bridge : public std::enable_shared_from_this<Bridge> {
   void service();
   /// Ends the connection now (session closing, idle timeout).
   void abort(const char* reason);
-  /// Idle check from the session's timer.
-  void check_idle(std::chrono::steady_clock::time_point now, std::chrono::seconds idle);
+  /// From the session's timer: the channel-open deadline, then the idle timeout each way.
+  void check_deadlines(std::chrono::steady_clock::time_point now, std::chrono::seconds idle);
 
   std::uint64_t id() const { return conn_.id; }
   bool finished() const { return finished_; }

@@ -382,7 +382,7 @@ void Session::on_tick() {
         break;
       }
       for (auto& [id, b] : bridges_) {
-        b->check_idle(now, ctx_->idle_timeout);
+        b->check_deadlines(now, ctx_->idle_timeout);
       }
       // SSH-level keepalives keep NAT and firewall state fresh on idle sessions. libssh
       // sends on every other call, so call at half the interval. Liveness itself is TCP's
