@@ -162,7 +162,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
     done_ = true;
     timer_.cancel();
     endpoint->deliver(tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,
-                                                 client_, id_});
+                                                 client_, id_, accepted_at_, accepted_wall_});
   }
 
   /// `reason` is the stable name events and metrics use; `why` is for people.
@@ -171,10 +171,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
     warn_thinned(*log_, *log_budget_,
                  "sni.refuse conn=t{} client={} sni={} outcome={} reason=\"{}\"{}", id_,
                  client_ip(), sni_.empty() ? "-" : sni_, what, why);
-    if (alert) {
-      tunnel::send_alert_and_close(socket_, *alert);
-    }
-    emit_refused(reason, "refused", alert ? gw::make_alert(0).size() : 0);
+    const std::size_t sent = alert ? tunnel::send_alert_and_close(socket_, *alert) : 0;
+    emit_refused(reason, "refused", sent);
     finish();
   }
 
@@ -182,18 +180,10 @@ class Peek : public std::enable_shared_from_this<Peek> {
   /// sample: a slow or silent client shows up in the histogram, not only routed ones.
   void emit_refused(const char* refusal, const char* close_reason, std::size_t bytes_out) {
     stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
-    tunnel::ConnectionClosed ev;
-    ev.server_name = sni_;
-    ev.client_ip = client_ip();
-    ev.client_port = client_.port();
-    ev.start = accepted_wall_;
-    ev.duration = std::chrono::steady_clock::now() - accepted_at_;
-    ev.bytes_in = buffer_.size();
-    ev.bytes_out = bytes_out;
-    ev.close_reason = close_reason;
-    ev.refusal_reason = refusal;
-    ev.conn_id = id_;
-    events_->emit(ev);
+    events_->emit(tunnel::connection_closed(
+        tunnel::ConnectionStart{id_, client_ip(), client_.port(), sni_, accepted_at_,
+                                accepted_wall_},
+        nullptr, buffer_.size(), bytes_out, close_reason, refusal));
   }
 
   void finish() {
@@ -264,14 +254,10 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
                  "a ClientHello\"{}",
                  id, remote.address().to_string());
     socket.close(ec);
-    tunnel::ConnectionClosed ev;
-    ev.client_ip = remote.address().to_string();
-    ev.client_port = remote.port();
-    ev.start = std::chrono::system_clock::now();
-    ev.close_reason = "refused";
-    ev.refusal_reason = "limit";
-    ev.conn_id = id;
-    events_->emit(ev);
+    events_->emit(tunnel::connection_closed(
+        tunnel::ConnectionStart{id, remote.address().to_string(), remote.port(), {},
+                                std::chrono::steady_clock::now(), std::chrono::system_clock::now()},
+        nullptr, 0, 0, "refused", "limit"));
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,

@@ -4,10 +4,13 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "tunnel/events.hpp"
 
 namespace gw::tunnel {
 
@@ -18,6 +21,14 @@ struct IncomingConnection {
   std::string server_name;              ///< normalised SNI
   boost::asio::ip::tcp::endpoint client;
   std::uint64_t id = 0;                 ///< connection id, logged as conn=t<id>
+  std::chrono::steady_clock::time_point accepted_at{};  ///< the router's accept stamps
+  SystemTime accepted_wall{};
+
+  /// What its ConnectionClosed event starts from.
+  ConnectionStart start() const {
+    return ConnectionStart{id, client.address().to_string(), client.port(), server_name,
+                           accepted_at, accepted_wall};
+  }
 };
 
 class TunnelEndpoint {

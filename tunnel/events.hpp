@@ -12,11 +12,14 @@
 //     EndpointCreated on a successful tcpip-forward, EndpointDeleted on cancel/teardown.
 //   - emit() may be called from any thread and must not throw; it is synchronous (a file write
 //     under a mutex), so call it after the socket work is done, not while holding your locks.
+//   - Every ConnectionClosed is made by connection_closed() below, from the router's accept
+//     stamps (ConnectionStart), so start and duration always mean accept to close.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace gw::tunnel {
 
@@ -45,6 +48,34 @@ struct ConnectionClosed {
   std::uint64_t conn_id = 0;     ///< the router's connection number (logs show it as t<id>)
   std::uint64_t session_id = 0;  ///< owning SSH session; 0 when refused before routing
 };
+
+/// A public connection as the router accepted it: what every ConnectionClosed starts from.
+struct ConnectionStart {
+  std::uint64_t conn_id = 0;
+  std::string client_ip;
+  std::uint16_t client_port = 0;
+  std::string server_name;  ///< empty until the ClientHello named one
+  std::chrono::steady_clock::time_point accepted_at{};
+  SystemTime accepted_wall{};
+};
+
+/// Who served a routed connection: the endpoint and the session (and key) holding it.
+struct EndpointLabel {
+  std::string endpoint_id;
+  std::string endpoint_url;
+  std::uint64_t session_id = 0;
+  std::string key_fingerprint;
+  std::string key_name;
+};
+
+/// The one builder of ConnectionClosed: start is the accept time, duration runs from accept to
+/// now (the ClientHello wait and the hop to the session's thread included). `owner` is null for
+/// connections refused before routing; `refusal_reason` is empty for connections that reached
+/// an endpoint.
+ConnectionClosed connection_closed(const ConnectionStart& start, const EndpointLabel* owner,
+                                   std::uint64_t bytes_in, std::uint64_t bytes_out,
+                                   std::string_view close_reason,
+                                   std::string_view refusal_reason = {});
 
 /// An SSH session that authenticated.
 struct SessionStarted {

@@ -13,14 +13,17 @@
 namespace gw::tunnel {
 
 /// Best effort, never blocks: writes the alert if the socket buffer takes it, then closes.
-/// A lost alert is acceptable; a stalled thread is not.
-inline void send_alert_and_close(boost::asio::ip::tcp::socket& socket, std::uint8_t description) {
+/// A lost alert is acceptable; a stalled thread is not. Returns the bytes written (for the
+/// connection's bytes_out). Any Asio stream socket (TCP, or a local pair in tests).
+template <class Socket>
+std::size_t send_alert_and_close(Socket& socket, std::uint8_t description) {
   const auto alert = gw::make_alert(description);
   boost::system::error_code ec;
   socket.non_blocking(true, ec);
-  socket.write_some(boost::asio::buffer(alert), ec);
-  socket.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ec);
+  const std::size_t n = socket.write_some(boost::asio::buffer(alert), ec);
+  socket.shutdown(Socket::shutdown_send, ec);
   socket.close(ec);
+  return n;  // 0 when the write failed
 }
 
 }  // namespace gw::tunnel

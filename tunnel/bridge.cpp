@@ -1,0 +1,477 @@
+#include "tunnel/bridge.hpp"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/post.hpp>
+#include <cassert>
+#include <cerrno>
+#include <spdlog/logger.h>
+
+#include "tunnel/tls_alert.hpp"
+
+namespace gw::tunnel {
+namespace {
+
+/// One read from the public socket.
+constexpr std::size_t kScratchBytes = 64 * 1024;
+
+/// Reads go through one buffer per thread, so idle connections hold no transfer buffer.
+std::byte* scratch() {
+  thread_local std::array<std::byte, kScratchBytes> buffer;
+  return buffer.data();
+}
+
+const char* to_string(Bridge::UpState s) {
+  switch (s) {
+    case Bridge::UpState::open: return "open";
+    case Bridge::UpState::eof_pending: return "eof_pending";
+    case Bridge::UpState::eof_sent: return "eof_sent";
+    case Bridge::UpState::closed: return "closed";
+  }
+  return "?";
+}
+const char* to_string(Bridge::DownState s) {
+  switch (s) {
+    case Bridge::DownState::open: return "open";
+    case Bridge::DownState::eof_pending: return "eof_pending";
+    case Bridge::DownState::shutdown_sent: return "shutdown_sent";
+    case Bridge::DownState::closed: return "closed";
+  }
+  return "?";
+}
+const char* to_string(Bridge::ChannelState s) {
+  switch (s) {
+    case Bridge::ChannelState::opening: return "opening";
+    case Bridge::ChannelState::open: return "open";
+    case Bridge::ChannelState::failed: return "failed";
+    case Bridge::ChannelState::released: return "released";
+  }
+  return "?";
+}
+
+/// Each pipe only moves forward (open, then its EOF steps, then closed); skipping steps is
+/// allowed (a reset closes at once), going back is a bug.
+template <class State>
+bool moves_forward(State from, State to) {
+  return static_cast<int>(to) > static_cast<int>(from);
+}
+bool channel_may_move(Bridge::ChannelState from, Bridge::ChannelState to) {
+  using S = Bridge::ChannelState;
+  switch (from) {
+    case S::opening: return to != S::opening;
+    case S::open:
+    case S::failed: return to == S::released;
+    case S::released: return false;
+  }
+  return false;
+}
+
+}  // namespace
+
+Bridge::Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart start,
+               EndpointLabel label, std::shared_ptr<Channel> channel, const BridgeConfig& config,
+               std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
+               OnClosed on_closed)
+    : socket_(std::move(socket)),
+      start_(std::move(start)),
+      label_(std::move(label)),
+      channel_(std::move(channel)),
+      config_(config),
+      stats_(std::move(stats)),
+      log_(std::move(log)),
+      on_closed_(std::move(on_closed)),
+      up_pending_(std::move(peeked)) {
+  last_up_ = last_down_ = open_sent_ = std::chrono::steady_clock::now();
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
+}
+
+Bridge::~Bridge() = default;
+
+void Bridge::set_up(UpState next) {
+  if (!moves_forward(up_, next)) {
+    log_->error("bridge.bad_transition conn=t{} up {} -> {}", id(), to_string(up_),
+                to_string(next));
+    assert(false && "Bridge up state moved backwards");
+    return;
+  }
+  log_->debug("bridge.up conn=t{} {} -> {}", id(), to_string(up_), to_string(next));
+  up_ = next;
+}
+
+void Bridge::set_down(DownState next) {
+  if (!moves_forward(down_, next)) {
+    log_->error("bridge.bad_transition conn=t{} down {} -> {}", id(), to_string(down_),
+                to_string(next));
+    assert(false && "Bridge down state moved backwards");
+    return;
+  }
+  log_->debug("bridge.down conn=t{} {} -> {}", id(), to_string(down_), to_string(next));
+  down_ = next;
+}
+
+void Bridge::set_channel(ChannelState next) {
+  if (!channel_may_move(channel_state_, next)) {
+    log_->error("bridge.bad_transition conn=t{} channel {} -> {}", id(),
+                to_string(channel_state_), to_string(next));
+    assert(false && "Bridge channel state: invalid transition");
+    return;
+  }
+  log_->debug("bridge.channel conn=t{} {} -> {}", id(), to_string(channel_state_),
+              to_string(next));
+  channel_state_ = next;
+}
+
+void Bridge::start() {
+  stats_->connections_active++;
+  counted_active_ = true;
+  count_up(up_pending_.size());  // the ClientHello the router read counts as client bytes
+  open_sent_ = std::chrono::steady_clock::now();
+  channel_->start(*this);
+}
+
+void Bridge::on_channel_opened() {
+  if (finished_) {
+    return;
+  }
+  set_channel(ChannelState::open);
+  stats_->channel_open_latency.observe(std::chrono::steady_clock::now() - open_sent_);
+  pull_up();
+}
+
+void Bridge::on_channel_open_failed() {
+  if (finished_) {
+    return;
+  }
+  set_channel(ChannelState::failed);
+  stats_->channel_open_failures++;
+  log_->warn(
+      "bridge.open_refused conn=t{} sni={} client={} reason=\"the far end refused the channel: "
+      "is the upstream of its -R running?\"",
+      id(), start_.server_name, start_.client_ip);
+  finish("upstream_refused");
+}
+
+void Bridge::on_channel_writable() {
+  pull_up();
+}
+
+// ---- up: public socket -> channel ------------------------------------------------------
+
+bool Bridge::push_up_pending() {
+  const auto n = channel_->write(up_pending_);
+  if (!n) {
+    finish("channel_write_failed");
+    return false;
+  }
+  up_pending_.erase(up_pending_.begin(), up_pending_.begin() + static_cast<std::ptrdiff_t>(*n));
+  if (up_pending_.empty()) {
+    std::vector<std::byte>().swap(up_pending_);  // an idle connection holds no buffer
+    return true;
+  }
+  return false;
+}
+
+void Bridge::pull_up() {
+  if (finished_ || channel_state_ != ChannelState::open) {
+    return;
+  }
+  if (!up_pending_.empty() && !push_up_pending()) {
+    if (!finished_) {
+      channel_->want_writable();  // window or transport full: on_channel_writable() resumes
+    }
+    return;
+  }
+  if (up_ == UpState::eof_pending) {
+    send_up_eof();
+    return;
+  }
+  if (up_ != UpState::open || read_armed_) {
+    return;
+  }
+  std::size_t moved = 0;
+  while (moved < config_.up_budget) {
+    if (channel_->blocked()) {
+      channel_->want_writable();
+      return;
+    }
+    boost::system::error_code ec;
+    const std::size_t n = socket_.read_some(boost::asio::buffer(scratch(), kScratchBytes), ec);
+    if (ec == boost::asio::error::would_block) {
+      arm_read();
+      return;
+    }
+    if (ec == boost::asio::error::eof) {
+      set_up(UpState::eof_pending);
+      send_up_eof();
+      return;
+    }
+    if (ec) {
+      finish("client_reset");
+      return;
+    }
+    last_up_ = std::chrono::steady_clock::now();
+    count_up(n);
+    const auto w = channel_->write(std::span<const std::byte>(scratch(), n));
+    if (!w) {
+      finish("channel_write_failed");
+      return;
+    }
+    if (finished_) {
+      return;  // the write ran events that ended us
+    }
+    if (*w < n) {
+      up_pending_.assign(scratch() + *w, scratch() + n);
+      channel_->want_writable();
+      return;
+    }
+    moved += n;
+  }
+  // Budget spent with data still flowing: continue after others had their turn.
+  boost::asio::post(socket_.get_executor(), [self = shared_from_this()] { self->pull_up(); });
+}
+
+void Bridge::send_up_eof() {
+  if (!up_pending_.empty()) {
+    return;  // after the last byte: on_channel_writable() comes back here
+  }
+  if (!peer_closed_channel_ && !channel_->send_eof()) {
+    finish("channel_eof_failed");
+    return;
+  }
+  set_up(UpState::eof_sent);
+  maybe_finish();
+}
+
+void Bridge::arm_read() {
+  read_armed_ = true;
+  socket_.async_wait(Socket::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->read_armed_ = false;
+                       if (!ec) {
+                         self->pull_up();
+                       }
+                     });
+}
+
+// ---- down: channel -> public socket ----------------------------------------------------
+
+std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
+  // Runs inside channel calls: consume and record only (see ChannelHandler).
+  if (finished_ || down_ != DownState::open) {
+    return data.size();  // nobody to deliver to: discard, keep the channel moving
+  }
+  last_down_ = std::chrono::steady_clock::now();
+  std::size_t sent = 0;
+  if (down_pending_.empty()) {
+    // Fast path: straight from the channel's buffer to the socket, no copy of ours.
+    const ssize_t n = ::send(socket_.native_handle(), data.data(), data.size(),
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      set_down(DownState::closed);  // the public client is gone
+      finish_later("client_reset");
+      return data.size();
+    }
+    sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
+  const std::size_t room = config_.down_buffer_cap > down_pending_.size()
+                               ? config_.down_buffer_cap - down_pending_.size()
+                               : 0;
+  const std::size_t keep = std::min(room, data.size() - sent);
+  down_pending_.insert(down_pending_.end(), data.begin() + static_cast<std::ptrdiff_t>(sent),
+                       data.begin() + static_cast<std::ptrdiff_t>(sent + keep));
+  count_down(sent + keep);
+  if (sent + keep < data.size()) {
+    down_refused_ = true;
+  }
+  if (!down_pending_.empty() && !write_armed_) {
+    arm_write();
+  }
+  return sent + keep;
+}
+
+void Bridge::arm_write() {
+  write_armed_ = true;
+  socket_.async_wait(Socket::wait_write,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->write_armed_ = false;
+                       if (!ec) {
+                         self->flush_down();
+                       }
+                     });
+}
+
+void Bridge::flush_down() {
+  if (finished_) {
+    return;
+  }
+  if (down_ == DownState::closed) {
+    finish("client_reset");
+    return;
+  }
+  for (;;) {
+    while (!down_pending_.empty()) {
+      boost::system::error_code ec;
+      const std::size_t n = socket_.write_some(boost::asio::buffer(down_pending_), ec);
+      if (ec == boost::asio::error::would_block) {
+        if (!write_armed_) {
+          arm_write();
+        }
+        return;
+      }
+      if (ec) {
+        finish("client_reset");
+        return;
+      }
+      last_down_ = std::chrono::steady_clock::now();
+      down_pending_.erase(down_pending_.begin(),
+                          down_pending_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    if (!down_refused_ || channel_state_ != ChannelState::open) {
+      break;
+    }
+    // Our buffer drained while the channel holds bytes we refused: no new data (and so no
+    // event) comes while its window is withheld, so ask for them now. They may arrive right
+    // here, through on_channel_data: loop to write whatever it buffered.
+    down_refused_ = false;
+    channel_->resume_reading();
+    if (finished_) {
+      return;
+    }
+  }
+  std::vector<std::byte>().swap(down_pending_);
+  if (down_ == DownState::eof_pending || (peer_closed_channel_ && down_ == DownState::open)) {
+    boost::system::error_code ec;
+    socket_.shutdown(Socket::shutdown_send, ec);
+    set_down(DownState::shutdown_sent);
+  }
+  maybe_finish();
+}
+
+void Bridge::on_channel_eof() {
+  if (finished_) {
+    return;
+  }
+  if (down_ == DownState::open) {
+    set_down(DownState::eof_pending);
+  }
+  flush_down();
+}
+
+void Bridge::on_channel_closed() {
+  if (finished_) {
+    return;
+  }
+  peer_closed_channel_ = true;
+  flush_down();
+  if (!finished_) {
+    maybe_finish();
+  }
+}
+
+// ---- teardown --------------------------------------------------------------------------
+
+void Bridge::maybe_finish() {
+  if (finished_) {
+    return;
+  }
+  const bool up_done = up_ == UpState::eof_sent || up_ == UpState::closed;
+  const bool down_done = down_ == DownState::shutdown_sent || down_ == DownState::closed;
+  if (up_done && down_done) {
+    finish("closed");
+  } else if (peer_closed_channel_ && down_done) {
+    finish("upstream_closed");  // the far end closed the channel: nothing more can go up
+  }
+}
+
+void Bridge::check_deadlines(std::chrono::steady_clock::time_point now) {
+  if (finished_) {
+    return;
+  }
+  if (channel_state_ == ChannelState::opening) {
+    if (now - open_sent_ > config_.open_timeout) {
+      stats_->channel_open_failures++;
+      log_->warn(
+          "bridge.open_timeout conn=t{} sni={} client={} reason=\"the far end did not answer "
+          "the channel open within {} s\"",
+          id(), start_.server_name, start_.client_ip,
+          std::chrono::duration_cast<std::chrono::seconds>(config_.open_timeout).count());
+      set_channel(ChannelState::failed);  // the visitor gets internal_error
+      finish("upstream_timeout");
+    }
+    return;
+  }
+  if (channel_state_ != ChannelState::open) {
+    return;
+  }
+  if (now - last_up_ > config_.idle_timeout) {
+    finish("idle_client");
+  } else if (now - last_down_ > config_.idle_timeout) {
+    finish("idle_upstream");
+  }
+}
+
+void Bridge::abort(const char* reason) { finish(reason); }
+
+void Bridge::finish_later(const char* reason) {
+  if (finish_posted_) {
+    return;
+  }
+  finish_posted_ = true;
+  boost::asio::post(socket_.get_executor(),
+                    [self = shared_from_this(), reason] { self->finish(reason); });
+}
+
+void Bridge::finish(const char* reason) {
+  if (finished_) {
+    return;
+  }
+  finished_ = true;
+  std::uint64_t alert_bytes = 0;
+  if (channel_state_ == ChannelState::failed) {
+    alert_bytes = send_alert_and_close(socket_, gw::kAlertInternalError);
+  } else {
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+  count_down(alert_bytes);
+  if (up_ != UpState::closed) {
+    set_up(UpState::closed);
+  }
+  if (down_ != DownState::closed) {
+    set_down(DownState::closed);
+  }
+  // The channel decides how to let go (an open in flight is waited for, then closed).
+  channel_->close();
+  set_channel(ChannelState::released);
+  std::vector<std::byte>().swap(up_pending_);
+  std::vector<std::byte>().swap(down_pending_);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start_.accepted_at)
+                      .count();
+  log_->info("tunnel.close conn=t{} s={} sni={} client={} in={} out={} ms={} reason={}", id(),
+             label_.session_id, start_.server_name, start_.client_ip, bytes_up_, bytes_down_, ms,
+             reason);
+  if (counted_active_) {
+    stats_->connections_active--;
+    counted_active_ = false;
+  }
+  if (on_closed_) {
+    auto on_closed = std::move(on_closed_);
+    on_closed(connection_closed(start_, &label_, bytes_up_, bytes_down_, reason));
+  }
+}
+
+void Bridge::count_up(std::uint64_t n) {
+  bytes_up_ += n;
+  stats_->bytes_in.fetch_add(n, std::memory_order_relaxed);
+}
+
+void Bridge::count_down(std::uint64_t n) {
+  bytes_down_ += n;
+  stats_->bytes_out.fetch_add(n, std::memory_order_relaxed);
+}
+
+}  // namespace gw::tunnel
