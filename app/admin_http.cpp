@@ -27,6 +27,7 @@
 #include "app/event_log.hpp"  // rfc3339
 #include "app/json.hpp"
 #include "common/printable.hpp"
+#include "sshd/session_handle.hpp"
 
 namespace gw::app {
 
@@ -38,7 +39,7 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::size_t kMaxCloseMessage = 256;
-constexpr const char* kDefaultCloseMessage = "session closed by the gateway administrator";
+constexpr const char* kDefaultCloseMessage = sshd::kAdminCloseMessage;
 constexpr const char* kJsonType = "application/json";
 
 // ---- JSON output -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 #include "app/event_log.hpp"
 #include "app/metrics.hpp"
-#include "sshd/session.hpp"
+#include "sshd/session_handle.hpp"
 
 namespace gw::app {
 

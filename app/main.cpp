@@ -30,7 +30,7 @@
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
 #include "sshd/server.hpp"
-#include "sshd/session.hpp"
+#include "sshd/session_handle.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
 namespace {

@@ -41,6 +41,13 @@ class PerSecondBudget {
     return true;
   }
 
+  /// Lines refused since the last one allowed, and forgets them: for a summary line when no
+  /// further line comes to carry the count.
+  std::uint64_t take_left_out() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(suppressed_, 0);
+  }
+
  private:
   std::mutex mutex_;
   const std::uint32_t per_second_;

@@ -9,6 +9,8 @@
 
 namespace gw::sshd {
 
+void Server::BindFree::operator()(ssh_bind_struct* bind) const noexcept { ssh_bind_free(bind); }
+
 Server::Server(std::shared_ptr<const ServerContext> ctx, const std::string& host_key_path)
     : ctx_(std::move(ctx)), bind_(ssh_bind_new()) {
   if (!bind_) {

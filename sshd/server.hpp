@@ -13,7 +13,8 @@
 
 #include "common/listen.hpp"
 #include "sshd/server_context.hpp"
-#include "sshd/ssh_handles.hpp"
+
+struct ssh_bind_struct;  // libssh's; only server.cpp sees libssh (app/ includes this file)
 
 namespace gw::sshd {
 
@@ -33,7 +34,10 @@ class Server {
   void on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socket socket);
 
   std::shared_ptr<const ServerContext> ctx_;
-  SshBindPtr bind_;
+  struct BindFree {
+    void operator()(ssh_bind_struct* bind) const noexcept;
+  };
+  std::unique_ptr<ssh_bind_struct, BindFree> bind_;
   std::mutex bind_mutex_;
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};

@@ -15,6 +15,7 @@
 #include "common/per_ip.hpp"
 #include "keys/key_store.hpp"
 #include "sshd/session_directory.hpp"
+#include "tunnel/bridge.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 #include "tunnel/hostname.hpp"
@@ -40,21 +41,17 @@ class KeySource {
   std::shared_ptr<const keys::KeyStore> store_;
 };
 
-/// Outcome counters; tests and (later) /metrics read them.
-struct SshStats {
+/// Outcome counters; tests and /metrics read them. The data path's own (bytes, active
+/// connections, channel opens) are the bridges', in tunnel::BridgeStats.
+struct SshStats : tunnel::BridgeStats {
   std::atomic<std::uint64_t> sessions_accepted{0};
   std::atomic<std::uint64_t> sessions_refused_startups{0};
   std::atomic<std::uint64_t> auth_failures{0};
   std::atomic<std::uint64_t> forwards_refused{0};
-  std::atomic<std::uint64_t> channel_open_failures{0};
   std::atomic<std::int64_t> unauthenticated{0};
   std::atomic<std::uint64_t> connections_cidr_denied{0};
   std::atomic<std::uint64_t> connections_over_endpoint_limit{0};
-  std::atomic<std::int64_t> connections_active{0};
-  std::atomic<std::uint64_t> bytes_in{0};   ///< public client -> upstream
-  std::atomic<std::uint64_t> bytes_out{0};  ///< upstream -> public client
   std::atomic<std::uint64_t> next_endpoint_id{1};
-  LatencyHistogram channel_open_latency{kLatencyBuckets};
 };
 
 struct ServerContext {

@@ -10,7 +10,7 @@
 
 #include "common/printable.hpp"
 #include "keys/source_match.hpp"
-#include "sshd/bridge.hpp"
+#include "sshd/auth.hpp"
 #include "tunnel/tls_alert.hpp"
 
 namespace gw::sshd {
@@ -27,6 +27,8 @@ constexpr std::uint32_t kForwardRequestsPerSecond = 100;
 constexpr int kMaxAuthFailures = 6;
 /// How long a closing session waits for its last messages to reach the user.
 constexpr auto kCloseLinger = std::chrono::seconds(5);
+/// How often a forward waiting for its name (held by the key's other session) looks again.
+constexpr auto kWaitingClaimInterval = std::chrono::milliseconds(100);
 
 using Clock = std::chrono::steady_clock;
 
@@ -97,23 +99,6 @@ ssh_channel channel_open_cb(ssh_session, void* self) {
 void global_request_cb(ssh_session, ssh_message msg, void* self) {
   static_cast<Session*>(self)->on_global_request(msg);
 }
-int exec_cb(ssh_session, ssh_channel, const char* command, void* self) {
-  return static_cast<Session*>(self)->on_exec(command);
-}
-int shell_cb(ssh_session, ssh_channel, void* self) {
-  return static_cast<Session*>(self)->on_shell();
-}
-int pty_cb(ssh_session, ssh_channel, const char*, int, int, int, int, void*) {
-  return 0;  // accept, so interactive users get no "PTY allocation failed" warning
-}
-int pty_resize_cb(ssh_session, ssh_channel, int, int, int, int, void*) { return 0; }
-int shell_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len, int, void* self) {
-  static_cast<Session*>(self)->on_session_channel_data(data, len);
-  return static_cast<int>(len);
-}
-void shell_close_cb(ssh_session, ssh_channel, void* self) {
-  static_cast<Session*>(self)->on_session_channel_eof_or_close();
-}
 
 }  // namespace
 
@@ -124,17 +109,23 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
       id_(id),
       fd_watch_(ioc),
       tick_(ioc),
+      terminal_(*this),
+      forwards_(ctx_, id),
       forward_requests_(kForwardRequestsPerSecond) {
   started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
+  bridge_config_.idle_timeout = ctx_->idle_timeout;
 }
 
 Session::~Session() {
+  // ssh_free (session_'s deleter, run after this body) frees every channel: make sure nothing
+  // that outlives us (a bridge still held by a pending handler) touches one afterwards.
   for (auto& [id, bridge] : bridges_) {
-    bridge->finished_ = true;  // the session's ssh_free below frees its channel
-    bridge->channel_ = nullptr;
-    boost::system::error_code ec;
-    bridge->conn_.socket.close(ec);
+    bridge->abort("session_closed");
   }
+  for (auto& channel : adopted_) {
+    channel->detach();
+  }
+  terminal_.detach();
   if (event_ && session_) {
     ssh_event_remove_session(event_.get(), session_.get());
   }
@@ -241,30 +232,29 @@ void Session::after_pump() {
     finish_close();
     return;
   }
-  if (user_quit_) {
-    user_quit_ = false;
-    if (state_ != State::closing && state_ != State::closed) {
-      close_reason_ = "user_quit";  // not when we closed first: the client is only answering
-      begin_close();
+  if (terminal_.take_quit() && state_ != State::closing && state_ != State::closed) {
+    close_reason_ = "user_quit";  // not when we closed first: the client is only answering
+    begin_close();
+  }
+  if (auto command = terminal_.take_command()) {
+    run_command(*command);
+  }
+  // Channels that callbacks (or their bridges) flagged, serviced outside the callbacks. One
+  // still waiting re-queues itself for the next pump.
+  std::vector<std::weak_ptr<ForwardedChannel>> queue;
+  queue.swap(service_queue_);
+  servicing_ = true;
+  for (auto& weak : queue) {
+    if (auto channel = weak.lock()) {
+      channel->service();
     }
   }
-  if (command_pending_) {
-    command_pending_ = false;
-    run_command();
-  }
-  // Bridges that callbacks flagged, serviced outside the callbacks. A bridge that is still
-  // blocked re-queues itself for the next pump.
-  std::vector<std::shared_ptr<Bridge>> queue;
-  queue.swap(service_queue_);
-  for (auto& b : queue) {
-    b->service_queued_ = false;
-    b->service();
-  }
+  servicing_ = false;
+  std::erase_if(adopted_, [](const auto& channel) { return channel->settle(); });
   for (const auto id : finished_bridges_) {
     bridges_.erase(id);
   }
   finished_bridges_.clear();
-  settle_abandoned_opens();
   if (draining_ && bridges_.empty()) {
     begin_close();
   }
@@ -315,31 +305,19 @@ bool Session::output_congested() const {
   return (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0;
 }
 
-void Session::queue_service(std::shared_ptr<Bridge> bridge) {
-  if (!bridge->service_queued_) {
-    bridge->service_queued_ = true;
-    service_queue_.push_back(std::move(bridge));
+void Session::queue_service(std::weak_ptr<ForwardedChannel> channel) {
+  service_queue_.push_back(std::move(channel));
+  // From outside the pump (a bridge's socket handler), run one soon. A channel re-queueing
+  // itself from service() (still waiting for window or an answer) waits for the next natural
+  // pump instead: a pump per pump would spin.
+  if (!servicing_) {
+    request_pump();
   }
 }
 
-void Session::bridge_finished(std::uint64_t conn_id) { finished_bridges_.push_back(conn_id); }
-
-void Session::settle_abandoned_opens() {
-  const auto before = abandoned_opens_.size();
-  std::erase_if(abandoned_opens_, [](const PendingOpen& o) {
-    const int rc = ssh_channel_open_reverse_forward(o.channel, o.address.c_str(), o.port,
-                                                    o.origin.c_str(), o.origin_port);
-    if (rc == SSH_AGAIN) {
-      return false;
-    }
-    // Answered: ssh_channel_free closes an opened channel (the client then drops its upstream
-    // connection) and frees a denied one.
-    ssh_channel_free(o.channel);
-    return true;
-  });
-  if (abandoned_opens_.size() != before) {
-    after_channel_write();
-  }
+void Session::adopt(std::shared_ptr<ForwardedChannel> channel) {
+  adopted_.push_back(std::move(channel));
+  request_pump();
 }
 
 void Session::on_tick() {
@@ -347,6 +325,7 @@ void Session::on_tick() {
     return;
   }
   const auto now = Clock::now();
+  auto next_tick = std::chrono::milliseconds(1000);
   switch (state_) {
     case State::key_exchange:
     case State::authenticating:
@@ -359,30 +338,30 @@ void Session::on_tick() {
     case State::authenticated:
       // `ssh -N` never opens a session channel: start routing after a short grace. With a
       // session channel, wait (bounded) for its command, whose options apply first.
-      if ((shell_ == nullptr && now - authenticated_at_ > ctx_->no_command_grace) ||
+      if ((!terminal_.exists() && now - authenticated_at_ >= ctx_->no_command_grace) ||
           now - authenticated_at_ > ctx_->command_wait) {
         become_ready();
       }
+      next_tick = std::chrono::milliseconds(50);
       break;
     case State::ready:
-      if (user_lines_dropped_ > 0) {
-        write_user("snigate: (" + std::to_string(user_lines_dropped_) +
-                       " more connection lines not shown)",
-                   false);
-        user_lines_dropped_ = 0;
-      }
-      user_lines_this_second_ = 0;
+      terminal_.summary();
       if (key_ && keys::is_expired(key_->options, std::chrono::duration_cast<std::chrono::seconds>(
                                                     std::chrono::system_clock::now().time_since_epoch())
                                                     .count())) {
-        write_user("snigate: your key expired (expiry-time in authorized_keys); closing", true);
+        terminal_.write("snigate: your key expired (expiry-time in authorized_keys); closing", true);
         close_reason_ = "key_expired";
         exit_status_ = 1;
         begin_close();
         break;
       }
       for (auto& [id, b] : bridges_) {
-        b->check_deadlines(now, ctx_->idle_timeout);
+        b->check_deadlines(now);
+      }
+      if (forwards_.any_waiting()) {
+        claim_forwards();
+        end_if_nothing_served();
+        next_tick = kWaitingClaimInterval;
       }
       // SSH-level keepalives keep NAT and firewall state fresh on idle sessions. libssh
       // sends on every other call, so call at half the interval. Liveness itself is TCP's
@@ -407,9 +386,14 @@ void Session::on_tick() {
     return;
   }
   after_pump();  // idle aborts and the like
+  if (state_ == State::closed) {
+    return;
+  }
   arm_waits();
-  tick_.expires_after(state_ == State::authenticated ? std::chrono::milliseconds(50)
-                                                     : std::chrono::milliseconds(1000));
+  if (state_ == State::authenticated) {
+    next_tick = std::chrono::milliseconds(50);  // authenticated during this tick
+  }
+  tick_.expires_after(next_tick);
   tick_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (!ec) {
       self->on_tick();
@@ -443,40 +427,31 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   ssh_string_free_char(b64);
   const char* type = ssh_key_type_to_char(ssh_key_type(key));
   const auto store = ctx_->keys->get();
-  const keys::AuthorizedKey* found = store ? store->find(type ? type : "", blob) : nullptr;
-  if (found == nullptr) {
-    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
-                 "auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"key not in "
-                 "authorized_keys\"{}",
-                 id_, peer_, printable(user_), type ? type : "?");
+  const AuthDecision d = decide_auth(
+      store.get(),
+      AuthAttempt{type ? type : "", blob,
+                  signature_state == SSH_PUBLICKEY_STATE_NONE    ? AuthAttempt::Signature::none
+                  : signature_state == SSH_PUBLICKEY_STATE_VALID ? AuthAttempt::Signature::valid
+                                                                 : AuthAttempt::Signature::wrong,
+                  peer_address_, std::chrono::system_clock::now()});
+  if (d.verdict == AuthDecision::Verdict::deny) {
+    if (d.key == nullptr) {
+      warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                   "auth.reject conn=s{} peer={} user=\"{}\" type={} reason=\"{}\"{}", id_, peer_,
+                   printable(user_), type ? type : "?", d.reason);
+    } else {
+      warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                   "auth.reject conn=s{} peer={} loc={} fp={} reason=\"{}\"{}", id_, peer_,
+                   d.key->loc, d.key->fingerprint, d.reason);
+    }
     return deny();
   }
-  if (found->options.expiry_unix &&
-      std::chrono::system_clock::now() >
-          std::chrono::system_clock::time_point(std::chrono::seconds(*found->options.expiry_unix))) {
-    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
-                 "auth.reject conn=s{} peer={} loc={} fp={} reason=\"key expired\"{}", id_,
-                 peer_, found->loc, found->fingerprint);
-    return deny();
-  }
-  if (std::string why; !keys::source_allowed(found->options, peer_address_, &why)) {
-    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
-                 "auth.reject conn=s{} peer={} loc={} fp={} reason=\"{}\"{}", id_, peer_,
-                 found->loc, found->fingerprint, why);
-    return deny();
-  }
-  if (signature_state == SSH_PUBLICKEY_STATE_NONE) {
+  if (d.verdict == AuthDecision::Verdict::probe_ok) {
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
-  if (signature_state != SSH_PUBLICKEY_STATE_VALID) {
-    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
-                 "auth.reject conn=s{} peer={} loc={} fp={} reason=\"bad signature\"{}", id_,
-                 peer_, found->loc, found->fingerprint);
-    return deny();
-  }
-  key_ = *found;
+  key_ = *d.key;
   authenticated_at_ = Clock::now();
-  if (ctx_->sessions->set_key(id_, found->fingerprint) > ctx_->max_sessions_per_key) {
+  if (ctx_->sessions->set_key(id_, d.key->fingerprint) > ctx_->max_sessions_per_key) {
     // Accepted, so the user can be told why (a refused auth only says "Permission denied");
     // the session ends as soon as it can show the message.
     over_limit_ = "this key already has " + std::to_string(ctx_->max_sessions_per_key) +
@@ -484,112 +459,40 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   }
   set_state(State::authenticated);
   ctx_->log->info("auth.accept conn=s{} peer={} user=\"{}\" key=\"{}\" loc={} fp={}", id_, peer_,
-                  printable(user_), printable(found->comment), found->loc, found->fingerprint);
-  ctx_->events->emit(tunnel::SessionStarted{id_, peer_ip_, peer_port_, user_, found->fingerprint,
-                                            found->comment, std::chrono::system_clock::now()});
+                  printable(user_), printable(d.key->comment), d.key->loc, d.key->fingerprint);
+  ctx_->events->emit(tunnel::SessionStarted{id_, peer_ip_, peer_port_, user_, d.key->fingerprint,
+                                            d.key->comment, std::chrono::system_clock::now()});
+  // The next tick decides when routing starts (`-N`: after the short grace): bring it forward
+  // from the once-a-second pre-auth rhythm.
+  tick_.expires_after(std::chrono::milliseconds(50));
+  tick_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) {
+      self->on_tick();
+    }
+  });
   return SSH_AUTH_SUCCESS;
 }
 
 // ---- the session channel and the `tls` command -----------------------------------------
 
 ssh_channel Session::on_session_channel_open() {
-  if (shell_ != nullptr || key_ == std::nullopt) {
-    return nullptr;  // one session channel per connection
-  }
-  shell_ = ssh_channel_new(session_.get());
-  if (shell_ == nullptr) {
+  if (!key_) {
     return nullptr;
   }
-  shell_cb_.userdata = this;
-  shell_cb_.channel_exec_request_function = exec_cb;
-  shell_cb_.channel_shell_request_function = shell_cb;
-  shell_cb_.channel_pty_request_function = pty_cb;
-  shell_cb_.channel_pty_window_change_function = pty_resize_cb;
-  shell_cb_.channel_data_function = shell_data_cb;
-  shell_cb_.channel_close_function = shell_close_cb;
-  ssh_callbacks_init(&shell_cb_);
-  ssh_set_channel_callbacks(shell_, &shell_cb_);
-  return shell_;
+  return terminal_.open(session_.get());
 }
 
-int Session::on_exec(const char* command) {
-  if (command_seen_) {
-    return 1;
-  }
-  command_seen_ = true;
-  pending_command_ = command ? command : "";
-  command_pending_ = true;  // answered now; output may only follow after this returns
-  return 0;
-}
-
-int Session::on_shell() { return on_exec(""); }
-
-void Session::on_session_channel_data(const void* data, std::uint32_t len) {
-  // With a pty, Ctrl-C and Ctrl-D arrive as bytes: treat them as "I'm done".
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::uint32_t i = 0; i < len; ++i) {
-    if (p[i] == 0x03 || p[i] == 0x04) {
-      user_quit_ = true;
-      request_pump();
-      return;
-    }
-  }
-}
-
-void Session::on_session_channel_eof_or_close() {
-  user_quit_ = true;
-  request_pump();
-}
-
-void Session::write_user(std::string_view text, bool to_stderr) {
-  if (shell_ == nullptr || !ssh_channel_is_open(shell_)) {
-    return;
-  }
-  // CRLF line ends: correct with and without a pty.
-  std::string line;
-  for (const char c : text.substr(0, text.find_last_not_of('\n') + 1)) {
-    if (c == '\n') {
-      line += '\r';
-    }
-    line += c;
-  }
-  line += "\r\n";
-  if (to_stderr) {
-    ssh_channel_write_stderr(shell_, line.data(), static_cast<std::uint32_t>(line.size()));
-  } else {
-    ssh_channel_write(shell_, line.data(), static_cast<std::uint32_t>(line.size()));
-  }
-  after_channel_write();
-}
-
-std::string Session::url_for(const Forward& f) const {
-  std::string url = "tls://" + f.hostname;
-  if (ctx_->advertise_port != 443) {
-    url += ":" + std::to_string(ctx_->advertise_port);
-  }
-  return url;
-}
-
-std::string Session::banner_for(const Forward& f) const {
-  // The client never tells the server where its -R points, so name the forward instead.
-  return "snigate: Forwarding " + url_for(f) + " -> your -R " + f.bind_address + ":" +
-         std::to_string(f.bind_port) + " target (TLS passes through untouched)";
-}
-
-void Session::run_command() {
-  const CommandResult parsed = parse_command(pending_command_);
-  for (const auto& n : notices_) {
-    write_user(n, true);
-  }
-  notices_.clear();
+void Session::run_command(const std::string& command_line) {
+  const CommandResult parsed = parse_command(command_line);
+  terminal_.flush_notices();
   if (!over_limit_.empty()) {
-    refuse_session(over_limit_);
+    refuse_session(over_limit_, "over_limit");
     return;
   }
   if (!parsed.command) {
     ctx_->log->info("session.command_refused conn=s{} command=\"{}\"", id_,
-                    printable(pending_command_));
-    write_user(parsed.error, true);
+                    printable(command_line));
+    terminal_.write(parsed.error, true);
     exit_status_ = 1;
     close_reason_ = "command_refused";
     begin_close();
@@ -602,43 +505,31 @@ void Session::run_command() {
       const auto cidr = tunnel::Cidr::parse(text);
       if (!cidr) {
         refuse_session("cannot use CIDR " + printable(text, 60) +
-                       " (an IPv4-mapped IPv6 prefix must be /96 or longer)");
+                           " (an IPv4-mapped IPv6 prefix must be /96 or longer)",
+                       "command_refused");
         return;
       }
       out->push_back(*cidr);
     }
   }
   if (command_->help) {
-    write_user(tls_help_text(), false);
-    for (const auto& [key, f] : forwards_) {
-      write_user(banner_for(f), false);
+    terminal_.write(tls_help_text(), false);
+    for (auto& [key, f] : forwards_) {
+      terminal_.write(forwards_.banner_for(f), false);
     }
     close_reason_ = "help";
     begin_close();
     return;
   }
-  become_ready();  // claims the names: refusals are printed there
-  if (forwards_.empty()) {
-    write_user(
-        "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
-        "(or -R 443:localhost:PORT for a generated name)",
-        true);
-    exit_status_ = 1;
-    close_reason_ = "no_endpoints";
-    begin_close();
-    return;
-  }
-  for (const auto& [key, f] : forwards_) {
-    write_user(banner_for(f), false);
-  }
+  become_ready();  // claims the names: banners and refusals are printed there
 }
 
-void Session::refuse_session(const std::string& why) {
+void Session::refuse_session(const std::string& why, const char* reason) {
   ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"{}\"", id_,
                   key_ ? key_->fingerprint : "-", why);
-  write_user("snigate: " + why, true);
+  terminal_.write("snigate: " + why, true);
   exit_status_ = 1;
-  close_reason_ = "over_limit";
+  close_reason_ = reason;
   begin_close();
 }
 
@@ -647,64 +538,103 @@ void Session::become_ready() {
     return;
   }
   if (!over_limit_.empty()) {
-    refuse_session(over_limit_);  // `-N`: only the log says why
+    refuse_session(over_limit_, "over_limit");  // `-N`: only the log says why
     return;
   }
   set_state(State::ready);
   // Names are claimed now, when the command's --pool/--takeover are known; until then the
   // endpoints route nowhere (DESIGN.md section 3: options apply before the first connection).
+  claim_forwards();
+  end_if_nothing_served();
+}
+
+void Session::end_if_nothing_served() {
+  if (state_ == State::ready && forwards_.empty()) {
+    // Never sit connected serving nothing: the client (ExitOnForwardFailure, autossh,
+    // systemd) then knows to stop or retry.
+    terminal_.write(asked_for_forwards_
+                    ? "snigate: none of your forwards could be served (see above); closing"
+                    : "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
+                      "(or -R 443:localhost:PORT for a generated name)",
+                true);
+    ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"no endpoint to serve\"", id_,
+                    key_ ? key_->fingerprint : "-");
+    exit_status_ = 1;
+    close_reason_ = "no_endpoints";
+    begin_close();
+  }
+}
+
+ClaimOptions Session::claim_options() const {
+  ClaimOptions o;
+  o.key_fingerprint = key_->fingerprint;
+  o.key_name = key_->comment;
+  o.pool = command_ && command_->pool;
+  o.takeover = command_ && command_->takeover;
+  o.pool_group = key_->options.permit_listen.empty() ? key_->fingerprint : "";
+  return o;
+}
+
+void Session::claim_forwards() {
+  const ClaimOptions options = claim_options();
   for (auto it = forwards_.begin(); it != forwards_.end();) {
-    const std::string refusal = claim(it->first, it->second);
+    Forward& f = it->second;
+    if (f.registration) {
+      ++it;
+      continue;
+    }
+    const std::string refusal = forwards_.claim(it->first, f, options);
     if (refusal.empty()) {
+      info_dirty_ = true;
+      terminal_.write(forwards_.banner_for(f), false);
+      ++it;
+      continue;
+    }
+    if (!options.takeover && !options.pool &&
+        ctx_->registry->probe(f.hostname, options.key_fingerprint) ==
+            tunnel::NameState::held_same_key) {
+      // Most often a client reconnecting after a network drop, before the gateway noticed the
+      // old connection died: hold the forward and take the name the moment it is free.
+      if (!f.waiting) {
+        f.waiting = true;
+        ctx_->log->info("forward.waiting conn=s{} name={} reason=\"held by another session of "
+                        "the same key\"",
+                        id_, f.hostname);
+        terminal_.write("snigate: waiting for " + f.hostname +
+                        ": another session of your key holds it; it moves here the moment that "
+                        "session ends (or run `tls --takeover` to move it now)",
+                    true);
+      }
       ++it;
       continue;
     }
     ctx_->stats->forwards_refused++;
-    ctx_->log->warn("forward.refuse conn=s{} name={} reason=\"{}\"", id_, it->second.hostname,
-                    refusal);
-    write_user("snigate: cannot forward " + it->second.hostname + ": " + refusal, true);
-    it = remove_forward(it, "refused");
+    ctx_->log->warn("forward.refuse conn=s{} name={} reason=\"{}\"", id_, f.hostname, refusal);
+    terminal_.write("snigate: cannot forward " + f.hostname + ": " + refusal, true);
+    it = forwards_.remove(it, "refused");
+    info_dirty_ = true;
   }
-}
-
-std::string Session::claim(std::size_t key, Forward& f) {
-  tunnel::ClaimRequest request;
-  request.name = f.hostname;
-  request.endpoint = f.endpoint;
-  request.key_fingerprint = key_->fingerprint;
-  request.pool = command_ && command_->pool;
-  request.takeover = command_ && command_->takeover;
-  request.pool_group = key_->options.permit_listen.empty() ? key_->fingerprint : "";
-  tunnel::ClaimResult result = ctx_->registry->claim(std::move(request));
-  if (!result.registration) {
-    return result.refusal;
-  }
-  f.registration = std::move(*result.registration);
-  for (const auto& old : result.displaced) {
-    old->displaced(f.hostname);  // posts to the old session; never runs it here
-  }
-  f.id = "ep_" + std::to_string(ctx_->stats->next_endpoint_id++);
-  f.created_at = std::chrono::system_clock::now();
-  f.pool = command_ && command_->pool;
-  info_dirty_ = true;
-  ctx_->log->info("endpoint.created conn=s{} url={} id={} fp={} key=\"{}\" pool={} forward={}",
-                  id_, url_for(f), f.id, key_->fingerprint, printable(key_->comment), f.pool, key);
-  ctx_->events->emit(tunnel::EndpointCreated{f.id, url_for(f), id_, key_->fingerprint,
-                                             key_->comment, f.pool, f.created_at});
-  return {};
 }
 
 void Session::forward_displaced(std::size_t key) {
   boost::asio::post(ioc_, [self = shared_from_this(), key] {
-    const auto it = self->forwards_.find(key);
-    if (it == self->forwards_.end()) {
+    Forward* f = self->forwards_.find(key);
+    if (f == nullptr) {
       return;
     }
-    self->write_user("snigate: " + self->url_for(it->second) +
-                         " was taken over by a newer session of your key (--takeover)",
-                     true);
-    self->remove_forward(it, "taken_over");
+    self->terminal_.write("snigate: " + self->forwards_.url_for(*f) +
+                          " was taken over by a newer session of your key (--takeover)",
+                      true);
+    for (auto it = self->forwards_.begin(); it != self->forwards_.end(); ++it) {
+      if (it->first == key) {
+        self->forwards_.remove(it, "taken_over");
+        break;
+      }
+    }
+    self->info_dirty_ = true;
     if (self->forwards_.empty()) {
+      // Exit status 0: the newer session serves the name now; a supervisor restarting this one
+      // would only take it back and forth.
       self->close_reason_ = "taken_over";
       self->begin_close();
     }
@@ -755,9 +685,9 @@ void Session::refuse_forward(ssh_message msg, const std::string& address, int po
   std::string notice =
       "snigate: cannot forward " + printable(address, 100) + ":" + std::to_string(port) + ": " + why;
   if (state_ == State::ready) {
-    write_user(notice, true);
+    terminal_.write(notice, true);
   } else {
-    notices_.push_back(std::move(notice));
+    terminal_.notice(std::move(notice));
   }
   ssh_message_reply_default(msg);
 }
@@ -787,12 +717,13 @@ void Session::handle_tcpip_forward(ssh_message msg) {
                        " endpoints (the limit): cancel one first");
     return;
   }
-  const std::size_t key = next_forward_key_++;
+  const std::size_t key = forwards_.next_key();
   std::string name;
   if (decision.hostname) {
     name = decision.hostname->str();
     // A plain conflict is refused now, so ExitOnForwardFailure clients see it. Pooled or
-    // same-key holders may still be joined or taken over once the command's options arrive.
+    // same-key holders may still be joined, taken over or waited for once the command's
+    // options arrive.
     if (ctx_->registry->probe(name, key_->fingerprint) == tunnel::NameState::held) {
       refuse_forward(msg, address, port,
                      name + " is held by another key's session: pick another name (--takeover "
@@ -817,29 +748,30 @@ void Session::handle_tcpip_forward(ssh_message msg) {
   f.requested_port = static_cast<std::uint32_t>(port);
   f.hostname = name;
   f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), key);
+  const std::uint32_t reply_port = f.bind_port;
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
-    if (const std::string refusal = claim(key, f); !refusal.empty()) {
+    if (const std::string refusal = forwards_.claim(key, f, claim_options()); !refusal.empty()) {
       refuse_forward(msg, address, port, refusal);
       return;
     }
-    write_user(banner_for(f), false);
+    terminal_.write(forwards_.banner_for(f), false);
   }
-  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
-  forwards_.emplace(key, std::move(f));
-  ctx_->sessions->set_endpoints(id_, forwards_.size());
+  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(reply_port));
+  forwards_.add(key, std::move(f));
+  asked_for_forwards_ = true;
+  info_dirty_ = true;
 }
 
 void Session::handle_cancel_forward(ssh_message msg) {
   const char* raw_address = ssh_message_global_request_address(msg);
   const std::string address = raw_address ? raw_address : "";
   const auto port = static_cast<std::uint32_t>(ssh_message_global_request_port(msg));
-  for (auto it = forwards_.begin(); it != forwards_.end(); ++it) {
-    if (it->second.bind_address == address && it->second.bind_port == port) {
-      remove_forward(it, "cancel_forward");
-      ssh_message_global_request_reply_success(msg, 0);
-      return;
-    }
+  if (const auto it = forwards_.find_bind(address, port); it != forwards_.end()) {
+    forwards_.remove(it, "cancel_forward");
+    info_dirty_ = true;
+    ssh_message_global_request_reply_success(msg, 0);
+    return;
   }
   ssh_message_reply_default(msg);
 }
@@ -854,15 +786,8 @@ void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) 
   if (ec) {
     return;
   }
-  struct Moved {
-    std::vector<std::byte> peeked;
-    std::string server_name;
-    boost::asio::ip::tcp::endpoint client;
-    std::uint64_t id;
-  };
   boost::asio::post(ioc_, [self = shared_from_this(), forward_key, fd, protocol,
-                           m = Moved{std::move(conn.peeked), std::move(conn.server_name),
-                                     conn.client, conn.id}]() mutable {
+                           conn = std::move(conn)]() mutable {
     boost::asio::ip::tcp::socket socket(self->ioc_);
     boost::system::error_code ec;
     socket.assign(protocol, fd, ec);
@@ -870,63 +795,100 @@ void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) 
       ::close(fd);
       return;
     }
-    self->start_bridge(forward_key, tunnel::IncomingConnection{std::move(socket),
-                                                               std::move(m.peeked),
-                                                               std::move(m.server_name),
-                                                               m.client, m.id});
+    conn.socket = std::move(socket);
+    self->start_bridge(forward_key, std::move(conn));
   });
 }
 
+tunnel::EndpointLabel Session::label_for(const Forward& f) const {
+  return tunnel::EndpointLabel{f.id, forwards_.url_for(f), id_, key_ ? key_->fingerprint : "",
+                               key_ ? key_->comment : ""};
+}
+
 void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn) {
-  const auto f = forwards_.find(forward_key);
-  if (f == forwards_.end() || state_ == State::closing || state_ == State::closed) {
-    // The endpoint went away between routing and now.
-    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
-    return;
-  }
-  if (state_ != State::ready) {
-    // Names are only claimed once ready, so this is a race with a session just ending.
+  Forward* f = forwards_.find(forward_key);
+  if (f == nullptr || state_ != State::ready) {
+    // The endpoint went away between routing and now (names are only claimed once ready, so
+    // any other state is a session just ending).
     tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
     return;
   }
   if (std::string why; !access_.permits(conn.client.address(), &why)) {
     ctx_->stats->connections_cidr_denied++;
-    refuse_routed(std::move(conn), f->second, "cidr_denied", std::nullopt, why);
+    refuse_routed(std::move(conn), *f, "cidr_denied", std::nullopt, why);
     return;
   }
-  if (f->second.open_connections >= ctx_->max_connections_per_endpoint) {
+  if (f->open_connections >= ctx_->max_connections_per_endpoint) {
     ctx_->stats->connections_over_endpoint_limit++;
-    refuse_routed(std::move(conn), f->second, "limit", gw::kAlertInternalError,
-                  "this endpoint already has " + std::to_string(f->second.open_connections) +
+    refuse_routed(std::move(conn), *f, "limit", gw::kAlertInternalError,
+                  "this endpoint already has " + std::to_string(f->open_connections) +
                       " open connections (--max-connections-per-endpoint)");
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
-  auto bridge = std::make_shared<Bridge>(*this, std::move(conn));
+  auto channel = std::make_shared<ForwardedChannel>(
+      *this, session_.get(), f->bind_address, f->bind_port, conn.client.address().to_string(),
+      conn.client.port());
+  boost::system::error_code ec;
+  conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+  const tunnel::ConnectionStart start = conn.start();
+  auto bridge = std::make_shared<tunnel::Bridge>(
+      tunnel::Bridge::Socket(std::move(conn.socket)), std::move(conn.peeked), start, label_for(*f),
+      std::move(channel), bridge_config_, ctx_->stats, ctx_->tunnel_log,
+      [weak = weak_from_this(), forward_key](const tunnel::ConnectionClosed& ev) {
+        if (auto self = weak.lock()) {
+          self->bridge_closed(forward_key, ev);
+        }
+      });
   bridges_.emplace(bridge->id(), bridge);
-  ++f->second.open_connections;
+  ++f->open_connections;
   info_dirty_ = true;
-  bridge->start(forward_key, f->second);
-  if (!bridge->finished()) {
-    queue_service(bridge);  // the open's answer arrives in a later pump
-  }
-  after_channel_write();
-  request_pump();
+  bridge->start();
 }
 
-std::unordered_map<std::size_t, Forward>::iterator Session::remove_forward(
-    std::unordered_map<std::size_t, Forward>::iterator it, const std::string& reason) {
-  const Forward& f = it->second;
-  if (f.registration) {
-    ctx_->log->info("endpoint.deleted conn=s{} url={} id={} reason=\"{}\"", id_, url_for(f), f.id,
-                    reason);
-    ctx_->events->emit(tunnel::EndpointDeleted{f.id, url_for(f), id_, reason,
-                                               std::chrono::system_clock::now()});
+void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f,
+                            const char* refusal, std::optional<std::uint8_t> alert,
+                            const std::string& why) {
+  const std::string ip = conn.client.address().to_string();
+  ctx_->tunnel_log->warn("tunnel.refuse conn=t{} s={} sni={} client={} reason=\"{}\"", conn.id,
+                         id_, conn.server_name, ip, why);
+  std::size_t sent = 0;
+  if (alert) {
+    sent = tunnel::send_alert_and_close(conn.socket, *alert);
+  } else {
+    boost::system::error_code ec;
+    conn.socket.close(ec);
   }
-  auto next = forwards_.erase(it);
-  ctx_->sessions->set_endpoints(id_, forwards_.size());
+  const auto label = label_for(f);
+  ctx_->events->emit(tunnel::connection_closed(conn.start(), &label, conn.peeked.size(), sent,
+                                               "refused", refusal));
+  terminal_.connection_line("snigate: connection from " + ip + " refused: " + why);
+}
+
+void Session::bridge_closed(std::size_t forward_key, const tunnel::ConnectionClosed& ev) {
+  ++connections_total_;
   info_dirty_ = true;
-  return next;
+  if (Forward* f = forwards_.find(forward_key)) {
+    --f->open_connections;
+    f->bytes_in += ev.bytes_in;
+    f->bytes_out += ev.bytes_out;
+  }
+  bytes_in_total_ += ev.bytes_in;
+  bytes_out_total_ += ev.bytes_out;
+  finished_bridges_.push_back(ev.conn_id);  // erased after the pump: it may be on the stack
+  request_pump();
+  ctx_->events->emit(ev);
+  if (ev.close_reason == "upstream_refused") {
+    terminal_.connection_line("snigate: connection from " + ev.client_ip + " to " + ev.server_name +
+                          " failed: your ssh client could not reach the -R target (is your "
+                          "upstream running?)");
+  } else if (command_ && command_->verbose) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(ev.duration).count();
+    terminal_.connection_line("snigate: " + ev.client_ip + ":" + std::to_string(ev.client_port) +
+                          " " + ev.server_name + " " + std::to_string(ms) + "ms in=" +
+                          std::to_string(ev.bytes_in) + " out=" + std::to_string(ev.bytes_out) +
+                          " " + ev.close_reason);
+  }
 }
 
 void Session::publish_info() {
@@ -942,101 +904,10 @@ void Session::publish_info() {
                : state_ == State::closing || state_ == State::closed            ? "closing"
                                                                                : "active";
   info.started_at = started_wall_;
-  info.open_connections = bridges_.size();
-  for (const auto& [key, f] : forwards_) {
-    if (f.registration) {
-      info.endpoints.push_back(EndpointInfo{f.id, url_for(f), f.pool, f.created_at,
-                                            f.open_connections, f.bytes_in, f.bytes_out});
-    }
-  }
+  info.open_connections = bridges_.size() - finished_bridges_.size();
+  info.endpoints = forwards_.infos();
   std::lock_guard lock(info_mutex_);
   info_ = std::move(info);
-}
-
-void Session::tell_user_about_connection(const std::string& line) {
-  constexpr int kMaxLinesPerSecond = 5;
-  if (user_lines_this_second_ >= kMaxLinesPerSecond) {
-    ++user_lines_dropped_;  // summarised by on_tick()
-    return;
-  }
-  ++user_lines_this_second_;
-  write_user(line, false);
-}
-
-void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f,
-                            const char* refusal, std::optional<std::uint8_t> alert,
-                            const std::string& why) {
-  const std::string ip = conn.client.address().to_string();
-  ctx_->tunnel_log->warn("tunnel.refuse conn=t{} s={} sni={} client={} reason=\"{}\"", conn.id,
-                         id_, conn.server_name, ip, why);
-  tunnel::ConnectionClosed ev;
-  ev.endpoint_id = f.id;
-  ev.endpoint_url = url_for(f);
-  ev.server_name = conn.server_name;
-  ev.client_ip = ip;
-  ev.client_port = conn.client.port();
-  ev.start = std::chrono::system_clock::now();
-  ev.bytes_in = conn.peeked.size();
-  ev.close_reason = "refused";
-  ev.refusal_reason = refusal;
-  if (alert) {
-    ev.bytes_out = gw::make_alert(*alert).size();
-  }
-  ev.key_fingerprint = key_ ? key_->fingerprint : "";
-  ev.key_name = key_ ? key_->comment : "";
-  ev.conn_id = conn.id;
-  ev.session_id = id_;
-  ctx_->events->emit(ev);
-  if (alert) {
-    tunnel::send_alert_and_close(conn.socket, *alert);
-  } else {
-    boost::system::error_code ec;
-    conn.socket.close(ec);
-  }
-  tell_user_about_connection("snigate: connection from " + ip + " refused: " + why);
-}
-
-void Session::bridge_closed(const Bridge& b, const char* reason) {
-  ++connections_total_;
-  info_dirty_ = true;
-  if (const auto f = forwards_.find(b.forward_key_); f != forwards_.end()) {
-    --f->second.open_connections;
-    f->second.bytes_in += b.bytes_up_;
-    f->second.bytes_out += b.bytes_down_;
-  }
-  bytes_in_total_ += b.bytes_up_;
-  bytes_out_total_ += b.bytes_down_;
-  const auto now = std::chrono::steady_clock::now();
-  const auto duration = now - b.started_;
-  tunnel::ConnectionClosed ev;
-  ev.endpoint_id = b.endpoint_id_;
-  ev.endpoint_url = b.endpoint_url_;
-  ev.server_name = b.conn_.server_name;
-  ev.client_ip = b.conn_.client.address().to_string();
-  ev.client_port = b.conn_.client.port();
-  ev.start = std::chrono::system_clock::now() -
-             std::chrono::duration_cast<std::chrono::system_clock::duration>(duration);
-  ev.duration = duration;
-  ev.bytes_in = b.bytes_up_;
-  ev.bytes_out = b.bytes_down_;
-  ev.close_reason = reason;
-  ev.key_fingerprint = key_ ? key_->fingerprint : "";
-  ev.key_name = key_ ? key_->comment : "";
-  ev.conn_id = b.conn_.id;
-  ev.session_id = id_;
-  ctx_->events->emit(ev);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(duration).count();
-  if (std::string_view(reason) == "upstream_refused") {
-    tell_user_about_connection("snigate: connection from " + ev.client_ip + " to " +
-                               ev.server_name +
-                               " failed: your ssh client could not reach the -R target (is your "
-                               "upstream running?)");
-  } else if (command_ && command_->verbose) {
-    tell_user_about_connection("snigate: " + ev.client_ip + ":" + std::to_string(ev.client_port) +
-                               " " + ev.server_name + " " + std::to_string(ms) + "ms in=" +
-                               std::to_string(ev.bytes_in) + " out=" +
-                               std::to_string(ev.bytes_out) + " " + reason);
-  }
 }
 
 void Session::drain() {
@@ -1045,12 +916,12 @@ void Session::drain() {
       return;
     }
     self->draining_ = true;
-    self->write_user("snigate: the gateway is shutting down; open connections may finish", true);
-    for (auto it = self->forwards_.begin(); it != self->forwards_.end();) {
-      it = self->remove_forward(it, "shutdown");  // no new connections; open ones go on
-    }
+    self->terminal_.write("snigate: the gateway is shutting down; open connections may finish", true);
+    self->forwards_.remove_all("shutdown");  // no new connections; open ones go on
+    self->info_dirty_ = true;
     self->close_reason_ = "shutdown";
-    self->request_pump();  // after_pump() ends the session once its bridges are done
+    self->exit_status_ = 1;  // ended by the gateway: autossh and systemd restart the client
+    self->request_pump();    // after_pump() ends the session once its bridges are done
   });
 }
 
@@ -1071,7 +942,7 @@ void Session::apply_keys(const keys::KeyStore& store) {
   if (now == nullptr) {
     ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"key removed from authorized_keys\"",
                     id_, key_->fingerprint);
-    write_user("snigate: your key was removed from authorized_keys; closing this session", true);
+    terminal_.write("snigate: your key was removed from authorized_keys; closing this session", true);
     close_reason_ = "key_revoked";
     exit_status_ = 1;
     begin_close();
@@ -1080,9 +951,9 @@ void Session::apply_keys(const keys::KeyStore& store) {
   if (std::string why; !keys::source_allowed(now->options, peer_address_, &why)) {
     ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"from= no longer allows {}: {}\"",
                     id_, key_->fingerprint, peer_ip_, why);
-    write_user("snigate: your key's from= in authorized_keys no longer allows " + peer_ip_ +
-                   "; closing this session",
-               true);
+    terminal_.write("snigate: your key's from= in authorized_keys no longer allows " + peer_ip_ +
+                    "; closing this session",
+                true);
     close_reason_ = "key_revoked";
     exit_status_ = 1;
     begin_close();
@@ -1097,8 +968,9 @@ void Session::apply_keys(const keys::KeyStore& store) {
       ++it;
       continue;
     }
-    write_user("snigate: " + url_for(it->second) + " removed: " + d.refusal, true);
-    it = remove_forward(it, "key_no_longer_allows");
+    terminal_.write("snigate: " + forwards_.url_for(it->second) + " removed: " + d.refusal, true);
+    it = forwards_.remove(it, "key_no_longer_allows");
+    info_dirty_ = true;
   }
 }
 
@@ -1106,20 +978,22 @@ void Session::apply_keys(const keys::KeyStore& store) {
 
 void Session::close_from_outside(std::string message) {
   boost::asio::post(ioc_, [self = shared_from_this(), message = std::move(message)] {
-    self->write_user("snigate: session closed by the gateway admin" +
-                         (message.empty() ? std::string() : ": " + message),
-                     true);
+    // The admin API fills in kAdminCloseMessage when the admin gave none: say it once.
+    self->terminal_.write("snigate: " + std::string(kAdminCloseMessage) +
+                          (message.empty() || message == kAdminCloseMessage ? std::string()
+                                                                            : ": " + message),
+                      true);
     self->close_message_ = message;
     self->close_reason_ = "admin_close";
+    self->exit_status_ = 1;  // ended by the gateway: autossh and systemd restart the client
     self->begin_close();
     self->request_pump();
   });
 }
 
 void Session::teardown_endpoints() {
-  for (auto it = forwards_.begin(); it != forwards_.end();) {
-    it = remove_forward(it, "session_ended");  // vanish now, before the last bytes are flushed
-  }
+  forwards_.remove_all("session_ended");  // vanish now, before the last bytes are flushed
+  info_dirty_ = true;
   auto bridges = bridges_;  // abort() reports back into bridges_
   for (auto& [id, b] : bridges) {
     b->abort("session_closed");
@@ -1133,16 +1007,13 @@ void Session::begin_close() {
   set_state(State::closing);
   closing_since_ = Clock::now();
   teardown_endpoints();
-  if (shell_ == nullptr || !ssh_channel_is_open(shell_)) {
+  if (!terminal_.is_open()) {
     finish_close();  // `-N`: nothing left to show the user
     return;
   }
   // The client exits once it has the exit status and the channel close; it then
   // disconnects, which finish_close() sees (or kCloseLinger passes).
-  ssh_channel_request_send_exit_status(shell_, exit_status_);
-  ssh_channel_send_eof(shell_);
-  ssh_channel_close(shell_);
-  after_channel_write();
+  terminal_.end(exit_status_);
 }
 
 void Session::finish_close() {
@@ -1172,6 +1043,9 @@ void Session::finish_close() {
     ev.time = std::chrono::system_clock::now();
     ctx_->events->emit(ev);
   }
+  // The channels of bridges aborted above were handed back (adopt): settle what can be, the
+  // rest goes with ssh_free.
+  std::erase_if(adopted_, [](const auto& channel) { return channel->settle(); });
   if (session_ && ssh_is_connected(session_.get())) {
     ssh_disconnect(session_.get());
   }

@@ -1,12 +1,17 @@
-// One SSH client connection: key exchange, public-key auth, `tcpip-forward` endpoints, the
-// `tls` command, and the bridges between routed public sockets and `forwarded-tcpip`
-// channels. Everything here runs on the one io_context thread that owns the session: libssh
-// forbids sharing a session between threads, so other threads only post to it.
+// One SSH client connection: its event loop and lifecycle (key exchange, auth, ready, closing),
+// and what ties the parts together. The parts live in their own files:
+//   auth.*               the authentication decision (pure)
+//   user_channel.*       the session channel: the `tls` command and every message to the user
+//   forwards.*           the `-R` forwards and the names they hold
+//   forwarded_channel.*  a forwarded-tcpip channel as a tunnel::Channel (libssh's sharp edges)
+//   tunnel/bridge.*      the byte pump between a public socket and a channel
+// Everything here runs on the one io_context thread that owns the session: libssh forbids
+// sharing a session between threads, so other threads only post to it (SessionHandle).
 //
 // libssh is driven without blocking: Asio waits for the session fd, then pump() polls libssh
-// until it has nothing more to do. libssh may run our callbacks re-entrantly from any
-// libssh call, so callbacks only record state and move bytes; teardown happens in
-// after_pump(), never inside a callback.
+// until it has nothing more to do. libssh may run callbacks re-entrantly from any libssh call,
+// so callbacks only record state and move bytes; what they record is acted on in after_pump(),
+// never inside a callback.
 //
 // Deliberately not here: authorisation rules (keys/, policy.*), routing (sni_router/).
 #pragma once
@@ -25,56 +30,28 @@
 #include <vector>
 
 #include "keys/authorized_keys.hpp"
+#include "sshd/forwarded_channel.hpp"
+#include "sshd/forwards.hpp"
 #include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
+#include "sshd/session_handle.hpp"
 #include "sshd/ssh_handles.hpp"
+#include "sshd/user_channel.hpp"
+#include "tunnel/bridge.hpp"
 #include "tunnel/cidr.hpp"
 #include "tunnel/endpoint.hpp"
-#include "tunnel/endpoint_registry.hpp"
 
 namespace gw::sshd {
 
-class Session;
-class Bridge;
-
-/// One `-R` forward: what the client asked for, and the name it holds in the registry.
-struct Forward {
-  std::string bind_address;  ///< exactly as the client sent it: channel opens must echo it
-  std::uint32_t bind_port;   ///< as sent, or the port we replied for a port-0 request
-  std::uint32_t requested_port;  ///< as sent (0 stays 0): what policy decisions see
-  std::string hostname;      ///< normalised name held in the registry
-  tunnel::Registration registration;  ///< empty until claimed (when the session is ready)
-  std::shared_ptr<tunnel::TunnelEndpoint> endpoint;
-  std::string id;  ///< "ep_<n>", for the API and events
-  std::chrono::system_clock::time_point created_at;
-  bool pool = false;
-  std::uint64_t open_connections = 0;
-  std::uint64_t bytes_in = 0;  ///< over finished connections
-  std::uint64_t bytes_out = 0;
-};
-
-/// What the admin API shows of a session; a copy, safe to read from any thread.
-struct EndpointInfo {
-  std::string id, url;
-  bool pool = false;
-  std::chrono::system_clock::time_point created_at;
-  std::uint64_t open_connections = 0, bytes_in = 0, bytes_out = 0;
-};
-struct SessionInfo {
-  std::uint64_t id = 0;
-  std::string peer, user, key_fingerprint, key_name, state;
-  std::chrono::system_clock::time_point started_at;
-  std::uint64_t open_connections = 0;
-  std::vector<EndpointInfo> endpoints;
-};
-
-class Session : public std::enable_shared_from_this<Session> {
+class Session final : public SessionHandle,
+                      public ChannelHost,
+                      public std::enable_shared_from_this<Session> {
  public:
   enum class State { key_exchange, authenticating, authenticated, ready, closing, closed };
 
   Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerContext> ctx,
           std::uint64_t id);
-  ~Session();
+  ~Session() override;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -86,106 +63,73 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Thread-safe: a routed public connection for one of this session's forwards.
   void deliver(std::size_t forward_key, tunnel::IncomingConnection conn);
-
-  /// Thread-safe: the admin ends the session; `message` (may be empty) is shown to the user
-  /// and recorded in the session_ended event.
-  void close_from_outside(std::string message);
-
-  /// Thread-safe: the gateway is shutting down. Endpoints stop taking connections at once;
-  /// the session ends when its open connections have finished.
-  void drain();
-
   /// Thread-safe: the forward `key` was taken over by a session of the same key.
   void forward_displaced(std::size_t key);
 
-  /// Thread-safe: authorized_keys changed. A session whose key is gone or expired is closed
-  /// with a message; forwards the key may no longer hold are removed.
-  void keys_changed(std::shared_ptr<const keys::KeyStore> store);
-
-  /// Thread-safe: the latest published snapshot (refreshed after each pump that changed it).
-  SessionInfo info() const {
+  // SessionHandle (thread-safe)
+  SessionInfo info() const override {
     std::lock_guard lock(info_mutex_);
     return info_;
   }
+  void close_from_outside(std::string message) override;
+  void drain() override;
+  void keys_changed(std::shared_ptr<const keys::KeyStore> store) override;
 
-  boost::asio::io_context& io_context() { return ioc_; }
   std::uint64_t id() const { return id_; }
 
-  // libssh callbacks, called only through the trampolines in the .cpp; they record and
-  // buffer, nothing more (libssh may call them re-entrantly from any libssh call).
+  // libssh callbacks, called only through the trampolines in the .cpp; they record and answer,
+  // nothing more (libssh may call them re-entrantly from any libssh call).
   int on_auth_pubkey(const char* user, ssh_key key, char signature_state);
   ssh_channel on_session_channel_open();
   void on_global_request(ssh_message msg);
-  int on_exec(const char* command);
-  int on_shell();
-  void on_session_channel_data(const void* data, std::uint32_t len);
-  void on_session_channel_eof_or_close();
 
  private:
-  friend class Bridge;
+  // ChannelHost (this thread)
+  void after_channel_write() override;
+  bool output_congested() const override;
+  void queue_service(std::weak_ptr<ForwardedChannel> channel) override;
+  void adopt(std::shared_ptr<ForwardedChannel> channel) override;
+  void request_pump() override;
+
 
   void handle_tcpip_forward(ssh_message msg);
   void handle_cancel_forward(ssh_message msg);
+  void refuse_forward(ssh_message msg, const std::string& address, int port,
+                      const std::string& why);
 
   // The event loop.
   void pump();
   void after_pump();
   void arm_waits();
-  void request_pump();
   void on_tick();
 
-  // Session lifecycle.
+  // Lifecycle.
   void set_state(State next);
+  void run_command(const std::string& command_line);
   void become_ready();
-  void refuse_session(const std::string& why);
-  /// Every way a forward ends goes through here: log, event, per-key count.
-  std::unordered_map<std::size_t, Forward>::iterator remove_forward(
-      std::unordered_map<std::size_t, Forward>::iterator it, const std::string& reason);
-  /// One line in the user's terminal about a public connection (refusals always; finished
-  /// connections with --verbose), at most a few a second so a flood can't flood the user.
-  void tell_user_about_connection(const std::string& line);
-  void bridge_closed(const Bridge& bridge, const char* reason);
+  /// Claims every forward not yet claimed (at ready, then while some wait for a name their
+  /// key's other session holds); tells the user what was refused.
+  void claim_forwards();
+  ClaimOptions claim_options() const;
+  /// Ends the session: it has no endpoint left and none to wait for.
+  void end_if_nothing_served();
+  /// Ends the session with `why` shown to the user; `reason` goes to session_ended.
+  void refuse_session(const std::string& why, const char* reason);
+  void apply_keys(const keys::KeyStore& store);
+  void begin_close();
+  void finish_close();
+  void teardown_endpoints();
+  void publish_info();
+
+  // Public connections.
+  void start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn);
   /// Closes a routed connection before any channel opens (the upstream never sees it): logs,
   /// emits the event with `refusal` as its reason, tells the user's terminal. `alert`: sent
   /// first, when the client deserves a TLS answer.
   void refuse_routed(tunnel::IncomingConnection conn, const Forward& f, const char* refusal,
                      std::optional<std::uint8_t> alert, const std::string& why);
-  void publish_info();
-  /// Claims f's name with the command's options; returns the refusal, or "" when claimed.
-  std::string claim(std::size_t key, Forward& f);
-  void run_command();
-  void apply_keys(const keys::KeyStore& store);
-  void begin_close();
-  void finish_close();
-  void teardown_endpoints();
-  void refuse_forward(ssh_message msg, const std::string& address, int port,
-                      const std::string& why);
-  void write_user(std::string_view text, bool to_stderr);
-  std::string url_for(const Forward& f) const;
-  std::string banner_for(const Forward& f) const;
-
-  // Connections (called by Bridge on this thread).
-  void start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn);
-  void queue_service(std::shared_ptr<Bridge> bridge);
-  /// A forwarded-tcpip open still in flight when its public connection ended (the client left,
-  /// or the open timed out). Freeing it now would leak the ssh client's upstream connection
-  /// (LIBSSH-NOTES #2), so the session asks again after each pump, with the same arguments,
-  /// until the answer: then it closes the channel (opened) or frees it (denied).
-  struct PendingOpen {
-    ssh_channel channel;
-    std::string address;
-    int port;
-    std::string origin;
-    int origin_port;
-  };
-  void adopt_open(PendingOpen open) { abandoned_opens_.push_back(std::move(open)); }
-  void settle_abandoned_opens();
-  void bridge_finished(std::uint64_t conn_id);
-  /// After a libssh write outside pump(): libssh may only have queued the bytes.
-  void after_channel_write();
-  /// True while libssh holds output the socket hasn't taken: readers pause (libssh's
-  /// output buffer is unbounded otherwise).
-  bool output_congested() const;
+  void bridge_closed(std::size_t forward_key, const tunnel::ConnectionClosed& ev);
+  tunnel::EndpointLabel label_for(const Forward& f) const;
 
   boost::asio::io_context& ioc_;
   std::shared_ptr<const ServerContext> ctx_;
@@ -203,21 +147,18 @@ class Session : public std::enable_shared_from_this<Session> {
   SshEventPtr event_;
   ssh_server_callbacks_struct server_cb_{};
   ssh_callbacks_struct session_cb_{};
-  ssh_channel_callbacks_struct shell_cb_{};
-  ssh_channel shell_ = nullptr;  ///< the session channel, owned by session_
   boost::asio::posix::stream_descriptor fd_watch_;  ///< a dup of libssh's fd, for waiting
   bool read_armed_ = false;
   bool write_armed_ = false;
   bool pump_posted_ = false;
   boost::asio::steady_timer tick_;
 
+  UserChannel terminal_;  ///< the user's terminal (the session channel), if any
+  ForwardTable forwards_;
   std::optional<keys::AuthorizedKey> key_;
   std::optional<TlsCommand> command_;
   tunnel::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
-  bool command_seen_ = false;
-  std::string pending_command_;
-  bool command_pending_ = false;
-  std::vector<std::string> notices_;  ///< refusals to show once the session channel exists
+  tunnel::BridgeConfig bridge_config_;
   std::chrono::steady_clock::time_point started_at_;
   std::chrono::steady_clock::time_point authenticated_at_;
   std::chrono::steady_clock::time_point last_peer_data_;
@@ -227,26 +168,23 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string close_message_;  ///< the admin's words, for the session_ended event
   int exit_status_ = 0;
   int auth_failures_ = 0;
-  bool user_quit_ = false;
   std::string over_limit_;
   std::uint64_t connections_total_ = 0;
   std::uint64_t bytes_in_total_ = 0;
   std::uint64_t bytes_out_total_ = 0;
-  int user_lines_this_second_ = 0;
   PerSecondBudget forward_requests_;  ///< tcpip-forward + cancel requests
-  int user_lines_dropped_ = 0;
   std::chrono::system_clock::time_point started_wall_ = std::chrono::system_clock::now();
   bool info_dirty_ = true;
   mutable std::mutex info_mutex_;
   SessionInfo info_;  ///< guarded by info_mutex_: the one thing other threads read
-  bool draining_ = false;  ///< set at auth when the key is over its session limit
+  bool draining_ = false;
+  bool asked_for_forwards_ = false;  ///< any -R was accepted (for the closing message)
+  bool servicing_ = false;  ///< inside after_pump()'s channel service loop
 
-  std::unordered_map<std::size_t, Forward> forwards_;
-  std::size_t next_forward_key_ = 1;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Bridge>> bridges_;
-  std::vector<std::uint64_t> finished_bridges_;
-  std::vector<PendingOpen> abandoned_opens_;  ///< see adopt_open()
-  std::vector<std::shared_ptr<Bridge>> service_queue_;  ///< need work after the pump
+  std::unordered_map<std::uint64_t, std::shared_ptr<tunnel::Bridge>> bridges_;
+  std::vector<std::uint64_t> finished_bridges_;  ///< erased after the pump, never inside one
+  std::vector<std::weak_ptr<ForwardedChannel>> service_queue_;
+  std::vector<std::shared_ptr<ForwardedChannel>> adopted_;  ///< see ChannelHost::adopt
 };
 
 }  // namespace gw::sshd

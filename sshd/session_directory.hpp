@@ -10,13 +10,13 @@
 #include <unordered_map>
 #include <vector>
 
-namespace gw::sshd {
+#include "sshd/session_handle.hpp"
 
-class Session;
+namespace gw::sshd {
 
 class SessionDirectory {
  public:
-  void add(std::uint64_t id, std::weak_ptr<Session> session) {
+  void add(std::uint64_t id, std::weak_ptr<SessionHandle> session) {
     std::lock_guard lock(mutex_);
     sessions_[id] = Entry{std::move(session), {}, 0};
   }
@@ -48,13 +48,13 @@ class SessionDirectory {
     std::lock_guard lock(mutex_);
     sessions_.erase(id);
   }
-  std::shared_ptr<Session> find(std::uint64_t id) const {
+  std::shared_ptr<SessionHandle> find(std::uint64_t id) const {
     std::lock_guard lock(mutex_);
     const auto it = sessions_.find(id);
     return it == sessions_.end() ? nullptr : it->second.session.lock();
   }
-  std::vector<std::shared_ptr<Session>> all() const {
-    std::vector<std::shared_ptr<Session>> out;
+  std::vector<std::shared_ptr<SessionHandle>> all() const {
+    std::vector<std::shared_ptr<SessionHandle>> out;
     std::lock_guard lock(mutex_);
     out.reserve(sessions_.size());
     for (const auto& [id, e] : sessions_) {
@@ -71,7 +71,7 @@ class SessionDirectory {
 
  private:
   struct Entry {
-    std::weak_ptr<Session> session;
+    std::weak_ptr<SessionHandle> session;
     std::string fingerprint;  ///< empty until authenticated
     std::size_t endpoints;
   };

@@ -2,6 +2,7 @@
 their session (DESIGN sections 3 and 5)."""
 
 import signal
+import ssl
 import subprocess
 import time
 
@@ -140,3 +141,91 @@ def test_cancel_and_add_forward_in_a_live_session(gateway, upstream_factory, cli
     gateway.wait_routed("new.alice.test", timeout=10)
     assert https_get(gateway.tls_port, "new.alice.test", client_ctx).body.startswith("hello from a")
     assert t.running()
+
+
+# ---- a session never sits connected serving nothing (issue 11) -------------------------------
+
+def _body(gateway, name, ctx):
+    """The routed upstream's answer for `name`, or "" while nothing serves it."""
+    try:
+        return https_get(gateway.tls_port, name, ctx, timeout=5).body
+    except (OSError, ssl.SSLError):
+        return ""
+
+
+def test_same_key_second_tls_session_waits_then_takes_the_name(gateway, upstream_factory,
+                                                               client_ctx):
+    # Proves: a second `tls` session of the same key asking for a name its other session holds
+    # (an autossh reconnect after a network drop, before the gateway noticed) is told it waits,
+    # announces nothing meanwhile, and takes the name the moment the first session goes.
+    a, b = upstream_factory("http", "a"), upstream_factory("http", "b")
+    first = gateway.tunnel([fwd("app.alice.test", a)]).start()
+    second = gateway.tunnel([fwd("app.alice.test", b)])
+    second.start(wait=False)
+    wait_for(lambda: "waiting for app.alice.test" in second.stderr() or not second.running(), 20,
+             "the waiting notice")
+    assert second.running() and not second.urls(), second.describe()
+    assert _body(gateway, "app.alice.test", client_ctx).startswith("hello from a")
+    first.close()
+    t0 = time.monotonic()
+    second.wait_ready(timeout=10)
+    assert time.monotonic() - t0 < 3, second.describe()
+    wait_for(lambda: _body(gateway, "app.alice.test", client_ctx).startswith("hello from b"), 5,
+             "the name to route to the second session")
+
+
+def test_same_key_second_dash_n_session_waits_then_takes_the_name(gateway, upstream_factory,
+                                                                  client_ctx):
+    # Proves: the same with `ssh -N -o ExitOnForwardFailure=yes` (no terminal): the client stays
+    # up while it waits (the gateway logs why), then serves the name once the holder leaves.
+    a, b = upstream_factory("http", "a"), upstream_factory("http", "b")
+    first = gateway.tunnel([fwd("app.alice.test", a)]).start()
+    second = gateway.tunnel([fwd("app.alice.test", b)], command=None)
+    second.start(wait=False)
+    wait_for(lambda: "forward.waiting" in gateway.log_text(), 20, "the gateway to log the wait")
+    assert second.running(), second.describe()
+    assert _body(gateway, "app.alice.test", client_ctx).startswith("hello from a")
+    first.close()
+    wait_for(lambda: _body(gateway, "app.alice.test", client_ctx).startswith("hello from b"), 5,
+             "the name to route to the -N session")
+    assert second.running(), second.describe()
+
+
+def test_session_with_nothing_to_serve_ends_nonzero(gateway, upstream_factory):
+    # Proves: a session whose forwards were all refused when its names were claimed (here: the
+    # name is pooled, the rival did not pass --pool, which the forward reply could not know yet)
+    # ends with a non-zero exit status, for `-N` (ExitOnForwardFailure can't see a late refusal)
+    # and for `tls` (which is told why), instead of staying connected serving nothing.
+    a, b = upstream_factory("http", "a"), upstream_factory("http", "b")
+    holder = gateway.tunnel([fwd("app.alice.test", a)], command="tls --pool").start()
+    for command in (None, "tls"):
+        rival = gateway.tunnel([fwd("app.alice.test", b)], command=command)
+        rc = rival.run_to_exit(20)
+        assert rc != 0, rival.describe()
+        if command:
+            assert "none of your forwards could be served" in rival.stderr(), rival.describe()
+    assert holder.running() and b.accepted == 0
+
+
+def test_dash_n_routes_after_the_short_grace(gateway, upstream, client_ctx):
+    # Proves: an `ssh -N` session's names route within a second of the client starting (the
+    # 300 ms grace after login, not the next once-a-second tick), measured over 3 sessions.
+    for _ in range(3):
+        t0 = time.monotonic()
+        t = gateway.tunnel([fwd("app.alice.test", upstream)], command=None)
+        t.start(wait=False)
+        wait_for(lambda: gateway.routed("app.alice.test"), 10, "the -N name to route",
+                 interval=0.01)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 0.9, f"routed after {elapsed:.2f}s\n{t.describe()}"
+        t.close()
+        gateway.wait_unrouted("app.alice.test", 5)
+
+
+def test_sessions_ended_by_the_gateway_exit_nonzero(gateway, upstream):
+    # Proves: a `tls` client whose session the gateway ends (here: shutdown) exits non-zero, so
+    # autossh and systemd's Restart=on-failure bring it back after a gateway restart.
+    t = gateway.tunnel([fwd("app.alice.test", upstream)]).start()
+    assert gateway.stop() == 0, gateway.log_text()[-3000:]
+    rc = t.wait_exit(15)
+    assert rc != 0, t.describe()

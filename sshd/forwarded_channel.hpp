@@ -1,0 +1,105 @@
+// ForwardedChannel: a `forwarded-tcpip` channel to the ssh client, as a tunnel::Channel. All of
+// libssh 0.10's sharp edges on the data path live here (shared/LIBSSH-NOTES.md):
+//   - the open is polled: ssh_channel_open_reverse_forward answers SSH_AGAIN until the client
+//     replies, and only the same call with the same arguments collects the answer;
+//   - an open still in flight when the bridge lets go is adopted by the host and waited for,
+//     then closed: freeing it earlier leaks the client's upstream connection (#2);
+//   - only an OPEN channel is closed; a denied one is only freed (#1);
+//   - no "window reopened" callback (#6): a writer waiting for room is retried after each pump;
+//   - libssh's window growth is too slow for long paths (#5): we keep kChannelWindow open;
+//   - the data callback may run re-entrantly from any libssh call: it hands bytes to the
+//     handler (which only consumes), and EOF/close are recorded and reported from service(),
+//     which the host calls after each pump, outside every callback.
+// Deliberately not here: the byte pump and its buffers (tunnel/bridge.*), the session's
+// event loop (session.*), which only calls service() and settle().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sshd/ssh_handles.hpp"
+#include "tunnel/channel.hpp"
+
+namespace gw::sshd {
+
+class ForwardedChannel;
+
+/// What a ForwardedChannel needs of the session that owns its ssh_session (same thread).
+class ChannelHost {
+ public:
+  virtual ~ChannelHost() = default;
+  /// After a libssh write outside the pump: libssh may only have queued the bytes.
+  virtual void after_channel_write() = 0;
+  /// Run the pump (and so service()/settle()) again soon, from a posted handler.
+  virtual void request_pump() = 0;
+  /// True while libssh holds output the socket hasn't taken (its buffer is unbounded).
+  virtual bool output_congested() const = 0;
+  /// Call channel.service() after the next pump.
+  virtual void queue_service(std::weak_ptr<ForwardedChannel> channel) = 0;
+  /// The bridge let go: keep `channel` and call settle() after each pump until it says done.
+  virtual void adopt(std::shared_ptr<ForwardedChannel> channel) = 0;
+};
+
+class ForwardedChannel final : public tunnel::Channel,
+                               public std::enable_shared_from_this<ForwardedChannel> {
+ public:
+  /// `address`/`port`: exactly what the client's tcpip-forward named (OpenSSH matches the
+  /// channel to its forward by them); `origin`: the public client, for the user's logs.
+  ForwardedChannel(ChannelHost& host, ssh_session session, std::string address,
+                   std::uint32_t port, std::string origin, std::uint16_t origin_port);
+  ~ForwardedChannel() override;
+  ForwardedChannel(const ForwardedChannel&) = delete;
+  ForwardedChannel& operator=(const ForwardedChannel&) = delete;
+
+  // tunnel::Channel
+  void start(tunnel::ChannelHandler& handler) override;
+  std::optional<std::size_t> write(std::span<const std::byte> data) override;
+  bool blocked() const override;
+  void want_writable() override;
+  void resume_reading() override;
+  bool send_eof() override;
+  void close() override;
+
+  /// From the host after each pump: collects the open's answer, reports EOF/close recorded by
+  /// callbacks, wakes a waiting writer, grows the window.
+  void service();
+  /// From the host after each pump, once adopted: true when the channel is gone for good.
+  bool settle();
+  /// The session is being freed (ssh_free frees its channels): forget the handle.
+  void detach();
+
+ private:
+  enum class State { idle, opening, open, failed };
+  static int on_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len, int is_stderr,
+                        void* self);
+  static void on_eof_cb(ssh_session, ssh_channel, void* self);
+  static void on_close_cb(ssh_session, ssh_channel, void* self);
+  int poll_open();
+  std::size_t deliver(std::span<const std::byte> data);
+  void grow_window();
+  void queue();
+
+  ChannelHost& host_;
+  ssh_session session_;  ///< borrowed: owned by the Session, outlives us or detach()es us
+  ssh_channel channel_ = nullptr;  ///< owned by session_; freed in settle()
+  ssh_channel_callbacks_struct callbacks_{};
+  std::string address_;
+  std::uint32_t port_;
+  std::string origin_;
+  std::uint16_t origin_port_;
+  tunnel::ChannelHandler* handler_ = nullptr;  ///< null once released (or before start)
+  State state_ = State::idle;
+  bool released_ = false;
+  bool opened_reported_ = false;
+  bool eof_seen_ = false, eof_reported_ = false;
+  bool close_seen_ = false, close_reported_ = false;
+  bool want_writable_ = false;
+  bool queued_ = false;  ///< in the host's service queue
+  bool libssh_holds_data_ = false;  ///< the handler took less than libssh offered
+  std::vector<std::byte> held_;     ///< taken out of libssh by a window growth, not yet delivered
+  std::uint64_t received_since_grow_ = 0;
+};
+
+}  // namespace gw::sshd

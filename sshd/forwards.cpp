@@ -1,0 +1,107 @@
+#include "sshd/forwards.hpp"
+
+#include <algorithm>
+
+#include "common/printable.hpp"
+
+namespace gw::sshd {
+
+void ForwardTable::add(std::size_t key, Forward f) {
+  forwards_.emplace(key, std::move(f));
+  ctx_->sessions->set_endpoints(session_id_, forwards_.size());
+}
+
+Forward* ForwardTable::find(std::size_t key) {
+  const auto it = forwards_.find(key);
+  return it == forwards_.end() ? nullptr : &it->second;
+}
+
+ForwardTable::Map::iterator ForwardTable::find_bind(std::string_view address, std::uint32_t port) {
+  return std::find_if(forwards_.begin(), forwards_.end(), [&](const auto& kv) {
+    return kv.second.bind_address == address && kv.second.bind_port == port;
+  });
+}
+
+ForwardTable::Map::iterator ForwardTable::remove(Map::iterator it, std::string_view reason) {
+  const Forward& f = it->second;
+  if (f.registration) {
+    ctx_->log->info("endpoint.deleted conn=s{} url={} id={} reason=\"{}\"", session_id_,
+                    url_for(f), f.id, reason);
+    ctx_->events->emit(tunnel::EndpointDeleted{f.id, url_for(f), session_id_, std::string(reason),
+                                               std::chrono::system_clock::now()});
+  }
+  auto next = forwards_.erase(it);
+  ctx_->sessions->set_endpoints(session_id_, forwards_.size());
+  return next;
+}
+
+void ForwardTable::remove_all(std::string_view reason) {
+  for (auto it = forwards_.begin(); it != forwards_.end();) {
+    it = remove(it, reason);
+  }
+}
+
+std::string ForwardTable::claim(std::size_t key, Forward& f, const ClaimOptions& options) {
+  tunnel::ClaimRequest request;
+  request.name = f.hostname;
+  request.endpoint = f.endpoint;
+  request.key_fingerprint = options.key_fingerprint;
+  request.pool = options.pool;
+  request.takeover = options.takeover;
+  request.pool_group = options.pool_group;
+  tunnel::ClaimResult result = ctx_->registry->claim(std::move(request));
+  if (!result.registration) {
+    return result.refusal;
+  }
+  f.registration = std::move(*result.registration);
+  f.waiting = false;
+  for (const auto& old : result.displaced) {
+    old->displaced(f.hostname);  // posts to the old session; never runs it here
+  }
+  f.id = "ep_" + std::to_string(ctx_->stats->next_endpoint_id++);
+  f.created_at = std::chrono::system_clock::now();
+  f.pool = options.pool;
+  ctx_->log->info("endpoint.created conn=s{} url={} id={} fp={} key=\"{}\" pool={} forward={}",
+                  session_id_, url_for(f), f.id, options.key_fingerprint,
+                  printable(options.key_name), f.pool, key);
+  ctx_->events->emit(tunnel::EndpointCreated{f.id, url_for(f), session_id_,
+                                             options.key_fingerprint, options.key_name, f.pool,
+                                             f.created_at});
+  return {};
+}
+
+std::string ForwardTable::url_for(const Forward& f) const {
+  std::string url = "tls://" + f.hostname;
+  if (ctx_->advertise_port != 443) {
+    url += ":" + std::to_string(ctx_->advertise_port);
+  }
+  return url;
+}
+
+std::string ForwardTable::banner_for(const Forward& f) const {
+  return "snigate: Forwarding " + url_for(f) + " -> your -R " + f.bind_address + ":" +
+         std::to_string(f.bind_port) + " target (TLS passes through untouched)";
+}
+
+std::vector<EndpointInfo> ForwardTable::infos() const {
+  std::vector<EndpointInfo> out;
+  for (const auto& [key, f] : forwards_) {
+    if (f.registration) {
+      out.push_back(EndpointInfo{f.id, url_for(f), f.pool, f.created_at, f.open_connections,
+                                 f.bytes_in, f.bytes_out});
+    }
+  }
+  return out;
+}
+
+bool ForwardTable::any_claimed() const {
+  return std::any_of(forwards_.begin(), forwards_.end(),
+                     [](const auto& kv) { return static_cast<bool>(kv.second.registration); });
+}
+
+bool ForwardTable::any_waiting() const {
+  return std::any_of(forwards_.begin(), forwards_.end(),
+                     [](const auto& kv) { return kv.second.waiting; });
+}
+
+}  // namespace gw::sshd
