@@ -299,6 +299,9 @@ def test_without_verbose_only_failed_connections_are_reported(gateway_factory, u
     assert not others, f"lines without --verbose besides banners and the failure: {others}"
     conn = conn_event(gw, port)["object"]["conn"]
     assert conn["close_reason"] == "upstream_refused" and conn["refusal_reason"] is None, conn
+    assert conn["bytes_out"] == len(data) == 7, (conn, data)  # the alert we sent counts
+    # start_ts is the accept time: the duration covers the ClientHello wait and the open.
+    assert conn["duration_ns"] > 0, conn
 
 
 # ---- admin API ----------------------------------------------------------------------------------
@@ -370,6 +373,8 @@ def test_api_delete_closes_session(gateway_factory, upstream):
     t.wait_exit(10)
     assert "snigate: session closed by the gateway admin" in t.stderr(), t.describe()
     assert "maintenance at 14:00" in t.stderr(), t.describe()
+    assert t.proc.returncode != 0, "ended by the gateway: autossh must restart it"
+    assert t.stderr().count("closed by the gateway admin") == 1, t.describe()
     gw.wait_unrouted("app.alice.test", 5)
     wait_for(lambda: [e["url"] for e in get_json(gw, "/api/endpoints")["endpoints"]] ==
              [f"tls://app.bob.test:{gw.tls_port}"], 5, "only bob's endpoint to be listed")
@@ -383,11 +388,24 @@ def test_api_delete_closes_session(gateway_factory, upstream):
         ("admin_close", True), f"docs: session_ended reason admin_close with the message: {ended}"
 
 
+def test_api_delete_without_message_says_it_once(gateway_factory, upstream):
+    # Proves: a DELETE without a message shows the user one plain line (not the default message
+    # repeated after "closed by the gateway admin:"), and ssh exits non-zero.
+    gw = admin_gateway(gateway_factory)
+    t = gw.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    sid = get_json(gw, "/api/sessions")["sessions"][0]["id"]
+    assert gw.admin("DELETE", f"/api/sessions/{sid}", token=TOKEN).status == 204
+    assert t.wait_exit(10) != 0, t.describe()
+    lines = [ln for ln in t.stderr().splitlines() if "gateway admin" in ln]
+    assert lines == ["snigate: session closed by the gateway administrator"], t.describe()
+
+
 @pytest.mark.parametrize("method,path", [
     ("GET", "/api/sessions/99999"), ("GET", "/api/sessions/s99999"),
     ("DELETE", "/api/sessions/99999"), ("GET", "/api/endpoints/ep_99999"),
     ("GET", "/api/no-such-route"),
 ])
+
 def test_api_unknown_ids_are_404_json(gateway_factory, method, path):
     # Proves: an unknown session/endpoint id or path is 404 with the documented JSON error body.
     gw = admin_gateway(gateway_factory)
