@@ -23,32 +23,20 @@ std::byte* scratch() {
   return buffer.data();
 }
 
+/// State names for the logs, in enum order.
+template <class State, std::size_t N>
+const char* name_of(State s, const std::array<const char*, N>& names) {
+  const auto i = static_cast<std::size_t>(s);
+  return i < N ? names[i] : "?";
+}
 const char* to_string(Bridge::UpState s) {
-  switch (s) {
-    case Bridge::UpState::open: return "open";
-    case Bridge::UpState::eof_pending: return "eof_pending";
-    case Bridge::UpState::eof_sent: return "eof_sent";
-    case Bridge::UpState::closed: return "closed";
-  }
-  return "?";
+  return name_of(s, std::array{"open", "eof_pending", "eof_sent", "closed"});
 }
 const char* to_string(Bridge::DownState s) {
-  switch (s) {
-    case Bridge::DownState::open: return "open";
-    case Bridge::DownState::eof_pending: return "eof_pending";
-    case Bridge::DownState::shutdown_sent: return "shutdown_sent";
-    case Bridge::DownState::closed: return "closed";
-  }
-  return "?";
+  return name_of(s, std::array{"open", "eof_pending", "shutdown_sent", "closed"});
 }
 const char* to_string(Bridge::ChannelState s) {
-  switch (s) {
-    case Bridge::ChannelState::opening: return "opening";
-    case Bridge::ChannelState::open: return "open";
-    case Bridge::ChannelState::failed: return "failed";
-    case Bridge::ChannelState::released: return "released";
-  }
-  return "?";
+  return name_of(s, std::array{"opening", "open", "failed", "released"});
 }
 
 /// Each pipe only moves forward (open, then its EOF steps, then closed); skipping steps is
@@ -90,38 +78,34 @@ Bridge::Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart sta
 
 Bridge::~Bridge() = default;
 
-void Bridge::set_up(UpState next) {
-  if (!moves_forward(up_, next)) {
-    log_->error("bridge.bad_transition conn=t{} up {} -> {}", id(), to_string(up_),
-                to_string(next));
-    assert(false && "Bridge up state moved backwards");
+namespace {
+
+/// The one place a pipe's or the channel's state changes: checked against `valid`, logged.
+template <class State>
+void transition(spdlog::logger& log, std::uint64_t id, const char* what, State& current,
+                State next, bool valid) {
+  if (!valid) {
+    log.error("bridge.bad_transition conn=t{} {} {} -> {}", id, what, to_string(current),
+              to_string(next));
+    assert(false && "Bridge: invalid state transition");
     return;
   }
-  log_->debug("bridge.up conn=t{} {} -> {}", id(), to_string(up_), to_string(next));
-  up_ = next;
+  log.debug("bridge.{} conn=t{} {} -> {}", what, id, to_string(current), to_string(next));
+  current = next;
+}
+
+}  // namespace
+
+void Bridge::set_up(UpState next) {
+  transition(*log_, id(), "up", up_, next, moves_forward(up_, next));
 }
 
 void Bridge::set_down(DownState next) {
-  if (!moves_forward(down_, next)) {
-    log_->error("bridge.bad_transition conn=t{} down {} -> {}", id(), to_string(down_),
-                to_string(next));
-    assert(false && "Bridge down state moved backwards");
-    return;
-  }
-  log_->debug("bridge.down conn=t{} {} -> {}", id(), to_string(down_), to_string(next));
-  down_ = next;
+  transition(*log_, id(), "down", down_, next, moves_forward(down_, next));
 }
 
 void Bridge::set_channel(ChannelState next) {
-  if (!channel_may_move(channel_state_, next)) {
-    log_->error("bridge.bad_transition conn=t{} channel {} -> {}", id(),
-                to_string(channel_state_), to_string(next));
-    assert(false && "Bridge channel state: invalid transition");
-    return;
-  }
-  log_->debug("bridge.channel conn=t{} {} -> {}", id(), to_string(channel_state_),
-              to_string(next));
-  channel_state_ = next;
+  transition(*log_, id(), "channel", channel_state_, next, channel_may_move(channel_state_, next));
 }
 
 void Bridge::start() {
