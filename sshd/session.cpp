@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
-#include <random>
 
 #include "common/printable.hpp"
 #include "keys/source_match.hpp"
@@ -18,8 +17,6 @@ namespace {
 
 /// dopoll rounds per wake-up (libssh reads 4 KiB a round) before yielding to other work.
 constexpr int kMaxPollRounds = 64;
-/// Forwards one session may hold.
-constexpr std::size_t kMaxForwardsPerSession = 64;
 /// tcpip-forward and cancel requests one session may send a second: room for every forward at
 /// login, while a client churning forwards (work, log lines and notices for nothing) is cut off.
 constexpr std::uint32_t kForwardRequestsPerSecond = 100;
@@ -84,10 +81,6 @@ void set_socket_options(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
-std::uint64_t random_u64() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng();
-}
 
 // Trampolines: libssh calls C function pointers with our `this` as userdata.
 int auth_pubkey_cb(ssh_session, const char* user, ssh_key key, char state, void* self) {
@@ -700,65 +693,23 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     ssh_message_reply_default(msg);
     return;
   }
-  if (forwards_.size() >= kMaxForwardsPerSession) {
-    refuse_forward(msg, address, port, "too many forwards in one session");
+  ForwardTable::Prepared p = forwards_.prepare(address, static_cast<std::uint32_t>(port), *key_);
+  if (!p.forward) {
+    refuse_forward(msg, address, port, p.refusal);
     return;
   }
-  const ForwardDecision decision = decide_forward(
-      ForwardRequest{address, static_cast<std::uint32_t>(port)}, key_->options,
-      ForwardPolicy{ctx_->domain, ctx_->advertise_port});
-  if (!decision.ok) {
-    refuse_forward(msg, address, port, decision.refusal);
-    return;
-  }
-  if (ctx_->sessions->endpoints_of_key(key_->fingerprint) >= ctx_->max_endpoints_per_key) {
-    refuse_forward(msg, address, port,
-                   "this key already holds " + std::to_string(ctx_->max_endpoints_per_key) +
-                       " endpoints (the limit): cancel one first");
-    return;
-  }
-  const std::size_t key = forwards_.next_key();
-  std::string name;
-  if (decision.hostname) {
-    name = decision.hostname->str();
-    // A plain conflict is refused now, so ExitOnForwardFailure clients see it. Pooled or
-    // same-key holders may still be joined, taken over or waited for once the command's
-    // options arrive.
-    if (ctx_->registry->probe(name, key_->fingerprint) == tunnel::NameState::held) {
-      refuse_forward(msg, address, port,
-                     name + " is held by another key's session: pick another name (--takeover "
-                            "only moves names between sessions of the same key)");
-      return;
-    }
-  } else {
-    for (int attempt = 0; attempt < 16 && name.empty(); ++attempt) {
-      name = generate_label(random_u64()) + "." + ctx_->domain.str();
-      if (ctx_->registry->probe(name, "") != tunnel::NameState::free) {
-        name.clear();
-      }
-    }
-    if (name.empty()) {
-      refuse_forward(msg, address, port, "could not generate a free hostname, try again");
-      return;
-    }
-  }
-  Forward f;
-  f.bind_address = address;
-  f.bind_port = port == 0 ? decision.reply_port : static_cast<std::uint32_t>(port);
-  f.requested_port = static_cast<std::uint32_t>(port);
-  f.hostname = name;
-  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), key);
-  const std::uint32_t reply_port = f.bind_port;
+  Forward& f = *p.forward;
+  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key);
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
-    if (const std::string refusal = forwards_.claim(key, f, claim_options()); !refusal.empty()) {
+    if (const std::string refusal = forwards_.claim(p.key, f, claim_options()); !refusal.empty()) {
       refuse_forward(msg, address, port, refusal);
       return;
     }
     terminal_.write(forwards_.banner_for(f), false);
   }
-  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(reply_port));
-  forwards_.add(key, std::move(f));
+  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
+  forwards_.add(p.key, std::move(f));
   asked_for_forwards_ = true;
   info_dirty_ = true;
 }
