@@ -26,6 +26,13 @@ constexpr int kMaxAuthFailures = 6;
 constexpr auto kCloseLinger = std::chrono::seconds(5);
 /// How often a forward waiting for its name (held by the key's other session) looks again.
 constexpr auto kWaitingClaimInterval = std::chrono::milliseconds(100);
+/// forwarded-tcpip opens one session may have unanswered (those whose visitor left or timed
+/// out included): a burst of new visitors fits, while a client that answers none can't make us
+/// hold (and poll) thousands. One more visitor gets alert 80 at once.
+constexpr int kMaxOpensInFlight = 256;
+/// A client that has answered no open for this long, with some waiting, is stopped or wedged:
+/// the session is closed (its visitors have had alert 80 after the 10 s open deadline anyway).
+constexpr auto kUnansweredOpensLimit = std::chrono::seconds(60);
 
 using Clock = std::chrono::steady_clock;
 
@@ -92,6 +99,17 @@ ssh_channel channel_open_cb(ssh_session, void* self) {
 void global_request_cb(ssh_session, ssh_message msg, void* self) {
   static_cast<Session*>(self)->on_global_request(msg);
 }
+int auth_none_cb(ssh_session, const char*, void* self) {
+  return static_cast<Session*>(self)->on_auth_other("none");
+}
+int message_cb(ssh_session, ssh_message msg, void* self) {
+  // Requests no callback took: libssh answers them with the default refusal once we return 1.
+  // Authentication requests among them (password, keyboard-interactive, ...) count too.
+  if (ssh_message_type(msg) == SSH_REQUEST_AUTH) {
+    static_cast<Session*>(self)->on_auth_other("other");
+  }
+  return 1;
+}
 
 }  // namespace
 
@@ -157,9 +175,11 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
 
   server_cb_.userdata = this;
   server_cb_.auth_pubkey_function = auth_pubkey_cb;
+  server_cb_.auth_none_function = auth_none_cb;
   server_cb_.channel_open_request_session_function = channel_open_cb;
   ssh_callbacks_init(&server_cb_);
   ssh_set_server_callbacks(session_.get(), &server_cb_);
+  ssh_set_message_callback(session_.get(), message_cb, this);
   session_cb_.userdata = this;
   session_cb_.global_request_function = global_request_cb;
   ssh_callbacks_init(&session_cb_);
@@ -191,11 +211,20 @@ void Session::pump() {
   if (state_ == State::closed) {
     return;
   }
+  // A peer that doesn't read what we send must not make us read (and answer) more: while our
+  // output is backed up, one round per wake-up, and the next wake-up only when the socket takes
+  // output again (arm_waits). Otherwise up to kMaxPollRounds, then others get a turn.
+  const int max_rounds = output_congested() ? 1 : kMaxPollRounds;
   int rounds = 0;
-  for (; rounds < kMaxPollRounds; ++rounds) {
+  for (; rounds < max_rounds; ++rounds) {
     const int rc = ssh_event_dopoll(event_.get(), 0);
     if (rc != SSH_OK) {
       break;  // SSH_AGAIN: nothing ready; SSH_ERROR: checked through the status below
+    }
+    input_processed_ = true;
+    if (output_congested()) {
+      ++rounds;
+      break;
     }
   }
   if (state_ == State::key_exchange && ssh_get_status(session_.get()) == 0 &&
@@ -211,6 +240,7 @@ void Session::pump() {
     return;
   }
   after_pump();
+  input_processed_ = false;
   if (state_ == State::closed) {
     return;
   }
@@ -257,7 +287,8 @@ void Session::after_pump() {
 }
 
 void Session::arm_waits() {
-  if (!read_armed_) {
+  // No read wait while our output is backed up (see pump()): the write wait brings us back.
+  if (!read_armed_ && !output_congested()) {
     read_armed_ = true;
     fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -313,6 +344,21 @@ void Session::adopt(std::shared_ptr<ForwardedChannel> channel) {
   request_pump();
 }
 
+void Session::count_open_in_flight(int delta) {
+  if (delta < 0 || opens_in_flight_ == 0) {
+    unanswered_since_ = Clock::now();  // an answer (or the first open): the clock restarts
+  }
+  opens_in_flight_ += delta;
+}
+
+void Session::channel_violation(const char* what) {
+  ctx_->stats->channel_violations++;
+  warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+               "session.channel_violation conn=s{} fp={} what={} reason=\"the ssh client broke "
+               "the channel's flow control; the channel is closed\"{}",
+               id_, key_ ? key_->fingerprint : "-", what);
+}
+
 void Session::on_tick() {
   if (state_ == State::closed) {
     return;
@@ -350,6 +396,20 @@ void Session::on_tick() {
       }
       for (auto& [id, b] : bridges_) {
         b->check_deadlines(now);
+      }
+      if (opens_in_flight_ > 0 && now - unanswered_since_ > kUnansweredOpensLimit) {
+        terminal_.write("snigate: your ssh client has answered no connection for " +
+                            std::to_string(kUnansweredOpensLimit.count()) +
+                            " s (is it stopped or overloaded?); closing",
+                        true);
+        ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"{} channel opens unanswered for "
+                        "{} s\"",
+                        id_, key_ ? key_->fingerprint : "-", opens_in_flight_,
+                        kUnansweredOpensLimit.count());
+        close_reason_ = "opens_unanswered";
+        exit_status_ = 1;
+        begin_close();
+        break;
       }
       if (forwards_.any_waiting()) {
         claim_forwards();
@@ -401,17 +461,7 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     set_state(State::authenticating);
   }
   user_ = user ? user : "";
-  // Every refusal counts, probes included: a client cycling through wrong keys only ever
-  // probes, and one retrying a known key (expired, wrong source, bad signature) must not get
-  // unlimited signature checks either. Like OpenSSH's MaxAuthTries and "Failed publickey".
-  const auto deny = [this] {
-    ctx_->stats->auth_failures++;
-    if (++auth_failures_ >= kMaxAuthFailures) {
-      close_reason_ = "auth_failures";
-      request_pump();  // closed in after_pump(), outside this callback
-    }
-    return SSH_AUTH_DENIED;
-  };
+  const auto deny = [this] { return count_auth_failure(); };
   char* b64 = nullptr;
   if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK) {
     return deny();
@@ -464,6 +514,31 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     }
   });
   return SSH_AUTH_SUCCESS;
+}
+
+int Session::count_auth_failure() {
+  // Every refusal counts, probes included: a client cycling through wrong keys only ever
+  // probes, and one retrying a known key (expired, wrong source, bad signature) must not get
+  // unlimited signature checks either. Like OpenSSH's MaxAuthTries and "Failed publickey".
+  ctx_->stats->auth_failures++;
+  if (++auth_failures_ >= kMaxAuthFailures) {
+    close_reason_ = "auth_failures";
+    request_pump();  // closed in after_pump(), outside this callback
+  }
+  return SSH_AUTH_DENIED;
+}
+
+int Session::on_auth_other(const char* method) {
+  if (state_ == State::key_exchange) {
+    set_state(State::authenticating);
+  }
+  // Like OpenSSH, only a client's first "none" (the probe for which methods exist) is free: a
+  // client repeating requests it knows fail (and not reading the answers) hits the limit.
+  if (std::string_view(method) == "none" && !free_none_used_) {
+    free_none_used_ = true;
+    return SSH_AUTH_DENIED;
+  }
+  return count_auth_failure();
 }
 
 // ---- the session channel and the `tls` command -----------------------------------------
@@ -774,6 +849,13 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     refuse_routed(std::move(conn), *f, "limit", gw::kAlertInternalError,
                   "this endpoint already has " + std::to_string(f->open_connections) +
                       " open connections (--max-connections-per-endpoint)");
+    return;
+  }
+  if (opens_in_flight_ >= kMaxOpensInFlight) {
+    ctx_->stats->connections_over_open_limit++;
+    refuse_routed(std::move(conn), *f, "limit", gw::kAlertInternalError,
+                  "your ssh client has " + std::to_string(opens_in_flight_) +
+                      " connections it has not answered yet (is it stopped or overloaded?)");
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
