@@ -78,6 +78,7 @@ std::string GatewayBackend::metrics_text() {
   m.sessions_refused = ssh.sessions_refused_startups;
   m.auth_failures = ssh.auth_failures;
   m.forwards_refused = ssh.forwards_refused;
+  m.channel_violations = ssh.channel_violations;
   m.channel_open_failures = ssh.channel_open_failures;
   m.client_hello_wait = tls.client_hello_wait.snapshot();
   m.channel_open_latency = ssh.channel_open_latency.snapshot();
