@@ -130,8 +130,8 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
 Session::~Session() {
   // ssh_free (session_'s deleter, run after this body) frees every channel: make sure nothing
   // that outlives us (a bridge still held by a pending handler) touches one afterwards.
-  for (auto& [id, bridge] : bridges_) {
-    bridge->abort("session_closed");
+  for (auto& [id, entry] : bridges_) {
+    entry.bridge->abort("session_closed");
   }
   for (auto& channel : adopted_) {
     channel->detach();
@@ -394,8 +394,8 @@ void Session::on_tick() {
         begin_close();
         break;
       }
-      for (auto& [id, b] : bridges_) {
-        b->check_deadlines(now);
+      for (auto& [id, entry] : bridges_) {
+        entry.bridge->check_deadlines(now);
       }
       if (opens_in_flight_ > 0 && now - unanswered_since_ > kUnansweredOpensLimit) {
         terminal_.write("snigate: your ssh client has answered no connection for " +
@@ -873,7 +873,7 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
           self->bridge_closed(forward_key, ev);
         }
       });
-  bridges_.emplace(bridge->id(), bridge);
+  bridges_.emplace(bridge->id(), BridgeEntry{bridge, forward_key});
   ++f->open_connections;
   info_dirty_ = true;
   bridge->start();
@@ -1002,6 +1002,8 @@ void Session::apply_keys(const keys::KeyStore& store) {
       continue;
     }
     terminal_.write("snigate: " + forwards_.url_for(it->second) + " removed: " + d.refusal, true);
+    // Its open connections end too, as when the key is removed: the key may no longer serve it.
+    abort_connections("key_no_longer_allows", it->first);
     it = forwards_.remove(it, "key_no_longer_allows");
     info_dirty_ = true;
   }
@@ -1011,6 +1013,9 @@ void Session::apply_keys(const keys::KeyStore& store) {
 
 void Session::close_from_outside(std::string message) {
   boost::asio::post(ioc_, [self = shared_from_this(), message = std::move(message)] {
+    if (self->state_ == State::closing || self->state_ == State::closed) {
+      return;  // already ending on its own: the first reason stands
+    }
     // The admin API fills in kAdminCloseMessage when the admin gave none: say it once.
     self->terminal_.write("snigate: " + std::string(kAdminCloseMessage) +
                           (message.empty() || message == kAdminCloseMessage ? std::string()
@@ -1027,9 +1032,15 @@ void Session::close_from_outside(std::string message) {
 void Session::teardown_endpoints() {
   forwards_.remove_all("session_ended");  // vanish now, before the last bytes are flushed
   info_dirty_ = true;
+  abort_connections("session_closed", std::nullopt);
+}
+
+void Session::abort_connections(const char* reason, std::optional<std::size_t> forward_key) {
   auto bridges = bridges_;  // abort() reports back into bridges_
-  for (auto& [id, b] : bridges) {
-    b->abort("session_closed");
+  for (auto& [id, entry] : bridges) {
+    if (!forward_key || entry.forward_key == *forward_key) {
+      entry.bridge->abort(reason);
+    }
   }
 }
 
@@ -1082,6 +1093,13 @@ void Session::finish_close() {
   if (session_ && ssh_is_connected(session_.get())) {
     ssh_disconnect(session_.get());
   }
+  // ssh_disconnect() freed every channel: nothing may reach one through us from here on (a
+  // message posted by another thread, an adopted open). This is the one place that happens.
+  terminal_.detach();
+  for (auto& channel : adopted_) {
+    channel->detach();
+  }
+  adopted_.clear();
   boost::system::error_code ec;
   fd_watch_.close(ec);
   tick_.cancel();

@@ -126,6 +126,8 @@ class Session final : public SessionHandle,
   void begin_close();
   void finish_close();
   void teardown_endpoints();
+  /// Ends the open connections of one forward (or all): they finish through bridge_closed().
+  void abort_connections(const char* reason, std::optional<std::size_t> forward_key);
   void publish_info();
 
   // Public connections.
@@ -193,7 +195,11 @@ class Session final : public SessionHandle,
   /// Since when the client has answered no open while some were in flight.
   std::chrono::steady_clock::time_point unanswered_since_;
 
-  std::unordered_map<std::uint64_t, std::shared_ptr<tunnel::Bridge>> bridges_;
+  struct BridgeEntry {
+    std::shared_ptr<tunnel::Bridge> bridge;
+    std::size_t forward_key;  ///< the forward it was routed to
+  };
+  std::unordered_map<std::uint64_t, BridgeEntry> bridges_;
   std::vector<std::uint64_t> finished_bridges_;  ///< erased after the pump, never inside one
   std::vector<std::weak_ptr<ForwardedChannel>> service_queue_;
   std::vector<std::shared_ptr<ForwardedChannel>> adopted_;  ///< see ChannelHost::adopt

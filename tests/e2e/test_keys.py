@@ -224,6 +224,35 @@ def test_permitlisten_shrink_removes_only_that_endpoint(gateway_factory, keys, u
     assert deleted_reasons(gateway) == {"deep.x.alice.test": "key_no_longer_allows"}
 
 
+def test_permitlisten_shrink_closes_the_removed_endpoints_open_connections(
+        gateway_factory, keys, upstream_factory, pki):
+    # Proves: the connections already open to an endpoint a narrowed permitlisten removes are
+    # closed too (as when the key is removed), with close_reason key_no_longer_allows, while a
+    # connection to the endpoint that stays keeps working.
+    from conftest import MemTls, read_events
+    gateway = gateway_factory(args=["--event-log", "events.jsonl"])
+    echo = upstream_factory("echo")
+    t = gateway.tunnel([fwd("app.alice.test", echo), fwd("deep.x.alice.test", echo)],
+                       key="alice").start()
+    gateway.wait_routed("deep.x.alice.test", 5)
+    gone, kept = (MemTls.connect(gateway.tls_port, pki.client_context(), n, timeout=20)
+                  for n in ("deep.x.alice.test", "app.alice.test"))
+    for c in (gone, kept):
+        c.handshake()
+        c.write(b"ping\n")
+        assert c.read_exactly(5) == b"ping\n"
+    gateway.authorized_keys.write_text(line(keys, "alice", 'permitlisten="app.alice.test:443"'))
+    assert gone.read_until_eof() == b"", "the removed endpoint's connection must end"
+    kept.write(b"still\n")
+    assert kept.read_exactly(6) == b"still\n"
+    wait_for(lambda: [e for e in read_events(gateway.dir / "events.jsonl")
+                      if e["event_type"] == "tcp_connection_closed.v0"
+                      and e["object"]["conn"]["server_name"] == "deep.x.alice.test"
+                      and e["object"]["conn"]["close_reason"] == "key_no_longer_allows"], 5,
+             "the closed connection's event, with close_reason key_no_longer_allows")
+    assert t.running(), t.describe()
+
+
 def test_directory_of_key_files_new_file_picked_up(gateway_factory, keys, upstream, client_ctx):
     # Proves: --authorized-keys may name a directory; every file in it counts, and a file added
     # while the gateway runs is picked up within 2 s.
