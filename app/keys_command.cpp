@@ -796,7 +796,7 @@ Matches find_keys(const std::vector<KeyFile>& files, const std::string& which) {
 /// status after one line on `err` (no such key; several keys by that name unless `a.all`).
 int load_and_find(const Args& a, const Target& t, std::vector<KeyFile>* files, Matches* m,
                   std::ostream& err) {
-  if (a.positional.size() != 1) {
+  if (a.positional.size() != 1 || a.positional[0].empty()) {
     return usage_error(a.verb, "give one fingerprint (SHA256:...) or name", err);
   }
   const std::string& which = a.positional[0];

@@ -255,6 +255,8 @@ TEST_F(KeysCommand, UsageErrorsAreOneLine) {
       {"list", "--json=yes"},
       {"remove"},
       {"remove", "--allow", "x", "alice"},
+      {"remove", ""},
+      {"edit", "--name", "x", ""},
   };
   for (const auto& args : cases) {
     EXPECT_EQ(run_raw(args), 2) << ::testing::PrintToString(args);
