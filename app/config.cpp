@@ -317,6 +317,12 @@ constexpr SettingSpec count(std::string_view key, std::uint64_t min, std::uint64
   return {key, ValueKind::integer, "N", help, min, max, &apply_count<M>, &show_count<M>};
 }
 
+/// A limit against floods and runaway clients: a count from 1, listed under "limits".
+template <auto M>
+constexpr SettingSpec limit(std::string_view key, std::uint64_t max, std::string_view help) {
+  return count<M>(key, 1, max, help).as_limit();
+}
+
 using C = ServeConfig;
 
 // THE table. Order is --help's and --print-config's. Defaults are C's member initialisers.
@@ -347,11 +353,9 @@ const SettingSpec kSettings[] = {
                                       "time a client has to send its ClientHello"),
     seconds<&C::login_grace>("login_grace", 1, kMaxLoginGraceSeconds,
                              "time an SSH client has to authenticate"),
-    [] {
-      SettingSpec s = count<&C::threads>("threads", 0, kMaxThreads, "I/O threads");
-      s.zero_means = "one per core";
-      return s.default_is("0 = one per core");
-    }(),
+    count<&C::threads>("threads", 0, kMaxThreads, "I/O threads")
+        .zero_is("one per core")
+        .default_is("0 = one per core"),
     text<&C::admin_token>("admin_token", "TOKEN",
                           "bearer token for the admin API (required for a non-loopback "
                           "--admin-listen); visible in `ps`, so prefer:")
@@ -362,28 +366,21 @@ const SettingSpec kSettings[] = {
     seconds<&C::drain_timeout>("drain_timeout", 0, kMaxIdleSeconds,
                                "on SIGTERM/SIGINT, how long open connections may finish (a "
                                "second signal stops at once)"),
-    count<&C::max_connections_per_endpoint>("max_connections_per_endpoint", 1, kMaxPublicLimit,
+    limit<&C::max_connections_per_endpoint>("max_connections_per_endpoint", kMaxPublicLimit,
                                             "open connections one endpoint (one session's "
-                                            "forward) may have")
-        .as_limit(),
-    count<&C::max_pending_hellos>("max_pending_hellos", 1, kMaxPublicLimit,
-                                  "public connections still owing their ClientHello, in all")
-        .as_limit(),
-    count<&C::max_pending_hellos_per_ip>("max_pending_hellos_per_ip", 1, kMaxPublicLimit,
-                                         "... from one client IP")
-        .as_limit(),
-    count<&C::max_unauthenticated>("max_unauthenticated", 1, kMaxSshLimit,
-                                   "SSH connections not yet authenticated, in all")
-        .as_limit(),
-    count<&C::max_unauthenticated_per_ip>("max_unauthenticated_per_ip", 1, kMaxSshLimit,
-                                          "... from one client IP")
-        .as_limit(),
-    count<&C::max_sessions_per_key>("max_sessions_per_key", 1, kMaxSshLimit,
-                                    "SSH sessions one key may have at once")
-        .as_limit(),
-    count<&C::max_endpoints_per_key>("max_endpoints_per_key", 1, kMaxSshLimit,
-                                     "endpoints over all of one key's sessions")
-        .as_limit(),
+                                            "forward) may have"),
+    limit<&C::max_pending_hellos>("max_pending_hellos", kMaxPublicLimit,
+                                  "public connections still owing their ClientHello, in all"),
+    limit<&C::max_pending_hellos_per_ip>("max_pending_hellos_per_ip", kMaxPublicLimit,
+                                         "... from one client IP"),
+    limit<&C::max_unauthenticated>("max_unauthenticated", kMaxSshLimit,
+                                   "SSH connections not yet authenticated, in all"),
+    limit<&C::max_unauthenticated_per_ip>("max_unauthenticated_per_ip", kMaxSshLimit,
+                                          "... from one client IP"),
+    limit<&C::max_sessions_per_key>("max_sessions_per_key", kMaxSshLimit,
+                                    "SSH sessions one key may have at once"),
+    limit<&C::max_endpoints_per_key>("max_endpoints_per_key", kMaxSshLimit,
+                                     "endpoints over all of one key's sessions"),
 };
 
 const std::vector<std::string_view>& key_names() {

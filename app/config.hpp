@@ -51,30 +51,24 @@ struct SettingSpec {
   std::string_view zero_means = {};     ///< numbers: what 0 means ("one per core")
   std::span<const std::string_view> choices = {};  ///< a word from this list
 
-  constexpr SettingSpec in(unsigned s) const {
+  // Modifiers for the table's rows: a copy with one field changed.
+  template <class T>
+  constexpr SettingSpec with(T SettingSpec::*field, T value) const {
     SettingSpec r = *this;
-    r.scopes = s;
+    r.*field = value;
     return r;
   }
-  constexpr SettingSpec as_limit() const {
-    SettingSpec r = *this;
-    r.limit = true;
-    return r;
+  constexpr SettingSpec in(unsigned s) const { return with(&SettingSpec::scopes, s); }
+  constexpr SettingSpec as_limit() const { return with(&SettingSpec::limit, true); }
+  constexpr SettingSpec as_secret() const { return with(&SettingSpec::secret, true); }
+  constexpr SettingSpec default_is(std::string_view t) const {
+    return with(&SettingSpec::default_help, t);
   }
-  constexpr SettingSpec as_secret() const {
-    SettingSpec r = *this;
-    r.secret = true;
-    return r;
+  constexpr SettingSpec zero_is(std::string_view t) const {
+    return with(&SettingSpec::zero_means, t);
   }
-  constexpr SettingSpec default_is(std::string_view text) const {
-    SettingSpec r = *this;
-    r.default_help = text;
-    return r;
-  }
-  constexpr SettingSpec unset_is(std::string_view note) const {
-    SettingSpec r = *this;
-    r.unset_note = note;
-    return r;
+  constexpr SettingSpec unset_is(std::string_view t) const {
+    return with(&SettingSpec::unset_note, t);
   }
 };
 
