@@ -585,3 +585,79 @@ def test_sessions_per_key_limit_is_20(gateway, upstream_factory):
     gateway.wait_unrouted("s00.alice.test", 10)
     again = gateway.tunnel([fwd("s21.alice.test", up)], key="alice").start()
     assert again.running() and gateway.routed("s21.alice.test")
+
+
+def keys_cmd(*args, env=None, stdin=None):
+    """`snigate keys ARGS...` with the clean environment plus `env`."""
+    return subprocess.run([SNIGATE_BIN, "keys", *args], capture_output=True, text=True,
+                          timeout=30, env={**clean_env(), **(env or {})}, input=stdin)
+
+
+def test_keys_edit_keeps_live_session_serving(gateway_factory, keys, upstream, client_ctx):
+    # Proves: `snigate keys edit` changes a live key's options (name, allow, from, expiry) in the
+    # file the gateway reads; after the reload the key's session is still up and still serves its
+    # name, since its key blob is unchanged and the name still fits. A later edit that no longer
+    # allows the name takes just that endpoint down.
+    gw = gateway_factory(authorized_keys=line(keys, "alice", 'permitlisten="*.alice.test:443"'))
+    t = gw.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    assert https_get(gw.tls_port, "app.alice.test", client_ctx).status == 200
+    reloads = gw.log_text().count("keys.reload ")
+    r = keys_cmd("edit", "--name", "alice-laptop", "--allow", "app.alice.test", "--allow",
+                 "*.x.alice.test", "--from", "127.0.0.0/8", "--expires", "2099-12-31", "alice",
+                 env={"SNIGATE_AUTHORIZED_KEYS": str(gw.authorized_keys)})
+    assert r.returncode == 0, r.stderr
+    assert "edited SHA256:" in r.stdout and "alice-laptop" in r.stdout, r.stdout
+    text = gw.authorized_keys.read_text()
+    assert 'expiry-time="20991231235959"' in text and text.rstrip().endswith(" alice-laptop"), text
+    wait_for(lambda: gw.log_text().count("keys.reload ") > reloads, 10, "the gateway's reload")
+    for _ in range(3):
+        assert https_get(gw.tls_port, "app.alice.test", client_ctx).status == 200
+    assert t.running(), t.describe()
+    assert REVOKED_MSG not in t.stderr()
+
+    r = keys_cmd("edit", "--allow", "other.alice.test", "alice-laptop",
+                 env={"SNIGATE_AUTHORIZED_KEYS": str(gw.authorized_keys)})
+    assert r.returncode == 0, r.stderr
+    gw.wait_unrouted("app.alice.test", 10)
+    assert t.running(), "narrowing the names removes endpoints, not the session"
+
+
+def test_keys_add_reads_process_substitution_and_state_dir_from_environment(tmp_path, keys):
+    # Proves: `keys add <(cat k.pub)` reads the /dev/fd pipe bash gives it, and every verb finds
+    # the keys through serve's settings: SNIGATE_STATE_DIR here (as in the container image),
+    # never a hard-coded ./snigate-data in the working directory.
+    state = tmp_path / "data"
+    pub = str(keys.path("dave")) + ".pub"
+    env = {**clean_env(), "SNIGATE_STATE_DIR": str(state)}
+    add = subprocess.run(["bash", "-c", f'"$0" keys add --name dave --allow "*.dave.test" <(cat "$1")',
+                          SNIGATE_BIN, pub], capture_output=True, text=True, timeout=30, env=env,
+                         cwd=tmp_path)
+    assert add.returncode == 0, add.stderr
+    assert f"to {state}/authorized_keys" in add.stdout, add.stdout
+    assert not (tmp_path / "snigate-data").exists()
+    listed = keys_cmd("list", "--json", env={"SNIGATE_STATE_DIR": str(state)})
+    assert listed.returncode == 0, listed.stderr
+    assert [e["name"] for e in json.loads(listed.stdout)] == ["dave"]
+    toml = tmp_path / "gw.toml"
+    toml.write_text(f'state_dir = "{state}"\n')
+    listed = keys_cmd("list", "--config", str(toml))
+    assert "dave" in listed.stdout, listed.stdout + listed.stderr
+
+
+@pytest.mark.parametrize("pattern,why", [
+    ("foo..bar.com", "empty label"),
+    ("10.0.0.1", "IP addresses are not hostnames"),
+    ("*.", "no trailing dot"),
+    ("!evil.com", "only negations"),
+    ("app.example.com:80", "port 80 never matches"),
+])
+def test_keys_add_refuses_allow_patterns_that_never_match(tmp_path, keys, pattern, why):
+    # Proves: an --allow no requested name can match is refused with one line and exit 1, and the
+    # file is not written; a bare '*' is accepted with a warning.
+    ak = tmp_path / "ak"
+    r = keys_cmd("add", "--allow", pattern, "--file", str(ak), str(keys.path("dave")) + ".pub")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert len(r.stderr.splitlines()) == 1 and why in r.stderr, r.stderr
+    assert not ak.exists()
+    r = keys_cmd("add", "--allow", "*", "--file", str(ak), str(keys.path("dave")) + ".pub")
+    assert r.returncode == 0 and "warning: --allow *" in r.stderr, r.stderr
