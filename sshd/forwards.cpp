@@ -26,8 +26,10 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     p.refusal = "too many forwards in one session";
     return p;
   }
-  const ForwardDecision decision = decide_forward(ForwardRequest{address, port}, key.options,
-                                                  ForwardPolicy{ctx_->domain, ctx_->advertise_port});
+  const auto store = ctx_->keys->get();
+  const ForwardDecision decision =
+      decide_forward(ForwardRequest{address, port}, key.options,
+                     ForwardPolicy{ctx_->domain, ctx_->advertise_port, store.get(), key.fingerprint});
   if (!decision.ok) {
     p.refusal = decision.refusal;
     return p;
@@ -44,8 +46,11 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     // same-key holders may still be joined, taken over or waited for once the command's
     // options arrive.
     if (ctx_->registry->probe(name, key.fingerprint) == tunnel::NameState::held) {
-      p.refusal = name + " is held by another key's session: pick another name (--takeover "
-                         "only moves names between sessions of the same key)";
+      p.refusal = ctx_->registry->nesting(name, key.fingerprint);
+      if (p.refusal.empty()) {
+        p.refusal = name + " is held by another key's session: pick another name (--takeover "
+                           "only moves names between sessions of the same key)";
+      }
       return p;
     }
   } else {

@@ -996,7 +996,7 @@ void Session::apply_keys(const keys::KeyStore& store) {
   for (auto it = forwards_.begin(); it != forwards_.end();) {
     const ForwardDecision d = decide_forward(
         ForwardRequest{it->second.bind_address, it->second.requested_port}, key_->options,
-        ForwardPolicy{ctx_->domain, ctx_->advertise_port});
+        ForwardPolicy{ctx_->domain, ctx_->advertise_port, &store, key_->fingerprint});
     if (d.ok) {
       ++it;
       continue;

@@ -661,3 +661,72 @@ def test_keys_add_refuses_allow_patterns_that_never_match(tmp_path, keys, patter
     assert not ak.exists()
     r = keys_cmd("add", "--allow", "*", "--file", str(ak), str(keys.path("dave")) + ".pub")
     assert r.returncode == 0 and "warning: --allow *" in r.stderr, r.stderr
+
+
+# ---- no key may shadow another's names (issue 16 item 4) --------------------------------------
+
+SHADOW_NAMES = ["*.zone.localhost", "*.deep.zone.localhost", "*.x.localhost", "*.alice.localhost"]
+
+
+def _shadow_gateway(gateway_factory, keys):
+    """--domain localhost; alice is given *.alice.localhost explicitly, carol and dave only have
+    the --domain default."""
+    return gateway_factory(authorized_keys=(
+        line(keys, "alice", 'permitlisten="*.alice.localhost:443"')
+        + line(keys, "carol") + line(keys, "dave")))
+
+
+@pytest.mark.parametrize("name", ["app.alice.localhost", "*.deep.alice.localhost",
+                                  "*.alice.localhost"])
+def test_names_given_to_a_key_are_not_under_the_domain_default(gateway_factory, keys, upstream,
+                                                               name):
+    # Proves: a name (or any name a wildcard covers) that authorized_keys gives alice with
+    # permitlisten can't be taken by another key through the --domain default, even while alice
+    # is away: the forward is refused, saying why, and the name does not route.
+    gw = _shadow_gateway(gateway_factory, keys)
+    t = attempt(gw, [fwd(name, upstream)], key="carol", exit_on_forward_failure=False)
+    wait_for(lambda: "another key (permitlisten)" in t.stderr() or not t.running(), 20,
+             "the refusal")
+    assert "another key (permitlisten)" in t.stderr() and not t.urls(), t.describe()
+    t.close()
+    probe_name = name.replace("*", "x")
+    assert is_alert(gw.probe(probe_name), ALERT_UNRECOGNIZED_NAME)
+
+
+@pytest.mark.parametrize("name", ["app.zone.localhost", "*.deep.zone.localhost"])
+def test_no_other_key_under_a_live_wildcard(gateway_factory, keys, upstream_factory, client_ctx,
+                                            name):
+    # Proves: while carol holds *.zone.localhost, dave can claim neither a name nor a narrower
+    # wildcard under it (routing prefers them, so they would take carol's visitors): refused at
+    # forward time with the reason, and carol keeps every name.
+    gw = _shadow_gateway(gateway_factory, keys)
+    ours, theirs = upstream_factory("http", "carol", names=SHADOW_NAMES), upstream_factory("http", "dave", names=SHADOW_NAMES)
+    carol = gw.tunnel([fwd("*.zone.localhost", ours)], key="carol").start()
+    t = attempt(gw, [fwd(name, theirs)], key="dave", exit_on_forward_failure=False)
+    wait_for(lambda: "is under *.zone.localhost" in t.stderr() or not t.running(), 20,
+             "the refusal")
+    assert "is under *.zone.localhost" in t.stderr() and not t.urls(), t.describe()
+    t.close()
+    probe_name = name.replace("*", "x")
+    assert https_get(gw.tls_port, probe_name, client_ctx).body.startswith("hello from carol")
+    assert carol.running() and theirs.accepted == 0
+
+
+def test_no_wildcard_over_another_keys_live_name(gateway_factory, keys, upstream_factory,
+                                                 client_ctx):
+    # Proves the other order: while dave holds app.x.localhost, carol's *.x.localhost (which would
+    # cover it) is refused, so neither key's names nest; dave keeps his name. A key may nest its
+    # own names (alice: *.alice.localhost and app.alice.localhost in one session).
+    gw = _shadow_gateway(gateway_factory, keys)
+    d, c = upstream_factory("http", "dave", names=SHADOW_NAMES), upstream_factory("http", "carol", names=SHADOW_NAMES)
+    gw.tunnel([fwd("app.x.localhost", d)], key="dave").start()
+    t = attempt(gw, [fwd("*.x.localhost", c)], key="carol", exit_on_forward_failure=False)
+    wait_for(lambda: "would cover app.x.localhost" in t.stderr() or not t.running(), 20,
+             "the refusal")
+    assert "would cover app.x.localhost" in t.stderr() and not t.urls(), t.describe()
+    t.close()
+    assert https_get(gw.tls_port, "app.x.localhost", client_ctx).body.startswith("hello from dave")
+    own = gw.tunnel([fwd("*.alice.localhost", c), fwd("app.alice.localhost", d)], key="alice")
+    own.start()
+    assert https_get(gw.tls_port, "app.alice.localhost", client_ctx).body.startswith("hello from dave")
+    assert https_get(gw.tls_port, "w.alice.localhost", client_ctx).body.startswith("hello from carol")
