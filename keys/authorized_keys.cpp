@@ -17,7 +17,7 @@
 #include <variant>
 
 #include "common/printable.hpp"
-#include "tunnel/cidr.hpp"
+#include "common/cidr.hpp"
 
 namespace gw::keys {
 namespace {
@@ -340,7 +340,7 @@ bool from_entry_valid(std::string_view item) {
   if (item.find('/') == std::string_view::npos) {
     return true;
   }
-  const auto cidr = tunnel::Cidr::parse(item);
+  const auto cidr = gw::Cidr::parse(item);
   return cidr && !cidr->has_host_bits();
 }
 

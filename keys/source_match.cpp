@@ -3,7 +3,7 @@
 #include <string_view>
 
 #include "keys/pattern.hpp"
-#include "tunnel/cidr.hpp"
+#include "common/cidr.hpp"
 
 namespace gw::keys {
 namespace {
@@ -20,7 +20,7 @@ Entry entry_matches(std::string_view entry, const boost::asio::ip::address& clie
     return Entry::invalid;
   }
   if (entry.find('/') != std::string_view::npos) {
-    const auto cidr = tunnel::Cidr::parse(entry);
+    const auto cidr = gw::Cidr::parse(entry);
     if (!cidr || cidr->has_host_bits()) {
       return Entry::invalid;
     }
