@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "common/printable.hpp"
+#include "common/ascii.hpp"
 #include "common/cidr.hpp"
 
 namespace gw::keys {
@@ -74,31 +75,8 @@ constexpr std::array<std::string_view, 5> kKeyTypes = {
 
 bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (is_ws(s.front()) || s.front() == '\r')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (is_ws(s.back()) || s.back() == '\r')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    if (x >= 'A' && x <= 'Z') {
-      x = static_cast<char>(x - 'A' + 'a');
-    }
-    if (x != b[i]) {
-      return false;
-    }
-  }
-  return true;
-}
+using ascii::iequals;
+using ascii::trim;  // blanks are is_ws() plus the CR of a CRLF file
 
 // A first word that names a key type (ours or one we refuse) rather than options: lets
 // `ssh-dss AAAA...` fail as unsupported_key_type instead of unknown_option.
@@ -423,18 +401,11 @@ std::optional<Failure> parse_options_into(std::string_view s, KeyOptions& out) {
         return Failure{errc::duplicate_option, std::string(name)};
       }
       seen_from = true;
-      std::string_view list = *value;
-      for (;;) {
-        const std::size_t comma = list.find(',');
-        const std::string_view item = list.substr(0, comma);
+      for (const std::string_view item : ascii::split_commas(*value)) {
         if (item.empty() || !from_entry_valid(item)) {
           return Failure{errc::bad_from, *value};
         }
         out.from.emplace_back(item);
-        if (comma == std::string_view::npos) {
-          break;
-        }
-        list.remove_prefix(comma + 1);
       }
     } else if (iequals(name, "expiry-time")) {
       if (!value) {
