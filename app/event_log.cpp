@@ -248,7 +248,8 @@ void JsonEventLog::enqueue(const Event& ev) noexcept {
   try {
     std::string line = to_json(ev, next_event_id());
     line += '\n';
-    queue_.try_push(std::move(line));  // full: the queue counts the drop
+    // When the queue is full the line is dropped, and the queue counts it.
+    queue_.try_push(std::move(line));
   } catch (...) {  // bad_alloc: drop the event rather than take the caller down
     write_failed_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -290,8 +291,8 @@ void JsonEventLog::report_drops(bool final) {
       "events.dropped path={} queue_full={} write_failed={} total_queue_full={} "
       "total_write_failed={} capacity={} (events lost: the event log could not keep up or "
       "could not write)",
-      path_, queue_full - reported_queue_full_, write_failed - reported_write_failed_,
-      queue_full, write_failed, queue_.capacity());
+      path_, queue_full - reported_queue_full_, write_failed - reported_write_failed_, queue_full,
+      write_failed, queue_.capacity());
   reported_queue_full_ = queue_full;
   reported_write_failed_ = write_failed;
   last_report_ = now;
@@ -305,8 +306,8 @@ void JsonEventLog::run_writer() {
                             write_failed_.load(std::memory_order_relaxed) != reported_write_failed_;
     std::size_t handled = 0;
     try {
-      open = queue_.pop_all(batch, unreported ? std::optional(std::chrono::seconds(1))
-                                              : std::nullopt);
+      open =
+          queue_.pop_all(batch, unreported ? std::optional(std::chrono::seconds(1)) : std::nullopt);
       handled = batch.size();
       write_batch(batch);
     } catch (...) {  // bad_alloc: the batch's lines are lost, the writer goes on

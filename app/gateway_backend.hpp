@@ -18,10 +18,7 @@ class GatewayBackend final : public AdminBackend {
   /// `events` may be null (--event-log off); then snigate_events_dropped_total stays 0.
   GatewayBackend(std::shared_ptr<const sshd::ServerContext> ctx, const sni::Listener& tls,
                  std::string version, std::shared_ptr<const JsonEventLog> events = nullptr)
-      : ctx_(std::move(ctx)),
-        tls_(tls),
-        version_(std::move(version)),
-        events_(std::move(events)) {}
+      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)), events_(std::move(events)) {}
 
   std::vector<EndpointView> endpoints() override;
   std::vector<SessionView> sessions() override;

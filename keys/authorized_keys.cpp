@@ -120,8 +120,8 @@ std::optional<std::string> base64_decode(std::string_view in) {
 // Unpadded base64, as ssh-keygen prints SHA256 fingerprints.
 std::string base64_encode_unpadded(const unsigned char* p, std::size_t n) {
   std::string out(4 * ((n + 2) / 3) + 1, '\0');  // EVP_EncodeBlock adds a NUL
-  const int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p,
-                                  static_cast<int>(n));
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p, static_cast<int>(n));
   out.resize(static_cast<std::size_t>(len));
   while (!out.empty() && out.back() == '=') {
     out.pop_back();

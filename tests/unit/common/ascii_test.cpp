@@ -18,8 +18,8 @@ TEST(Ascii, LowerFoldsOnlyAsciiLetters) {
   EXPECT_EQ(lower('A'), 'a');
   EXPECT_EQ(lower('Z'), 'z');
   EXPECT_EQ(lower('a'), 'a');
-  EXPECT_EQ(lower('@'), '@');  // 'A' - 1
-  EXPECT_EQ(lower('['), '[');  // 'Z' + 1
+  EXPECT_EQ(lower('@'), '@');        // 'A' - 1
+  EXPECT_EQ(lower('['), '[');        // 'Z' + 1
   EXPECT_EQ(lower('\xc4'), '\xc4');  // Latin-1 'Ä' is not ours to fold
   EXPECT_EQ(lower("App.Example.COM-9"), "app.example.com-9");
   EXPECT_EQ(lower("\xc3\x84Z"sv), "\xc3\x84z");
@@ -34,8 +34,8 @@ TEST(Ascii, IequalsIsSymmetric) {
   EXPECT_TRUE(iequals("", ""));
   EXPECT_FALSE(iequals("restrict", "restricts"));
   EXPECT_FALSE(iequals("from", "form"));
-  EXPECT_FALSE(iequals("@", "`"));            // 0x40 and 0x60 differ by the case bit only
-  EXPECT_FALSE(iequals("\xc4", "\xe4"));      // Latin-1 Ä/ä: not ASCII, compared exactly
+  EXPECT_FALSE(iequals("@", "`"));        // 0x40 and 0x60 differ by the case bit only
+  EXPECT_FALSE(iequals("\xc4", "\xe4"));  // Latin-1 Ä/ä: not ASCII, compared exactly
   EXPECT_TRUE(iequals("\xc4x", "\xc4X"));
   static_assert(iequals("No-Pty", "no-pty"));  // usable in constant expressions
 }
