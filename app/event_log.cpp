@@ -1,4 +1,5 @@
-// JSON-lines event writer. See event_log.hpp; the field list is docs/events.md.
+// JSON-lines event writer: builds lines on the emitting thread, writes them on its own. See
+// event_log.hpp; the field list is docs/events.md.
 #include "app/event_log.hpp"
 
 #include "app/json.hpp"
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <optional>
 #include <random>
 #include <system_error>
 
@@ -177,21 +179,27 @@ std::FILE* open_append(const std::string& path) {
 
 }  // namespace
 
-JsonEventLog::JsonEventLog(std::string path)
-    : path_(std::move(path)), nonce_(static_cast<std::uint32_t>(std::random_device{}())) {
+JsonEventLog::JsonEventLog(std::string path, std::shared_ptr<spdlog::logger> log,
+                           std::size_t queue_capacity)
+    : path_(std::move(path)),
+      nonce_(static_cast<std::uint32_t>(std::random_device{}())),
+      log_(std::move(log)),
+      queue_(queue_capacity) {
   if (path_ == "-") {
     file_ = stdout;
-    return;
+  } else {
+    file_ = open_append(path_);
+    if (file_ == nullptr) {
+      throw std::system_error(errno, std::generic_category(), "event log " + path_);
+    }
   }
-  file_ = open_append(path_);
-  if (file_ == nullptr) {
-    throw std::system_error(errno, std::generic_category(), "event log " + path_);
-  }
+  writer_ = std::thread([this] { run_writer(); });
 }
 
 JsonEventLog::~JsonEventLog() {
-  std::lock_guard lock(mutex_);
-  if (file_ != nullptr && file_ != stdout) {
+  queue_.close();  // the writer empties the queue, then returns
+  writer_.join();
+  if (file_ != stdout) {
     std::fclose(file_);
   }
 }
@@ -207,14 +215,23 @@ bool JsonEventLog::reopen(std::string* error) {
     }
     return false;
   }
+  flush();  // what was emitted before the rotation belongs in the rotated file
   std::FILE* old = nullptr;
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(file_mutex_);
     old = file_;
     file_ = fresh;
   }
-  std::fclose(old);
+  std::fclose(old);  // the writer flushed it before releasing the lock: nothing is pending
   return true;
+}
+
+void JsonEventLog::flush() {
+  // Lines leave the queue in push order, so once `done_` reaches the number pushed so far,
+  // every line emitted before this call has been handled.
+  const std::uint64_t target = queue_.pushed();
+  std::unique_lock lock(done_mutex_);
+  done_cv_.wait(lock, [&] { return done_ >= target; });
 }
 
 std::string JsonEventLog::next_event_id() {
@@ -225,30 +242,92 @@ std::string JsonEventLog::next_event_id() {
   return buf;
 }
 
-void JsonEventLog::write_line(std::string line) {
-  line += '\n';
-  std::lock_guard lock(mutex_);
-  const bool ok =
-      std::fwrite(line.data(), 1, line.size(), file_) == line.size() && std::fflush(file_) == 0;
-  if (!ok) {
-    std::clearerr(file_);
-    dropped_.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
 template <class Event>
-void JsonEventLog::write_event(const Event& ev) noexcept {
+void JsonEventLog::enqueue(const Event& ev) noexcept {
+  // Built here rather than on the writer so an unstamped event gets the time it happened.
   try {
-    write_line(to_json(ev, next_event_id()));
+    std::string line = to_json(ev, next_event_id());
+    line += '\n';
+    // When the queue is full the line is dropped, and the queue counts it.
+    queue_.try_push(std::move(line));
   } catch (...) {  // bad_alloc: drop the event rather than take the caller down
-    dropped_.fetch_add(1, std::memory_order_relaxed);
+    write_failed_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
-void JsonEventLog::emit(const tunnel::ConnectionClosed& ev) { write_event(ev); }
-void JsonEventLog::emit(const tunnel::SessionStarted& ev) { write_event(ev); }
-void JsonEventLog::emit(const tunnel::SessionEnded& ev) { write_event(ev); }
-void JsonEventLog::emit(const tunnel::EndpointCreated& ev) { write_event(ev); }
-void JsonEventLog::emit(const tunnel::EndpointDeleted& ev) { write_event(ev); }
+void JsonEventLog::write_batch(const std::vector<std::string>& lines) {
+  std::lock_guard lock(file_mutex_);
+  std::uint64_t unflushed = 0;
+  for (const auto& line : lines) {
+    if (std::fwrite(line.data(), 1, line.size(), file_) == line.size()) {
+      ++unflushed;
+    } else {
+      std::clearerr(file_);
+      write_failed_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  // One flush per batch: a line is in the file as soon as the writer has seen it, and a
+  // burst costs one write(2), not one per event.
+  if (std::fflush(file_) != 0) {
+    std::clearerr(file_);
+    write_failed_.fetch_add(unflushed, std::memory_order_relaxed);  // some may have made it
+  }
+}
+
+void JsonEventLog::report_drops(bool final) {
+  if (!log_) {
+    return;
+  }
+  const std::uint64_t queue_full = queue_.dropped();
+  const std::uint64_t write_failed = write_failed_.load(std::memory_order_relaxed);
+  if (queue_full == reported_queue_full_ && write_failed == reported_write_failed_) {
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (!final && now - last_report_ < std::chrono::seconds(1)) {
+    return;  // a stalled disk must not also become a flood of log lines
+  }
+  log_->error(
+      "events.dropped path={} queue_full={} write_failed={} total_queue_full={} "
+      "total_write_failed={} capacity={} (events lost: the event log could not keep up or "
+      "could not write)",
+      path_, queue_full - reported_queue_full_, write_failed - reported_write_failed_, queue_full,
+      write_failed, queue_.capacity());
+  reported_queue_full_ = queue_full;
+  reported_write_failed_ = write_failed;
+  last_report_ = now;
+}
+
+void JsonEventLog::run_writer() {
+  std::vector<std::string> batch;
+  for (bool open = true; open;) {
+    // Sleep until there is work; with drops not yet reported, wake within a second to say so.
+    const bool unreported = queue_.dropped() != reported_queue_full_ ||
+                            write_failed_.load(std::memory_order_relaxed) != reported_write_failed_;
+    std::size_t handled = 0;
+    try {
+      open =
+          queue_.pop_all(batch, unreported ? std::optional(std::chrono::seconds(1)) : std::nullopt);
+      handled = batch.size();
+      write_batch(batch);
+    } catch (...) {  // bad_alloc: the batch's lines are lost, the writer goes on
+      handled = batch.size();
+      write_failed_.fetch_add(handled, std::memory_order_relaxed);
+    }
+    batch.clear();
+    {
+      std::lock_guard lock(done_mutex_);
+      done_ += handled;
+    }
+    done_cv_.notify_all();
+    report_drops(!open);
+  }
+}
+
+void JsonEventLog::emit(const tunnel::ConnectionClosed& ev) { enqueue(ev); }
+void JsonEventLog::emit(const tunnel::SessionStarted& ev) { enqueue(ev); }
+void JsonEventLog::emit(const tunnel::SessionEnded& ev) { enqueue(ev); }
+void JsonEventLog::emit(const tunnel::EndpointCreated& ev) { enqueue(ev); }
+void JsonEventLog::emit(const tunnel::EndpointDeleted& ev) { enqueue(ev); }
 
 }  // namespace gw::app

@@ -82,6 +82,7 @@ std::string GatewayBackend::metrics_text() {
   m.channel_open_failures = ssh.channel_open_failures;
   m.client_hello_wait = tls.client_hello_wait.snapshot();
   m.channel_open_latency = ssh.channel_open_latency.snapshot();
+  m.events_dropped = events_ ? events_->dropped() : 0;
   m.version = version_;
   return render_metrics(m);
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "app/admin_http.hpp"
+#include "app/event_log.hpp"
 #include "sni_router/listener.hpp"
 #include "sshd/server_context.hpp"
 
@@ -14,9 +15,10 @@ namespace gw::app {
 
 class GatewayBackend final : public AdminBackend {
  public:
+  /// `events` may be null (--event-log off); then snigate_events_dropped_total stays 0.
   GatewayBackend(std::shared_ptr<const sshd::ServerContext> ctx, const sni::Listener& tls,
-                 std::string version)
-      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)) {}
+                 std::string version, std::shared_ptr<const JsonEventLog> events = nullptr)
+      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)), events_(std::move(events)) {}
 
   std::vector<EndpointView> endpoints() override;
   std::vector<SessionView> sessions() override;
@@ -27,6 +29,7 @@ class GatewayBackend final : public AdminBackend {
   std::shared_ptr<const sshd::ServerContext> ctx_;
   const sni::Listener& tls_;
   std::string version_;
+  std::shared_ptr<const JsonEventLog> events_;
 };
 
 }  // namespace gw::app

@@ -1,3 +1,9 @@
+// The JSON string escaper and object writer; see json.hpp.
+// Why our own writer and not a JSON library (Boost.JSON is at hand; the tests parse with it):
+// what we write holds arbitrary bytes from peers (ssh user names, SNI, key comments), and
+// every line must still be valid JSON. A library either throws on invalid UTF-8 or passes it
+// through, so it would need this same sanitising (U+FFFD per bad byte, C1 and U+2028/2029
+// escaped, cut at a character boundary) in front of it; the writer around it is a few lines.
 #include "app/json.hpp"
 
 #include <cstdio>

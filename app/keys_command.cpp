@@ -27,6 +27,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "common/ascii.hpp"
 #include "common/printable.hpp"
 #include "keys/authorized_keys.hpp"
 #include "keys/key_store.hpp"
@@ -478,13 +479,7 @@ std::string expiry_text(const keys::KeyOptions& o) {
   return buf;
 }
 
-std::string trim(std::string_view s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) {
-    return {};
-  }
-  return std::string(s.substr(b, s.find_last_not_of(" \t\r") - b + 1));
-}
+std::string trim(std::string_view s) { return std::string(gw::ascii::trim(s)); }
 
 /// The one public key line of a .pub file (blank and `#` lines ignored); nullopt with a
 /// message on `err` when there is none, several, or a private key.

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <spdlog/async.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -45,19 +46,36 @@ struct BadOption : std::runtime_error {
 
 
 struct Loggers {
+  /// The loggers' writer thread. First member, so it is destroyed last: its destructor writes
+  /// every line still queued, and the loggers only hold it weakly.
+  std::shared_ptr<spdlog::details::thread_pool> pool;
   std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys;
 };
 
+/// Lines the loggers may queue before the oldest are overwritten (spdlog's default size).
+constexpr std::size_t kLogQueueLines = 8192;
+
 Loggers make_loggers(const std::string& level) {
+  // Asynchronous: an I/O thread only formats its line into a queue; one spdlog thread (one, so
+  // lines stay in order) writes them to stderr. The pool is ours, not spdlog's global registry
+  // one, so its lifetime is this struct's (STYLE: no globals).
+  // Overflow policy overrun_oldest: when the queue is full (stderr blocked: a stalled journald
+  // or a paused terminal, or a burst faster than the terminal) the oldest queued line is
+  // overwritten. `block`, the default, would make the I/O thread wait for stderr, so a stuck
+  // log reader would stall every tunnel on that thread. Lost lines are counted
+  // (serve.stopped log_lines_overrun=); metrics and events never depend on log lines.
+  auto pool = std::make_shared<spdlog::details::thread_pool>(kLogQueueLines, 1);
   auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   auto make = [&](const char* name) {
-    auto l = std::make_shared<spdlog::logger>(name, sink);
+    auto l = std::make_shared<spdlog::async_logger>(name, sink, pool,
+                                                    spdlog::async_overflow_policy::overrun_oldest);
     l->set_level(spdlog::level::from_str(level));
     l->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
-    l->flush_on(spdlog::level::trace);  // tail-able logs; the volume is per connection
-    return l;
+    // Tail-able logs. With an async logger the flush runs on the writer thread after the line.
+    l->flush_on(spdlog::level::trace);
+    return std::shared_ptr<spdlog::logger>(std::move(l));
   };
-  return {make("app"), make("sshd"), make("sni"), make("tunnel"), make("keys")};
+  return {pool, make("app"), make("sshd"), make("sni"), make("tunnel"), make("keys")};
 }
 
 tcp::endpoint resolve(const gw::app::ListenAddr& a) {
@@ -271,7 +289,8 @@ int serve(const gw::app::ServeConfig& config) {
   std::shared_ptr<gw::tunnel::EventSink> events = std::make_shared<gw::tunnel::NullEventSink>();
   std::shared_ptr<gw::app::JsonEventLog> event_log;
   if (!config.event_log.empty()) {
-    event_log = std::make_shared<gw::app::JsonEventLog>(config.event_log);  // throws: start-up
+    // Throws: start-up. Its writer thread logs dropped events through the app logger.
+    event_log = std::make_shared<gw::app::JsonEventLog>(config.event_log, log.app);
     events = event_log;
   }
 
@@ -312,7 +331,7 @@ int serve(const gw::app::ServeConfig& config) {
     }));
   }
 
-  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION);
+  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, event_log);
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {
@@ -385,10 +404,15 @@ int serve(const gw::app::ServeConfig& config) {
         if (signo == SIGHUP) {
           boost::asio::post(control, [&watcher] { watcher.reload("SIGHUP"); });
           if (event_log) {
-            std::string error;
-            if (!event_log->reopen(&error)) {
-              log.app->error("events.reopen_failed path={} error=\"{}\"", config.event_log, error);
-            }
+            // On the control thread too: reopening opens a file and waits for the event
+            // writer to finish what was queued before the signal.
+            boost::asio::post(control, [&log, &config, event_log] {
+              std::string error;
+              if (!event_log->reopen(&error)) {
+                log.app->error("events.reopen_failed path={} error=\"{}\"", config.event_log,
+                               error);
+              }
+            });
           }
           signals.async_wait(on_signal);
           return;
@@ -451,7 +475,8 @@ int serve(const gw::app::ServeConfig& config) {
   for (auto& w : workers) {
     w.join();
   }
-  log.app->info("serve.stopped");
+  log.app->info("serve.stopped events_dropped={} log_lines_overrun={}",
+                event_log ? event_log->dropped() : 0, log.pool->overrun_counter());
   return 0;
 }
 

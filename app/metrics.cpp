@@ -129,6 +129,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
             s.channel_violations);
   w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",
             s.channel_open_failures);
+  w.counter("events_dropped",
+            "Events not written to the event log: its queue was full or the write failed.",
+            s.events_dropped);
   w.histogram("client_hello_wait_seconds",
               "Time from TLS accept to a complete ClientHello (or giving up).",
               s.client_hello_wait);

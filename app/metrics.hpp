@@ -39,6 +39,8 @@ struct MetricsSnapshot {
   std::uint64_t forwards_refused = 0;          ///< counter: tcpip-forward requests refused
   std::uint64_t channel_violations = 0;        ///< counter: channels closed for flow-control abuse
   std::uint64_t channel_open_failures = 0;     ///< counter: forwarded-tcpip opens that failed
+  // Event log
+  std::uint64_t events_dropped = 0;  ///< counter: events not written (queue full, write error)
   // Latency, in seconds
   HistogramSnapshot client_hello_wait;     ///< accept -> complete ClientHello
   HistogramSnapshot channel_open_latency;  ///< open request -> confirmation

@@ -13,11 +13,14 @@
 
 #include <array>
 #include <charconv>
+#include <chrono>
+#include <limits>
 #include <cstring>
 #include <variant>
 
 #include "common/printable.hpp"
-#include "tunnel/cidr.hpp"
+#include "common/ascii.hpp"
+#include "common/cidr.hpp"
 
 namespace gw::keys {
 namespace {
@@ -74,31 +77,8 @@ constexpr std::array<std::string_view, 5> kKeyTypes = {
 
 bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (is_ws(s.front()) || s.front() == '\r')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (is_ws(s.back()) || s.back() == '\r')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    if (x >= 'A' && x <= 'Z') {
-      x = static_cast<char>(x - 'A' + 'a');
-    }
-    if (x != b[i]) {
-      return false;
-    }
-  }
-  return true;
-}
+using ascii::iequals;
+using ascii::trim;  // blanks are is_ws() plus the CR of a CRLF file
 
 // A first word that names a key type (ours or one we refuse) rather than options: lets
 // `ssh-dss AAAA...` fail as unsupported_key_type instead of unknown_option.
@@ -110,67 +90,41 @@ bool looks_like_key_type(std::string_view word) {
          word.find("@openssh.com") != std::string_view::npos;
 }
 
-int b64_value(char c) {
-  static constexpr std::string_view kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const std::size_t i = kAlphabet.find(c);
-  return i == std::string_view::npos ? -1 : static_cast<int>(i);
-}
+constexpr std::string_view kBase64Alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-// Strict padded base64, as ssh-keygen writes it: length a multiple of 4, '=' only at the end.
+// Strict padded base64, as ssh-keygen writes it: non-empty, length a multiple of 4, only the
+// alphabet, '=' only as the last one or two characters. OpenSSL decodes; the shape is checked
+// here first because EVP_DecodeBlock is laxer (it skips leading and trailing whitespace, and
+// returns the padding as zero bytes).
 std::optional<std::string> base64_decode(std::string_view in) {
-  if (in.empty() || in.size() % 4 != 0) {
+  if (in.empty() || in.size() % 4 != 0 ||
+      in.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     return std::nullopt;
   }
-  std::size_t pad = 0;
-  if (in.back() == '=') {
-    pad = in[in.size() - 2] == '=' ? 2 : 1;
+  const std::size_t pad = in.ends_with("==") ? 2 : in.ends_with('=') ? 1 : 0;
+  if (in.substr(0, in.size() - pad).find_first_not_of(kBase64Alphabet) != std::string_view::npos) {
+    return std::nullopt;
   }
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (std::size_t i = 0; i < in.size(); i += 4) {
-    const bool last = i + 4 == in.size();
-    std::uint32_t acc = 0;
-    for (std::size_t k = 0; k < 4; ++k) {
-      const bool is_pad = last && k >= 4 - pad;
-      const int v = is_pad ? 0 : b64_value(in[i + k]);
-      if (v < 0) {
-        return std::nullopt;
-      }
-      acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    }
-    out.push_back(static_cast<char>(acc >> 16));
-    if (!last || pad < 2) {
-      out.push_back(static_cast<char>((acc >> 8) & 0xff));
-    }
-    if (!last || pad < 1) {
-      out.push_back(static_cast<char>(acc & 0xff));
-    }
+  std::string out(in.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  if (n < 0 || static_cast<std::size_t>(n) != out.size()) {
+    return std::nullopt;
   }
+  out.resize(out.size() - pad);  // EVP_DecodeBlock counts the padding as decoded zero bytes
   return out;
 }
 
+// Unpadded base64, as ssh-keygen prints SHA256 fingerprints.
 std::string base64_encode_unpadded(const unsigned char* p, std::size_t n) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 3 <= n; i += 3) {
-    const std::uint32_t v = (p[i] << 16) | (p[i + 1] << 8) | p[i + 2];
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
-    out.push_back(kAlphabet[v & 63]);
-  }
-  if (n - i == 1) {
-    const std::uint32_t v = p[i] << 16;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-  } else if (n - i == 2) {
-    const std::uint32_t v = (p[i] << 16) | (p[i + 1] << 8);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
+  std::string out(4 * ((n + 2) / 3) + 1, '\0');  // EVP_EncodeBlock adds a NUL
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p, static_cast<int>(n));
+  out.resize(static_cast<std::size_t>(len));
+  while (!out.empty() && out.back() == '=') {
+    out.pop_back();
   }
   return out;
 }
@@ -253,16 +207,6 @@ std::optional<errc> check_blob(std::string_view type, std::string_view blob) {
   return std::nullopt;
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const auto yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
-}
-
 std::optional<std::int64_t> parse_expiry(std::string_view v) {
   if (!v.empty() && (v.back() == 'Z' || v.back() == 'z')) {
     v.remove_suffix(1);  // OpenSSH's explicit-UTC marker; we read every time as UTC anyway
@@ -282,19 +226,20 @@ std::optional<std::int64_t> parse_expiry(std::string_view v) {
     }
     return x;
   };
-  const unsigned year = num(0, 4);
-  const unsigned month = num(4, 2);
-  const unsigned day = num(6, 2);
+  namespace chr = std::chrono;
+  // year_month_day::ok() is the calendar check: month 1-12, the day within that month, and
+  // February 29 only in leap years.
+  const chr::year_month_day date{chr::year{static_cast<int>(num(0, 4))}, chr::month{num(4, 2)},
+                                 chr::day{num(6, 2)}};
   const unsigned hour = v.size() >= 12 ? num(8, 2) : 0;
   const unsigned minute = v.size() >= 12 ? num(10, 2) : 0;
   const unsigned second = v.size() == 14 ? num(12, 2) : 0;
-  static constexpr unsigned kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1] ||
-      (month == 2 && day == 29 && !leap) || hour > 23 || minute > 59 || second > 59) {
+  if (!date.ok() || hour > 23 || minute > 59 || second > 59) {
     return std::nullopt;
   }
-  return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+  const chr::sys_seconds t =
+      chr::sys_days{date} + chr::hours{hour} + chr::minutes{minute} + chr::seconds{second};
+  return t.time_since_epoch().count();
 }
 
 // A parse failure with a detail for operators ("unknown key option \"foo\"").
@@ -340,7 +285,7 @@ bool from_entry_valid(std::string_view item) {
   if (item.find('/') == std::string_view::npos) {
     return true;
   }
-  const auto cidr = tunnel::Cidr::parse(item);
+  const auto cidr = gw::Cidr::parse(item);
   return cidr && !cidr->has_host_bits();
 }
 
@@ -423,18 +368,11 @@ std::optional<Failure> parse_options_into(std::string_view s, KeyOptions& out) {
         return Failure{errc::duplicate_option, std::string(name)};
       }
       seen_from = true;
-      std::string_view list = *value;
-      for (;;) {
-        const std::size_t comma = list.find(',');
-        const std::string_view item = list.substr(0, comma);
+      for (const std::string_view item : ascii::split_commas(*value)) {
         if (item.empty() || !from_entry_valid(item)) {
           return Failure{errc::bad_from, *value};
         }
         out.from.emplace_back(item);
-        if (comma == std::string_view::npos) {
-          break;
-        }
-        list.remove_prefix(comma + 1);
       }
     } else if (iequals(name, "expiry-time")) {
       if (!value) {

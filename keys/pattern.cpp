@@ -5,12 +5,12 @@
 
 #include <vector>
 
+#include "common/ascii.hpp"
+
 namespace gw::keys {
 namespace {
 
-char fold(char c, bool ci) {
-  return (ci && c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
+char fold(char c, bool ci) { return ci ? ascii::lower(c) : c; }
 
 bool char_matches(char sc, char pc, const GlobOptions& o) {
   if (pc == '?') {
@@ -53,11 +53,7 @@ bool match_pattern(std::string_view s, std::string_view p, GlobOptions o) {
 
 ListMatch match_pattern_list(std::string_view s, std::string_view list, GlobOptions o) {
   bool matched = false;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t comma = list.find(',', start);
-    std::string_view item =
-        list.substr(start, comma == std::string_view::npos ? list.size() - start : comma - start);
+  for (std::string_view item : ascii::split_commas(list)) {
     const bool negate = !item.empty() && item.front() == '!';
     if (negate) {
       item.remove_prefix(1);
@@ -68,10 +64,6 @@ ListMatch match_pattern_list(std::string_view s, std::string_view list, GlobOpti
       }
       matched = true;
     }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    start = comma + 1;
   }
   return matched ? ListMatch::match : ListMatch::no_match;
 }

@@ -3,7 +3,8 @@
 #include <string_view>
 
 #include "keys/pattern.hpp"
-#include "tunnel/cidr.hpp"
+#include "common/ascii.hpp"
+#include "common/cidr.hpp"
 
 namespace gw::keys {
 namespace {
@@ -20,7 +21,7 @@ Entry entry_matches(std::string_view entry, const boost::asio::ip::address& clie
     return Entry::invalid;
   }
   if (entry.find('/') != std::string_view::npos) {
-    const auto cidr = tunnel::Cidr::parse(entry);
+    const auto cidr = gw::Cidr::parse(entry);
     if (!cidr || cidr->has_host_bits()) {
       return Entry::invalid;
     }
@@ -47,12 +48,7 @@ bool source_allowed(const KeyOptions& options, const boost::asio::ip::address& c
   for (const std::string& list : options.from) {
     // Elements are normally single entries (the parser splits the list), but a hand-built
     // KeyOptions may hold a comma list; every piece is checked, empty ones included.
-    std::string_view rest = list;
-    for (bool more = true; more;) {
-      const std::size_t comma = rest.find(',');
-      std::string_view entry = rest.substr(0, comma);
-      more = comma != std::string_view::npos;
-      rest = more ? rest.substr(comma + 1) : std::string_view();
+    for (std::string_view entry : ascii::split_commas(list)) {
       const bool negated = !entry.empty() && entry.front() == '!';
       if (negated) {
         entry.remove_prefix(1);

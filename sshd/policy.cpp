@@ -4,6 +4,7 @@
 
 #include <array>
 
+#include "common/ascii.hpp"
 #include "common/printable.hpp"
 #include "keys/pattern.hpp"
 #include "tunnel/cidr.hpp"
@@ -12,16 +13,6 @@ namespace gw::sshd {
 namespace {
 
 constexpr std::string_view kPrefix = "snigate: ";
-
-std::string ascii_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
-}
 
 CommandResult fail(std::string message) {
   CommandResult r;
@@ -101,7 +92,7 @@ bool port_allowed(const keys::PermitListen& entry, const ForwardPolicy& policy) 
 }
 
 bool host_allowed(const keys::PermitListen& entry, const tunnel::Hostname& host) {
-  const std::string list = ascii_lower(entry.host_pattern);
+  const std::string list = ascii::lower(entry.host_pattern);
   if (!host.is_wildcard()) {
     return keys::match_pattern_list(host.str(), list, true) == keys::ListMatch::match;
   }
@@ -110,10 +101,7 @@ bool host_allowed(const keys::PermitListen& entry, const tunnel::Hostname& host)
   // `?.a.test` don't grant `*.a.test`), and no `!pattern` may overlap anything it covers.
   const keys::GlobOptions covers{.case_insensitive = true, .subject_star_needs_pattern_star = true};
   bool positive = false;
-  std::string_view rest = list;
-  for (;;) {
-    const std::size_t comma = rest.find(',');
-    std::string_view item = rest.substr(0, comma);
+  for (std::string_view item : ascii::split_commas(list)) {
     if (!item.empty() && item.front() == '!') {
       item.remove_prefix(1);
       if (keys::patterns_intersect(host.str(), item, true)) {
@@ -122,11 +110,8 @@ bool host_allowed(const keys::PermitListen& entry, const tunnel::Hostname& host)
     } else if (keys::match_pattern(host.str(), item, covers)) {
       positive = true;
     }
-    if (comma == std::string_view::npos) {
-      return positive;
-    }
-    rest.remove_prefix(comma + 1);
   }
+  return positive;
 }
 
 /// The first other key whose permitlisten names something `host` covers, or null. A bare `*`
@@ -284,7 +269,7 @@ ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOpt
   ForwardDecision d;
   d.reply_port = port == 0 ? policy.advertise_port : 0;
 
-  if (is_unnamed_bind_address(ascii_lower(request.bind_address))) {
+  if (is_unnamed_bind_address(ascii::lower(request.bind_address))) {
     d.ok = true;  // every key that may forward may use a generated name
     return d;
   }

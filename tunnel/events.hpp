@@ -10,8 +10,9 @@
 //     endpoint fields empty.
 //   - Session: emit SessionStarted after auth succeeds, SessionEnded when it goes away,
 //     EndpointCreated on a successful tcpip-forward, EndpointDeleted on cancel/teardown.
-//   - emit() may be called from any thread and must not throw; it is synchronous (a file write
-//     under a mutex), so call it after the socket work is done, not while holding your locks.
+//   - emit() may be called from any thread and must not throw. JsonEventLog's only builds the
+//     line and queues it (no I/O, never blocks on the disk); still, call it after the socket
+//     work is done, not while holding your locks.
 //   - Every ConnectionClosed is made by connection_closed() below, from the router's accept
 //     stamps (ConnectionStart), so start and duration always mean accept to close.
 #pragma once

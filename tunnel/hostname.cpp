@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "common/ascii.hpp"
+
 namespace gw::tunnel {
 namespace {
 
@@ -104,12 +106,7 @@ gw::Expected<Hostname> Hostname::parse(std::string_view raw, bool allow_wildcard
   if (raw.size() > kMaxLength) {
     return gw::Unexpected{hostname_errc::too_long};
   }
-  std::string name(raw);
-  for (char& c : name) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
+  const std::string name = ascii::lower(raw);
 
   const std::vector<std::string_view> labels = split_labels(name);
   bool all_numeric = labels.size() <= 4;

@@ -3,8 +3,13 @@
 // a temp file from many threads; reopen() for logrotate. Lines are parsed back with Boost.JSON.
 #include "app/event_log.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <boost/json/src.hpp>  // the one TU in unit_app that compiles Boost.JSON
 #include <chrono>
@@ -13,6 +18,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -325,7 +331,8 @@ TEST(JsonEventLog, WritesOneLinePerEvent) {
     sink.emit(tunnel::SessionEnded{});
     sink.emit(tunnel::EndpointCreated{});
     sink.emit(tunnel::EndpointDeleted{});
-    // Flushed per event: readable before the log closes.
+    // Written while the log is open, not only at close.
+    log.flush();
     EXPECT_EQ(read_lines(path).size(), 5u);
     EXPECT_EQ(log.dropped(), 0u);
   }
@@ -403,6 +410,7 @@ TEST(JsonEventLog, ReopenAfterRotation) {
   std::string err;
   ASSERT_TRUE(log.reopen(&err)) << err;
   log.emit(tunnel::SessionEnded{});
+  log.flush();
   EXPECT_EQ(read_lines(rotated).size(), 2u);
   const auto fresh = read_lines(path);
   ASSERT_EQ(fresh.size(), 1u);
@@ -423,8 +431,77 @@ TEST(JsonEventLog, FailedReopenKeepsOldFile) {
   EXPECT_FALSE(log.reopen(&err));
   EXPECT_NE(err.find("events.jsonl"), std::string::npos) << err;
   log.emit(tunnel::SessionEnded{});
+  log.flush();
   EXPECT_EQ(read_lines(moved).size(), 1u);
   EXPECT_EQ(log.dropped(), 0u);
+}
+
+// Proves: destroying the log (what shutdown does) writes every event still queued, in emit
+// order, even when they were emitted just before.
+TEST(JsonEventLog, DestructionWritesEverythingQueued) {
+  TempDir dir;
+  const auto path = dir / "events.jsonl";
+  constexpr int kEvents = 3000;
+  {
+    JsonEventLog log(path.string());
+    for (int i = 0; i < kEvents; ++i) {
+      tunnel::SessionStarted ev;
+      ev.session_id = static_cast<std::uint64_t>(i + 1);
+      log.emit(ev);
+    }
+  }
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), static_cast<std::size_t>(kEvents));
+  for (int i = 0; i < kEvents; ++i) {
+    EXPECT_EQ(lines[i].at("object").at("id").as_int64(), i + 1);
+  }
+}
+
+// Proves: when the writer can't keep up (here it is stuck writing into a pipe nobody reads), emit
+// still returns at once, events beyond the queue's capacity are dropped and counted, the ones
+// queued are written once the reader catches up, and the drops are logged.
+TEST(JsonEventLog, FullQueueDropsAndCountsWithoutBlocking) {
+  TempDir dir;
+  const auto path = dir / "events.fifo";
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  // A reader must exist for the log's open(O_WRONLY) not to block; it reads nothing yet.
+  const int reader = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  std::ostringstream logged;
+  auto logger = std::make_shared<spdlog::logger>(
+      "events", std::make_shared<spdlog::sinks::ostream_sink_mt>(logged));
+  std::uint64_t emitted = 0;
+  std::uint64_t dropped = 0;
+  std::string received;
+  // No ASSERT from here to the join: an early return would leave the writer stuck on the pipe.
+  auto log = std::make_unique<JsonEventLog>(path.string(), logger, 4);
+  tunnel::ConnectionClosed ev = routed_connection();
+  ev.server_name = std::string(900, 'x');  // ~1 KB lines: the pipe buffer fills quickly
+  // Bounded: the pipe holds at most 1 MiB and the queue 4 lines, so drops start long before.
+  while (log->dropped() == 0 && emitted < 100000) {
+    log->emit(ev);
+    ++emitted;
+  }
+  dropped = log->dropped();
+  EXPECT_GT(dropped, 0u) << "never dropped after " << emitted << " events";
+  // Now drain the pipe with blocking reads until the log closes its end.
+  EXPECT_EQ(::fcntl(reader, F_SETFL, 0), 0);
+  std::thread drain([&] {
+    char buf[65536];
+    for (ssize_t n; (n = ::read(reader, buf, sizeof buf)) > 0;) {
+      received.append(buf, static_cast<std::size_t>(n));
+    }
+  });
+  log->flush();  // returns once the reader has taken what was queued
+  EXPECT_EQ(log->dropped(), dropped);
+  log.reset();  // closes the write end: the drain sees EOF
+  drain.join();
+  ::close(reader);
+  const auto lines = static_cast<std::uint64_t>(std::count(received.begin(), received.end(), '\n'));
+  EXPECT_EQ(lines, emitted - dropped);
+  EXPECT_NE(logged.str().find("events.dropped"), std::string::npos) << logged.str();
+  EXPECT_NE(logged.str().find("total_queue_full=" + std::to_string(dropped)), std::string::npos)
+      << logged.str();
 }
 
 TEST(JsonEventLog, UnopenablePathThrows) {

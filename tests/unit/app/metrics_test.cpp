@@ -245,6 +245,7 @@ MetricsSnapshot busy_snapshot() {
   s.auth_failures = 5;
   s.forwards_refused = 6;
   s.channel_open_failures = 8;
+  s.events_dropped = 13;
   LatencyHistogram hello(kLatencyBuckets);
   hello.observe(0.0004);
   hello.observe(0.02);
@@ -279,6 +280,7 @@ TEST(Metrics, BusySnapshotRendersValidText) {
   EXPECT_EQ(value_of(fams, "snigate_auth_failures_total"), 5);
   EXPECT_EQ(value_of(fams, "snigate_forwards_refused_total"), 6);
   EXPECT_EQ(value_of(fams, "snigate_channel_open_failures_total"), 8);
+  EXPECT_EQ(value_of(fams, "snigate_events_dropped_total"), 13);
   EXPECT_EQ(value_of(fams, "snigate_build_info", {{"version", "0.1.0"}}), 1);
 
   const std::string h = "snigate_client_hello_wait_seconds";

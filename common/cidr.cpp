@@ -1,9 +1,10 @@
-#include "tunnel/cidr.hpp"
+// CIDR parsing and matching; see cidr.hpp.
+#include "common/cidr.hpp"
 
 #include <algorithm>
 #include <charconv>
 
-namespace gw::tunnel {
+namespace gw {
 namespace {
 
 /// IPv4-mapped IPv6 becomes IPv4, so one rule covers both ways a v4 client can arrive.
@@ -123,4 +124,4 @@ bool AccessRule::permits(const boost::asio::ip::address& address, std::string* w
   return false;
 }
 
-}  // namespace gw::tunnel
+}  // namespace gw

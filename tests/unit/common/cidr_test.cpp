@@ -1,9 +1,9 @@
 // Cidr and AccessRule: parsing, IPv4/IPv6 containment, v4-mapped clients, deny-wins.
-#include "tunnel/cidr.hpp"
+#include "common/cidr.hpp"
 
 #include <gtest/gtest.h>
 
-namespace gw::tunnel {
+namespace gw {
 namespace {
 
 boost::asio::ip::address ip(const char* s) { return boost::asio::ip::make_address(s); }
@@ -139,4 +139,4 @@ TEST(AccessRule, DenyWinsAllowListsOnly) {
 }
 
 }  // namespace
-}  // namespace gw::tunnel
+}  // namespace gw
