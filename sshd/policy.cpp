@@ -125,19 +125,12 @@ const keys::AuthorizedKey* reserved_by(const tunnel::Hostname& host, const Forwa
       continue;
     }
     for (const auto& entry : other.options.permit_listen) {
-      const std::string list = ascii_lower(entry.host_pattern);
-      std::string_view rest = list;
-      for (;;) {
-        const std::size_t comma = rest.find(',');
-        const std::string_view item = rest.substr(0, comma);
+      const std::string list = ascii::lower(entry.host_pattern);
+      for (std::string_view item : ascii::split_commas(list)) {
         if (!item.empty() && item.front() != '!' && item != "*" &&
             keys::patterns_intersect(host.str(), item, true)) {
           return &other;
         }
-        if (comma == std::string_view::npos) {
-          break;
-        }
-        rest.remove_prefix(comma + 1);
       }
     }
   }
