@@ -7,7 +7,7 @@
 #include "common/ascii.hpp"
 #include "common/printable.hpp"
 #include "keys/pattern.hpp"
-#include "tunnel/cidr.hpp"
+#include "common/cidr.hpp"
 
 namespace gw::sshd {
 namespace {
@@ -175,8 +175,8 @@ std::string tls_help_text() {
 }
 
 bool parse_cidr(std::string_view cidr, std::string* normalised) {
-  // One validator for every CIDR in the project (tls options, from=): tunnel::Cidr.
-  const auto parsed = tunnel::Cidr::parse(cidr);
+  // One validator for every CIDR in the project (tls options, from=): gw::Cidr.
+  const auto parsed = gw::Cidr::parse(cidr);
   if (parsed && normalised) {
     *normalised = parsed->str();
   }

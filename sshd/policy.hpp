@@ -40,7 +40,7 @@ CommandResult parse_command(std::string_view command_line);
 /// The `--help` text (ends with a newline).
 std::string tls_help_text();
 
-/// True if `cidr` is `IPv4[/0-32]` or `IPv6[/0-128]` as tunnel::Cidr::parse accepts it (no zone
+/// True if `cidr` is `IPv4[/0-32]` or `IPv6[/0-128]` as gw::Cidr::parse accepts it (no zone
 /// ids, no leading zeros in the prefix length, v4-mapped prefixes /96 or longer); on success
 /// `*normalised` (if not null) is Cidr::str(): explicit prefix, lower case, v4-mapped as IPv4.
 bool parse_cidr(std::string_view cidr, std::string* normalised);

@@ -570,7 +570,7 @@ void Session::run_command(const std::string& command_line) {
   for (const auto& [list, out] : {std::pair{&command_->allow_cidr, &access_.allow},
                                    std::pair{&command_->deny_cidr, &access_.deny}}) {
     for (const auto& text : *list) {
-      const auto cidr = tunnel::Cidr::parse(text);
+      const auto cidr = gw::Cidr::parse(text);
       if (!cidr) {
         refuse_session("cannot use CIDR " + printable(text, 60) +
                            " (an IPv4-mapped IPv6 prefix must be /96 or longer)",

@@ -38,7 +38,7 @@
 #include "sshd/ssh_handles.hpp"
 #include "sshd/user_channel.hpp"
 #include "tunnel/bridge.hpp"
-#include "tunnel/cidr.hpp"
+#include "common/cidr.hpp"
 #include "tunnel/endpoint.hpp"
 
 namespace gw::sshd {
@@ -166,7 +166,7 @@ class Session final : public SessionHandle,
   ForwardTable forwards_;
   std::optional<keys::AuthorizedKey> key_;
   std::optional<TlsCommand> command_;
-  tunnel::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
+  gw::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
   tunnel::BridgeConfig bridge_config_;
   std::chrono::steady_clock::time_point started_at_;
   std::chrono::steady_clock::time_point authenticated_at_;
