@@ -71,7 +71,7 @@ std::string GatewayBackend::metrics_text() {
   m.bytes_out = ssh.bytes_out;
   m.endpoints = ctx_->registry->size();
   m.sessions_unauthenticated =
-      static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.unauthenticated));
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, ctx_->startups->size()));
   // The directory lists every SSH connection; the gauge counts the authenticated ones.
   const std::uint64_t all = ctx_->sessions->size();
   m.sessions = all > m.sessions_unauthenticated ? all - m.sessions_unauthenticated : 0;

@@ -316,8 +316,9 @@ int serve(const gw::app::ServeConfig& config) {
   ctx->idle_timeout = config.idle_timeout;
   ctx->login_grace = config.login_grace;
   ctx->max_connections_per_endpoint = config.max_connections_per_endpoint;
-  ctx->max_unauthenticated = static_cast<std::int64_t>(config.max_unauthenticated);
-  ctx->max_unauthenticated_per_ip = static_cast<int>(config.max_unauthenticated_per_ip);
+  ctx->startups = std::make_shared<gw::sshd::StartupTable>(
+      static_cast<std::int64_t>(config.max_unauthenticated),
+      static_cast<int>(config.max_unauthenticated_per_ip));
   ctx->max_sessions_per_key = config.max_sessions_per_key;
   ctx->max_endpoints_per_key = config.max_endpoints_per_key;
   ctx->log = log.sshd;

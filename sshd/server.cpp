@@ -43,23 +43,35 @@ void Server::on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socke
   const auto remote = socket.remote_endpoint(ignored);
   // Like OpenSSH MaxStartups: a flood of unauthenticated connections must not exhaust us
   // before any of them proves a key, and one host must not take every slot.
-  StartupSlot::Refusal why{};
-  auto slot = StartupSlot::acquire(*ctx_, remote.address(), why);
-  if (!slot) {
+  auto acquired = ctx_->startups->acquire(remote.address());
+  if (acquired.evicted) {
+    acquired.evicted->evict();  // made room for this address: see startup_table.hpp
+  }
+  if (!acquired.slot) {
     ctx_->stats->sessions_refused_startups++;
-    const bool per_ip = why == StartupSlot::Refusal::too_many_from_ip;
+    using R = StartupTable::Refusal;
+    const R why = acquired.refusal;
+    const char* log_reason = why == R::penalized          ? " (penalty: this IP left too many "
+                                                            "logins unfinished)"
+                             : why == R::too_many_from_ip ? " from this IP"
+                                                          : "";
     warn_thinned(*ctx_->log, *ctx_->refusal_lines,
                  "ssh.refuse peer={}:{} reason=\"too many unauthenticated connections{}\"{}",
-                 remote.address().to_string(), remote.port(), per_ip ? " from this IP" : "");
+                 remote.address().to_string(), remote.port(), log_reason);
     // RFC 4253 4.2 lets a server send lines before its version string; `ssh -v` and `nc`
     // show this one. The socket is new, so a short non-blocking send can't stall us.
-    const std::string line = std::string("snigate: too many unauthenticated connections") +
-                             (per_ip ? " from your address" : "") +
-                             "; finish or close the others, or try again in a minute\r\n";
+    const std::string line =
+        why == R::penalized
+            ? std::string("snigate: your address left too many logins unfinished; try again in "
+                          "a minute\r\n")
+            : std::string("snigate: too many unauthenticated connections") +
+                  (why == R::too_many_from_ip ? " from your address" : "") +
+                  "; finish or close the others, or try again in a minute\r\n";
     ::send(socket.native_handle(), line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     socket.close(ignored);
     return;
   }
+  auto slot = std::move(acquired.slot);
   ctx_->stats->sessions_accepted++;
   auto session = std::make_shared<Session>(ioc, ctx_, next_id_++);
   const int fd = socket.release(ignored);

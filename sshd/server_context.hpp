@@ -12,9 +12,9 @@
 
 #include "common/histogram.hpp"
 #include "common/per_second_budget.hpp"
-#include "common/per_ip.hpp"
 #include "keys/key_store.hpp"
 #include "sshd/session_directory.hpp"
+#include "sshd/startup_table.hpp"
 #include "tunnel/bridge.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
@@ -48,7 +48,6 @@ struct SshStats : tunnel::BridgeStats {
   std::atomic<std::uint64_t> sessions_refused_startups{0};
   std::atomic<std::uint64_t> auth_failures{0};
   std::atomic<std::uint64_t> forwards_refused{0};
-  std::atomic<std::int64_t> unauthenticated{0};
   std::atomic<std::uint64_t> connections_cidr_denied{0};
   std::atomic<std::uint64_t> connections_over_endpoint_limit{0};
   /// Refused because the session's client already has kMaxOpensInFlight opens unanswered.
@@ -73,10 +72,9 @@ struct ServerContext {
   std::chrono::milliseconds command_wait{3000};
   // The limits are set from ServeConfig: app/cli.hpp holds their defaults and why.
   /// Like OpenSSH's MaxStartups and PerSourceMaxStartups: connections that have not yet
-  /// authenticated, over all clients and from one IP (see StartupSlot).
-  std::int64_t max_unauthenticated = 0;
-  int max_unauthenticated_per_ip = 0;
-  std::shared_ptr<PerIpCounter> unauthenticated_per_ip = std::make_shared<PerIpCounter>();
+  /// authenticated, over all clients and from one IP, with room for newcomers and a penalty
+  /// box (startup_table.hpp). Set from ServeConfig's max_unauthenticated(_per_ip).
+  std::shared_ptr<StartupTable> startups = std::make_shared<StartupTable>(256, 32);
   /// Lines an attacker can trigger at will (refused connections, rejected keys) are thinned to
   /// 50 a second; metrics and events still count every one.
   std::shared_ptr<PerSecondBudget> refusal_lines = std::make_shared<PerSecondBudget>(50);
@@ -88,65 +86,6 @@ struct ServerContext {
   std::shared_ptr<SshStats> stats = std::make_shared<SshStats>();
   std::shared_ptr<SessionDirectory> sessions = std::make_shared<SessionDirectory>();
   std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>();
-};
-
-/// One SSH connection counted as unauthenticated, globally and for its IP, from accept until
-/// it authenticates or closes (RAII: the count goes down exactly once).
-class StartupSlot {
- public:
-  enum class Refusal { none, too_many, too_many_from_ip };
-
-  StartupSlot() = default;
-  /// A slot for a connection from `ip`; an empty one, with `why` set, when a cap is reached.
-  static StartupSlot acquire(const ServerContext& ctx, const boost::asio::ip::address& ip,
-                             Refusal& why) {
-    why = Refusal::none;
-    if (ctx.stats->unauthenticated.fetch_add(1) >= ctx.max_unauthenticated) {
-      ctx.stats->unauthenticated--;
-      why = Refusal::too_many;
-      return {};
-    }
-    if (!ctx.unauthenticated_per_ip->try_add(ip, ctx.max_unauthenticated_per_ip)) {
-      ctx.stats->unauthenticated--;
-      why = Refusal::too_many_from_ip;
-      return {};
-    }
-    StartupSlot slot;
-    slot.stats_ = ctx.stats;
-    slot.per_ip_ = ctx.unauthenticated_per_ip;
-    slot.ip_ = ip;
-    return slot;
-  }
-
-  StartupSlot(StartupSlot&& o) noexcept { *this = std::move(o); }
-  StartupSlot& operator=(StartupSlot&& o) noexcept {
-    if (this != &o) {
-      release();
-      stats_ = std::move(o.stats_);
-      per_ip_ = std::move(o.per_ip_);
-      ip_ = o.ip_;
-    }
-    return *this;
-  }
-  StartupSlot(const StartupSlot&) = delete;
-  StartupSlot& operator=(const StartupSlot&) = delete;
-  ~StartupSlot() { release(); }
-
-  explicit operator bool() const { return stats_ != nullptr; }
-
-  void release() {
-    if (stats_) {
-      stats_->unauthenticated--;
-      per_ip_->remove(ip_);
-      stats_.reset();
-      per_ip_.reset();
-    }
-  }
-
- private:
-  std::shared_ptr<SshStats> stats_;
-  std::shared_ptr<PerIpCounter> per_ip_;
-  boost::asio::ip::address ip_;
 };
 
 }  // namespace gw::sshd

@@ -24,6 +24,9 @@ constexpr std::uint32_t kForwardRequestsPerSecond = 100;
 constexpr int kMaxAuthFailures = 6;
 /// How long a closing session waits for its last messages to reach the user.
 constexpr auto kCloseLinger = std::chrono::seconds(5);
+/// Time from accept to the end of the key exchange (the login grace covers the rest): a
+/// stock client needs milliseconds; one that sends nothing only holds an unauthenticated slot.
+constexpr auto kKeyExchangeDeadline = std::chrono::seconds(10);
 /// How often a forward waiting for its name (held by the key's other session) looks again.
 constexpr auto kWaitingClaimInterval = std::chrono::milliseconds(100);
 /// forwarded-tcpip opens one session may have unanswered (those whose visitor left or timed
@@ -145,14 +148,16 @@ Session::~Session() {
 void Session::set_state(State next) {
   info_dirty_ = true;
   ctx_->log->debug("session.state conn=s{} {} -> {}", id_, to_string(state_), to_string(next));
-  if (next != State::key_exchange && next != State::authenticating) {
-    startup_.release();
+  if (next == State::authenticated) {
+    startup_.release(StartupTable::Outcome::authenticated);
+  } else if (next != State::key_exchange && next != State::authenticating) {
+    startup_.release(StartupTable::Outcome::closed);  // timeouts released it before, as such
   }
   state_ = next;
 }
 
 void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
-                    const boost::asio::ip::tcp::endpoint& peer, StartupSlot slot) {
+                    const boost::asio::ip::tcp::endpoint& peer, StartupTable::Slot slot) {
   startup_ = std::move(slot);
   peer_address_ = peer.address();
   peer_ip_ = peer.address().to_string();
@@ -199,6 +204,7 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
   ssh_event_add_session(event_.get(), session_.get());
   fd_watch_.assign(::dup(fd));
   ctx_->sessions->add(id_, weak_from_this());
+  startup_.bind(weak_from_this());
   ctx_->log->info("session.open conn=s{} peer={}", id_, peer_);
   on_tick();
   pump();
@@ -368,8 +374,12 @@ void Session::on_tick() {
   switch (state_) {
     case State::key_exchange:
     case State::authenticating:
-      if (now - started_at_ > ctx_->login_grace) {
-        close_reason_ = "login_timeout";
+      // The key exchange has a deadline of its own, shorter than the login grace: a client
+      // that hasn't even finished it is holding a slot, not logging in.
+      if (now - started_at_ > ctx_->login_grace ||
+          (state_ == State::key_exchange && now - started_at_ > kKeyExchangeDeadline)) {
+        close_reason_ = state_ == State::key_exchange ? "kex_timeout" : "login_timeout";
+        startup_.release(StartupTable::Outcome::timed_out);  // counts against its address
         finish_close();
         return;
       }
@@ -959,6 +969,19 @@ void Session::drain() {
 }
 
 // ---- key reload ------------------------------------------------------------------------
+
+void Session::evict() {
+  boost::asio::post(ioc_, [self = shared_from_this()] {
+    if (self->state_ != State::key_exchange && self->state_ != State::authenticating) {
+      return;
+    }
+    self->ctx_->log->info("session.evicted conn=s{} peer={} reason=\"every unauthenticated slot "
+                          "was taken: room for a login from another address\"",
+                          self->id_, self->peer_);
+    self->close_reason_ = "evicted";
+    self->finish_close();
+  });
+}
 
 void Session::keys_changed(std::shared_ptr<const keys::KeyStore> store) {
   boost::asio::post(ioc_, [self = shared_from_this(), store = std::move(store)] {

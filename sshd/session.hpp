@@ -59,7 +59,7 @@ class Session final : public SessionHandle,
   /// session's own thread. `bind_mutex` serialises ssh_bind_accept_fd across threads.
   /// `slot` counts the connection as unauthenticated until it authenticates or closes.
   void start(ssh_bind bind, std::mutex& bind_mutex, int fd,
-             const boost::asio::ip::tcp::endpoint& peer, StartupSlot slot);
+             const boost::asio::ip::tcp::endpoint& peer, StartupTable::Slot slot);
 
   /// Thread-safe: a routed public connection for one of this session's forwards.
   void deliver(std::size_t forward_key, tunnel::IncomingConnection conn);
@@ -74,6 +74,7 @@ class Session final : public SessionHandle,
   void close_from_outside(std::string message) override;
   void drain() override;
   void keys_changed(std::shared_ptr<const keys::KeyStore> store) override;
+  void evict() override;
 
   std::uint64_t id() const { return id_; }
 
@@ -149,7 +150,7 @@ class Session final : public SessionHandle,
   std::uint16_t peer_port_ = 0;
   std::string user_;
   State state_ = State::key_exchange;
-  StartupSlot startup_;  ///< held while key_exchange or authenticating
+  StartupTable::Slot startup_;  ///< held while key_exchange or authenticating
 
   // libssh handles: session_ first, so the channels (owned by it) are freed before it.
   SshSessionPtr session_;

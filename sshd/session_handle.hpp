@@ -49,6 +49,9 @@ class SessionHandle {
   /// authorized_keys changed: a session whose key is gone or expired is closed with a message;
   /// forwards the key may no longer hold are removed.
   virtual void keys_changed(std::shared_ptr<const keys::KeyStore> store) = 0;
+  /// Not authenticated yet, and closed to make room for a login from another address when
+  /// every unauthenticated slot is taken (startup_table.hpp). Ignored once authenticated.
+  virtual void evict() = 0;
 };
 
 }  // namespace gw::sshd

@@ -245,3 +245,42 @@ def test_client_that_stops_reading_its_channels(gateway_factory, upstream_factor
     assert timed_out and 10 <= late_result.elapsed <= 12, late_result
     assert intact == k, "bytes lost or changed after the client resumed"
     assert t.running()
+
+
+def test_full_unauthenticated_cap_never_locks_out_another_address(gateway_factory, upstream,
+                                                                   figures):
+    # Proves (issue 16 item 7): 256 silent connections from 8 IPs (32 each: under the per-IP cap)
+    # fill the global unauthenticated cap, yet a real `ssh -R` login from another address gets
+    # in at once (the heaviest address's oldest connection makes room), and the flood's sources,
+    # whose connections keep being evicted or timing out, are then refused at once for a while
+    # (the penalty box) instead of filling the cap again.
+    gw = stress_gateway(gateway_factory, args=["--login-grace", "20"])
+    flood_addrs = sources(8, block=7)
+    flood = in_thread(hold_open, gw.ssh_port, flood_addrs * PER_IP, b"", 1.0, 30)
+    wait_for(lambda: metrics(gw)["snigate_sessions_unauthenticated"] >= 8 * PER_IP, 20,
+             "the flood to fill the global cap")
+    held = metrics(gw)["snigate_sessions_unauthenticated"]
+    logins = []
+    for i in range(3):
+        t0 = time.monotonic()
+        t = gw.tunnel([fwd(f"l{i}.alice.test", upstream)], extra=["-b", "127.0.0.2"]).start()
+        logins.append(time.monotonic() - t0)
+        t.close()
+    # The rest are closed at the 10 s key-exchange deadline (not the 20 s login grace), each
+    # a strike for its source: one reconnecting now is in the penalty box.
+    results = flood(60)
+    reconnect = in_thread(hold_open, gw.ssh_port, [flood_addrs[0]], b"", 1.0, 5)(15)
+    told = reconnect[0][1]
+    closed_at = [r[0] for r in results if r[0] is not None]
+    figures("flood connections closed at the key-exchange deadline, max", max(closed_at), "s",
+            "<= 13", max(closed_at) <= 13)
+    figures("unauthenticated held by the flood (8 IPs x 32)", held, "", "= 256", held == 256)
+    figures("ssh -R login from another address, worst of 3", max(logins), "s", "<= 5",
+            max(logins) <= 5)
+    figures("flood connections closed (evicted or timed out)",
+            sum(1 for r in results if r[0] is not None), "", f"= {len(results)}",
+            all(r[0] is not None for r in results))
+    in_box = b"left too many logins unfinished" in told
+    figures("a flood source reconnecting is refused (penalty box)", int(in_box), "", "= 1", in_box)
+    assert held == 256 and max(logins) <= 5, logins
+    assert in_box, told
