@@ -14,9 +14,10 @@ namespace gw::app {
 
 class GatewayBackend final : public AdminBackend {
  public:
+  /// `admin` may be null (admin API off; its metrics then read 0).
   GatewayBackend(std::shared_ptr<const sshd::ServerContext> ctx, const sni::Listener& tls,
-                 std::string version)
-      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)) {}
+                 std::string version, std::shared_ptr<const AdminStats> admin = nullptr)
+      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)), admin_(std::move(admin)) {}
 
   std::vector<EndpointView> endpoints() override;
   std::vector<SessionView> sessions() override;
@@ -27,6 +28,7 @@ class GatewayBackend final : public AdminBackend {
   std::shared_ptr<const sshd::ServerContext> ctx_;
   const sni::Listener& tls_;
   std::string version_;
+  std::shared_ptr<const AdminStats> admin_;
 };
 
 }  // namespace gw::app

@@ -277,7 +277,8 @@ int serve(const gw::app::ServeConfig& config) {
     ssh_bound.push_back(ssh.listen(raw, resolve(a)));
   }
 
-  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION);
+  auto admin_stats = std::make_shared<gw::app::AdminStats>();
+  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, admin_stats);
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {
@@ -290,6 +291,7 @@ int serve(const gw::app::ServeConfig& config) {
     gw::app::AdminOptions options;
     options.token = token;
     options.log = log.app;
+    options.stats = admin_stats;  // the connection caps and timeouts are AdminOptions' defaults
     admin = std::make_unique<gw::app::AdminServer>(*raw.front(), backend, options);
     admin->listen(where);
     admin_text = to_string(admin->local_endpoint());

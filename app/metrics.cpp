@@ -125,6 +125,15 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.counter("forwards_refused", "SSH tcpip-forward requests refused.", s.forwards_refused);
   w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",
             s.channel_open_failures);
+  w.family("admin_refused_total", "counter",
+           "Admin API connections refused or closed, by reason.");
+  for (const auto& [reason, n] : s.admin_refused) {
+    w.sample("admin_refused_total", "reason=\"" + escape_label_value(reason) + "\"", n);
+  }
+  w.family("admin_connections", "gauge",
+           "Admin API connections open, by whether they have sent an authorised request.");
+  w.sample("admin_connections", "state=\"unauthorized\"", s.admin_connections_unauthorized);
+  w.sample("admin_connections", "state=\"authorized\"", s.admin_connections_authorized);
   w.histogram("client_hello_wait_seconds",
               "Time from TLS accept to a complete ClientHello (or giving up).",
               s.client_hello_wait);

@@ -38,6 +38,12 @@ struct MetricsSnapshot {
   std::uint64_t auth_failures = 0;             ///< counter: failed publickey attempts
   std::uint64_t forwards_refused = 0;          ///< counter: tcpip-forward requests refused
   std::uint64_t channel_open_failures = 0;     ///< counter: forwarded-tcpip opens that failed
+  // Admin API itself
+  /// counter per `reason` label: unauthorized (401), bad_host (421), limit (closed to make
+  /// room), timeout (no authorised request in time). Same rule: small fixed key set.
+  std::map<std::string, std::uint64_t> admin_refused;
+  std::uint64_t admin_connections_unauthorized = 0;  ///< gauge: no authorised request yet
+  std::uint64_t admin_connections_authorized = 0;    ///< gauge: kept alive after one
   // Latency, in seconds
   HistogramSnapshot client_hello_wait;     ///< accept -> complete ClientHello
   HistogramSnapshot channel_open_latency;  ///< open request -> confirmation

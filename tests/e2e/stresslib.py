@@ -7,7 +7,7 @@ TLS) and add what hostile-load tests need:
   figures   a fixture that records one figure per call; rows go to $SNIGATE_STRESS_REPORT (JSON
             lines) for scripts/stress's table, and each is also asserted by the test itself
   Proc      RSS, open descriptors and CPU seconds of a process, from /proc
-  metrics() the gateway's /metrics as {"name{labels}": value}
+  metrics() the gateway's /metrics as {"name{labels}": value} (token= when the API has one)
   stress_gateway()  a gateway with the admin API on and info-level logs (a debug line per
             connection would be most of the work at 10,000 connections)
   in_thread(coro, ...)  hostile clients on an asyncio loop in a thread; open_from(port, source)
@@ -87,8 +87,8 @@ class Proc:
 _METRIC_LINE = re.compile(r"^(snigate_[a-z_]+(?:\{[^}]*\})?) ([0-9.eE+-]+)$")
 
 
-def metrics(gw) -> dict[str, float]:
-    body = gw.admin("GET", "/metrics").body.decode()
+def metrics(gw, token: str | None = None) -> dict[str, float]:
+    body = gw.admin("GET", "/metrics", token=token).body.decode()
     out = {}
     for line in body.splitlines():
         m = _METRIC_LINE.match(line)
