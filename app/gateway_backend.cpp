@@ -66,6 +66,8 @@ std::string GatewayBackend::metrics_text() {
   m.connections_routed = tls.routed;
   m.connections_active = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
   m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));
+  m.pending_hello_bytes =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending_bytes));
   const auto gauge = [](const std::atomic<std::int64_t>& v) {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v.load()));
   };

@@ -112,6 +112,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
   w.gauge("connections_pending", "TLS connections accepted whose ClientHello is still awaited.",
           s.connections_pending);
+  w.gauge("pending_hello_bytes",
+          "Buffer bytes held by TLS connections whose ClientHello is still being read.",
+          s.pending_hello_bytes);
   w.counter("bytes_in", "Bytes received from public TLS clients.", s.bytes_in);
   w.counter("bytes_out", "Bytes sent to public TLS clients.", s.bytes_out);
   w.gauge("endpoints", "Endpoints currently registered.", s.endpoints);

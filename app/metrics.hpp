@@ -28,6 +28,7 @@ struct MetricsSnapshot {
   std::uint64_t connections_routed = 0;  ///< counter: handed to an endpoint
   std::uint64_t connections_active = 0;  ///< gauge: open TLS connections
   std::uint64_t connections_pending = 0;  ///< gauge: accepted, ClientHello still owed
+  std::uint64_t pending_hello_bytes = 0;  ///< gauge: buffer bytes those pending hellos hold
   std::uint64_t bytes_in = 0;            ///< counter: client -> gateway bytes
   std::uint64_t bytes_out = 0;           ///< counter: gateway -> client bytes
   // SSH side
