@@ -3,6 +3,7 @@
 #include "app/admin_http.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -20,6 +21,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <algorithm>
 #include <charconv>
 #include <exception>
 #include <list>
@@ -467,17 +469,29 @@ namespace admin_detail {
 
 using Clock = std::chrono::steady_clock;
 
-// One connection. The stream is touched only on the connection's strand; `evicted` and
-// `authorized` only under State::mutex.
+// One connection. The stream is touched only on the connection's strand; the flags only under
+// State::mutex.
 struct Conn {
   Conn(tcp::socket socket, tcp::endpoint peer, std::uint64_t id)
-      : stream(std::move(socket)), peer(std::move(peer)), id(id) {}
+      : fd(socket.native_handle()), stream(std::move(socket)), peer(std::move(peer)), id(id) {}
+
+  /// Bytes the client has sent that we haven't read yet: a request on its way in. Asks the
+  /// kernel through the descriptor number, not the socket object, which belongs to the
+  /// connection's strand. Should the descriptor have just been closed (and even reused), the
+  /// answer is only a worse choice of whom to push out, never a fault.
+  bool has_unread_bytes() const {
+    int n = 0;
+    return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+  }
+
+  const int fd;
   beast::tcp_stream stream;
   const tcp::endpoint peer;
   const std::uint64_t id;
   const Clock::time_point accepted = Clock::now();
   bool evicted = false;     // closed by the server to make room
   bool authorized = false;  // kept alive after an authorised request (counted in `kept`)
+  bool answering = false;   // a request read and being answered
 };
 
 }  // namespace admin_detail
@@ -493,23 +507,32 @@ struct AdminServer::State {
         options(std::move(o)) {}
 
   /// Takes `c` into the connections without an authorised request; returns the one it
-  /// pushes out (oldest of the same IP when that IP is at its cap, else oldest overall), if
-  /// any. Newest-wins: a flood that holds connections open only recycles its own, and a
-  /// client that asks at once is answered before it could be pushed out.
+  /// pushes out, if any: when `c`'s IP is at its cap, that IP's oldest idle connection; when
+  /// all are at the overall cap, the oldest idle one of any IP, else the oldest of all (that
+  /// cap always holds). Idle: older than the grace, no request in (unread bytes, or being
+  /// answered). Newest-wins, so a flood that holds connections open only recycles its own;
+  /// the grace and the request check, because a flood arrives in bursts and a burst must not
+  /// push out a client that has just connected and is sending its request.
   std::shared_ptr<Conn> admit(const std::shared_ptr<Conn>& c) {
     std::lock_guard lock(mutex);
+    const auto& ip = c->peer.address();
+    const auto old_enough = c->accepted - options.unauthorized_grace;
+    const auto idle = [&](const Conn& w) {
+      return w.accepted <= old_enough && !w.answering && !w.has_unread_bytes();
+    };
     std::size_t same_ip = 0;
-    auto oldest_same_ip = waiting.end();
-    for (auto it = waiting.begin(); it != waiting.end(); ++it) {
-      if ((*it)->peer.address() == c->peer.address() && same_ip++ == 0) {
-        oldest_same_ip = it;
-      }
+    for (const auto& w : waiting) {
+      same_ip += w->peer.address() == ip ? 1 : 0;
     }
     auto drop = waiting.end();
-    if (same_ip >= options.max_unauthorized_per_ip && oldest_same_ip != waiting.end()) {
-      drop = oldest_same_ip;
-    } else if (waiting.size() >= options.max_unauthorized && !waiting.empty()) {
-      drop = waiting.begin();
+    if (same_ip >= options.max_unauthorized_per_ip) {
+      drop = oldest([&](const Conn& w) { return w.peer.address() == ip && idle(w); });
+    }
+    if (drop == waiting.end() && waiting.size() >= options.max_unauthorized) {
+      drop = oldest(idle);
+      if (drop == waiting.end()) {
+        drop = waiting.begin();
+      }
     }
     std::shared_ptr<Conn> victim;
     if (drop != waiting.end()) {
@@ -520,6 +543,12 @@ struct AdminServer::State {
     waiting.push_back(c);
     publish();
     return victim;
+  }
+
+  /// A request has been read (true) or answered (false).
+  void answering(const std::shared_ptr<Conn>& c, bool on) {
+    std::lock_guard lock(mutex);
+    c->answering = on;
   }
 
   /// After an authorised request: moves `c` to the kept-alive set if there is room. False:
@@ -585,6 +614,12 @@ struct AdminServer::State {
     }
   }
 
+  /// The oldest waiting connection that `match` accepts (end() if none). Under mutex.
+  template <class Match>
+  std::list<std::shared_ptr<Conn>>::iterator oldest(const Match& match) {
+    return std::find_if(waiting.begin(), waiting.end(), [&](const auto& w) { return match(*w); });
+  }
+
   std::mutex mutex;
   std::list<std::shared_ptr<Conn>> waiting;  // no authorised request yet, oldest first
   std::size_t kept = 0;                      // authorized ones
@@ -644,9 +679,12 @@ asio::awaitable<void> serve_connection(std::shared_ptr<State> st, std::shared_pt
     auto [rec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
     (void)n;
     auto access = AdminAccess::unauthorized;
+    bool answering = false;
     if (!rec) {
       access = admin_access(parser.get(), opt);
       if (access == AdminAccess::open || access == AdminAccess::granted) {
+        answering = true;  // not to be pushed out now (a refused one may be)
+        st->answering(c, true);
         std::tie(rec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
       }
     }
@@ -738,6 +776,9 @@ asio::awaitable<void> serve_connection(std::shared_ptr<State> st, std::shared_pt
     stream.expires_after(opt.read_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, kTuple);
     (void)wn;
+    if (answering) {
+      st->answering(c, false);
+    }
     if (wec) {
       stream.socket().shutdown(tcp::socket::shutdown_both, ec);
       co_return;

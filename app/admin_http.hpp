@@ -106,9 +106,15 @@ struct AdminOptions {
   /// scraper, a health check, a browser's 6 and a few scripts on one host.
   std::size_t max_unauthorized_per_ip = 16;
   /// ... in all (8 hosts at their cap). Past either cap the new connection is taken and the
-  /// oldest one (of that IP, else overall) is closed: a flood recycles its own connections,
-  /// while a client that asks at once (health checks, scrapers) is answered first.
+  /// oldest idle one (of that IP, else overall) is closed: a flood recycles its own
+  /// connections, while a client that asks at once (health checks, scrapers) is answered
+  /// first. Only the overall cap is hard: when none of an IP's connections is idle, its cap
+  /// yields.
   std::size_t max_unauthorized = 128;
+  /// A connection this young, or with its request in, is not idle: it can't be pushed out
+  /// while an idle one can. Far longer than a local client takes to send its request (well
+  /// under a millisecond), far shorter than the first deadline.
+  std::chrono::milliseconds unauthorized_grace{250};
   /// Connections kept alive after an authorised request; past it, answers close the
   /// connection (the request is still served).
   std::size_t max_connections = 64;

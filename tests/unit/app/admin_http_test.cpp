@@ -279,6 +279,7 @@ TEST_F(AdminHttp, NewestPushesOutOldestOfItsIp) {
   AdminOptions opts;
   opts.token = "t0ken";
   opts.max_unauthorized_per_ip = 2;
+  opts.unauthorized_grace = 0ms;
   opts.stats = std::make_shared<AdminStats>();
   start(opts);
   auto other = connect("127.0.0.2");
@@ -310,6 +311,7 @@ TEST_F(AdminHttp, NewestPushesOutOldestOfItsIp) {
 TEST_F(AdminHttp, NewestPushesOutOldestOverall) {
   AdminOptions opts;
   opts.max_unauthorized = 2;
+  opts.unauthorized_grace = 0ms;
   opts.stats = std::make_shared<AdminStats>();
   start(opts);
   auto a = connect("127.0.0.2");
@@ -320,6 +322,30 @@ TEST_F(AdminHttp, NewestPushesOutOldestOverall) {
   EXPECT_LT(took, 2s);
   EXPECT_EQ(roundtrip(b, http::verb::get, "/healthz").result(), http::status::ok);
   EXPECT_EQ(opts.stats->limit.load(), 1u);
+}
+
+// Connections younger than the grace are not pushed out by a burst: the IP's cap yields
+// until there is an idle one (older than the grace, not answering) to close.
+TEST_F(AdminHttp, YoungConnectionsSurviveABurst) {
+  AdminOptions opts;
+  opts.max_unauthorized_per_ip = 2;
+  opts.unauthorized_grace = 300ms;
+  opts.stats = std::make_shared<AdminStats>();
+  start(opts);
+  auto a = connect();
+  auto b = connect();
+  auto c = connect();  // over the cap, but a and b are young
+  for (auto* s : {&a, &b, &c}) {
+    EXPECT_EQ(roundtrip(*s, http::verb::get, "/healthz").result(), http::status::ok);
+  }
+  EXPECT_EQ(opts.stats->limit.load(), 0u);
+  std::this_thread::sleep_for(350ms);  // the grace under test, not synchronisation
+  auto d = connect();  // now a is idle and oldest: it goes
+  EXPECT_EQ(roundtrip(d, http::verb::get, "/healthz").result(), http::status::ok);
+  auto [took, got] = read_until_closed(a);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(opts.stats->limit.load(), 1u);
+  EXPECT_EQ(roundtrip(b, http::verb::get, "/healthz").result(), http::status::ok);
 }
 
 // A connection gets unauthorized_timeout from accept to send an authorised request: silent
