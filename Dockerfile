@@ -2,8 +2,8 @@
 # libraries, as a non-root user that may still bind ports below 1024 (file capability).
 #
 #   podman build -t snigate .        (or docker build)
-#   podman run -d --name snigate -p 22:2222 -p 443:8443 -v snigate-data:/data \
-#     -e SNIGATE_DOMAIN=tunnel.example.com snigate
+#   podman run -d --name snigate -p 2222:2222 -p 443:8443 -v snigate-data:/data \
+#     -e SNIGATE_DOMAIN=tunnel.example.com -e SNIGATE_ADVERTISE_PORT=443 snigate
 #
 # BASE replaces both stages' base image (a local Debian 12 image when there is no registry, as
 # in scripts/container-test); empty means debian:bookworm to build and debian:bookworm-slim to
@@ -18,7 +18,11 @@ RUN apt-get update -q \
       libtomlplusplus-dev libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
+# The image's one default that differs from the binary's, state_dir=/data, is built in rather
+# than set with ENV: an environment variable would beat a --config file (flag > environment >
+# file > default), so a file could never move the state dir.
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF \
+      -DSNIGATE_DEFAULT_STATE_DIR=/data \
  && cmake --build /build -j"${JOBS}" --target snigate \
  && install -D -m 0755 -s /build/snigate /out/snigate \
  && install -D -m 0755 /src/scripts/snigate-healthcheck /out/snigate-healthcheck \
@@ -43,11 +47,10 @@ COPY --from=build /out/snigate /out/snigate-healthcheck /usr/local/bin/
 VOLUME /data
 WORKDIR /data
 USER snigate
-# Defaults as environment rather than flags in CMD, so `-e SNIGATE_DOMAIN=...` (or a
-# --config file) can change them: flags would win over both (flag > env > file > default).
-ENV SNIGATE_STATE_DIR=/data \
-    SNIGATE_DOMAIN=localhost \
-    SNIGATE_ADMIN_LISTEN=127.0.0.1:9090
+# No ENV and no flags in CMD: the defaults are the binary's own (state_dir /data built in,
+# domain localhost, admin 127.0.0.1:9090), the lowest layer, so `-e SNIGATE_...`, a file named
+# by SNIGATE_CONFIG and flags after the image name can each change any of them, and
+# `podman exec snigate snigate keys list` or `... hostkey` sees the same ones.
 # SSH (ssh -p ... -R), public TLS, admin API (loopback only unless SNIGATE_ADMIN_LISTEN and a
 # token say otherwise).
 EXPOSE 2222 8443 9090

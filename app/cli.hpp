@@ -1,9 +1,12 @@
 // The snigate command line: turns argv, the SNIGATE_* environment and the --config TOML file
 // into a command and its configuration (precedence flag > environment > file > default), or
-// into one line saying which option is wrong and why (DESIGN section 2). Pure but for main's
-// argc/argv overload, which reads the file from disk: the environment is a map and the file
-// comes through a FileReader, no Asio types, no exit(); main() prints the error and exits 2. The TOML and environment layers themselves live
-// in config.hpp. Deliberately not here: the `keys` subcommands (keys_command.hpp).
+// into one line saying which option is wrong and why (DESIGN section 2). Every setting is one
+// row of the table in config.cpp; this file holds the configuration struct (whose member
+// initialisers are the defaults) and the argv side. Pure but for main's argc/argv overload,
+// which reads the file from disk: the environment is a map and the file comes through a
+// FileReader, no Asio types, no exit(); main() prints the error and exits 2. Deliberately not
+// here: the `keys` verbs and their own options (keys_command.hpp), which hand their settings
+// flags (--state-dir, --authorized-keys, --config) to parse_args(["snigate", "keys", ...]).
 #pragma once
 
 #include <chrono>
@@ -15,6 +18,9 @@
 #include <string_view>
 #include <vector>
 
+#ifndef SNIGATE_DEFAULT_STATE_DIR
+#define SNIGATE_DEFAULT_STATE_DIR "./snigate-data"  // CMake's SNIGATE_DEFAULT_STATE_DIR
+#endif
 #ifndef SNIGATE_VERSION
 #define SNIGATE_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
 #endif
@@ -32,7 +38,9 @@ struct ServeConfig {
   std::vector<ListenAddr> ssh_listen{{"0.0.0.0", 2222}};
   std::vector<ListenAddr> tls_listen{{"0.0.0.0", 8443}};
   std::optional<ListenAddr> admin_listen = ListenAddr{"127.0.0.1", 9090};  ///< nullopt: "off"
-  std::string state_dir = "./snigate-data";
+  /// The container image builds with -DSNIGATE_DEFAULT_STATE_DIR=/data (see Dockerfile): a
+  /// built-in default, unlike an environment variable, stays below a --config file.
+  std::string state_dir = SNIGATE_DEFAULT_STATE_DIR;
   std::string authorized_keys;       ///< after parsing: STATE_DIR/authorized_keys unless given
   std::string domain = "localhost";  ///< normalised: lowercase, no trailing dot
   std::string event_log;             ///< empty: off; "-": stdout
@@ -47,7 +55,8 @@ struct ServeConfig {
   std::string admin_token_file;
   std::string admin_token;  ///< --admin-token VALUE (visible in `ps`: prefer the file)
   std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
-  // Limits against floods and runaway clients (docs/security.md); every one is in kLimits.
+  // Limits against floods and runaway clients (docs/security.md); each is a row of the settings
+  // table (config.cpp) with its range and --help line.
   /// A flood at one name, or a client that never answers channel opens, can't take every
   /// descriptor.
   std::uint64_t max_connections_per_endpoint = 10000;
@@ -64,33 +73,7 @@ struct ServeConfig {
   std::uint64_t max_endpoints_per_key = 50;
 };
 
-/// One numeric limit: its config key (flag --max-...), the field, the range it may take and
-/// what it bounds (for --help).
-struct LimitInfo {
-  std::string_view key;
-  std::uint64_t ServeConfig::*field;
-  std::uint64_t min;
-  std::uint64_t max;
-  std::string_view help;
-};
-inline constexpr LimitInfo kLimits[] = {
-    {"max_connections_per_endpoint", &ServeConfig::max_connections_per_endpoint, 1, 1000000,
-     "open connections one endpoint (one session's forward) may have"},
-    {"max_pending_hellos", &ServeConfig::max_pending_hellos, 1, 1000000,
-     "public connections still owing their ClientHello, in all"},
-    {"max_pending_hellos_per_ip", &ServeConfig::max_pending_hellos_per_ip, 1, 1000000,
-     "... from one client IP"},
-    {"max_unauthenticated", &ServeConfig::max_unauthenticated, 1, 100000,
-     "SSH connections not yet authenticated, in all"},
-    {"max_unauthenticated_per_ip", &ServeConfig::max_unauthenticated_per_ip, 1, 100000,
-     "... from one client IP"},
-    {"max_sessions_per_key", &ServeConfig::max_sessions_per_key, 1, 100000,
-     "SSH sessions one key may have at once"},
-    {"max_endpoints_per_key", &ServeConfig::max_endpoints_per_key, 1, 100000,
-     "endpoints over all of one key's sessions"},
-};
-
-enum class Command { serve, hostkey, help, version };
+enum class Command { serve, hostkey, keys, help, version };
 
 /// The process environment as NAME -> value (only SNIGATE_* names are read).
 using Environment = std::map<std::string, std::string, std::less<>>;
@@ -102,7 +85,7 @@ using FileReader =
 
 struct ParseResult {
   Command command = Command::help;
-  ServeConfig config;         ///< for serve; hostkey uses state_dir
+  ServeConfig config;         ///< for serve; hostkey uses state_dir, keys authorized_keys
   std::string error;          ///< empty on success, else one line starting "snigate: " (no newline)
   bool print_config = false;  ///< serve --print-config: print to_toml() and exit 0
   /// Where each setting's value came from, by config key ("tls_listen"): "flag",
@@ -117,7 +100,9 @@ struct ParseResult {
 /// it. On any problem `error` names where and what is wrong, e.g.
 /// `snigate: --tls-listen: expected HOST:PORT, got "8443x"`,
 /// `snigate: SNIGATE_THREADS: expected a number ...`, `snigate: gw.toml:3: idle_timeout: ...`
-/// or `snigate: unknown option --foo (see snigate --help)`; `keys` is handled by main.
+/// or `snigate: unknown option --foo (see snigate --help)`. `hostkey` takes --state-dir and
+/// --config; `keys` takes --state-dir, --authorized-keys and --config only (run_keys_command
+/// passes its settings flags here, its verb and verb options it keeps).
 ParseResult parse_args(const std::vector<std::string>& args, const Environment& env,
                        const FileReader& read_file);
 /// The same with no environment and no readable files (a --config is an error).

@@ -61,7 +61,8 @@ std::string GatewayBackend::metrics_text() {
       {"timeout", tls.timeout},         {"closed_early", tls.closed_early},
       {"cidr_denied", ssh.connections_cidr_denied},
       {"upstream_refused", ssh.channel_open_failures},
-      {"limit", tls.over_limit + ssh.connections_over_endpoint_limit},
+      {"limit", tls.over_limit + ssh.connections_over_endpoint_limit +
+                    ssh.connections_over_open_limit},
   };
   m.connections_routed = tls.routed;
   m.connections_active = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
@@ -91,6 +92,7 @@ std::string GatewayBackend::metrics_text() {
   m.sessions_refused = ssh.sessions_refused_startups;
   m.auth_failures = ssh.auth_failures;
   m.forwards_refused = ssh.forwards_refused;
+  m.channel_violations = ssh.channel_violations;
   m.channel_open_failures = ssh.channel_open_failures;
   m.client_hello_wait = tls.client_hello_wait.snapshot();
   m.channel_open_latency = ssh.channel_open_latency.snapshot();

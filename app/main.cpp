@@ -77,6 +77,43 @@ std::string to_string(const tcp::endpoint& e) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(e.port());
 }
 
+/// What to do about a listener that cannot bind, for the one-line refusal.
+std::string bind_problem(const boost::system::error_code& ec, const std::string& option) {
+  namespace error = boost::asio::error;
+  if (ec == error::address_in_use) {
+    return "address already in use (another process listens there): stop it, or choose "
+           "another " + option;
+  }
+  if (ec == error::access_denied) {
+    return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE): choose "
+           "another " + option;
+  }
+  if (ec == boost::system::errc::address_not_available) {
+    return "not an address of this host: use 0.0.0.0, [::] or one of its addresses";
+  }
+  return ec.message();
+}
+
+/// Resolves `a` and binds it with `listen(endpoint)`, which returns the bound endpoint. A
+/// failure is the operator's to fix, not a crash: one line naming the option and the address
+/// as given, exit status 2 (BadOption).
+template <class Listen>
+tcp::endpoint bind_listener(const std::string& option, const gw::app::ListenAddr& a,
+                            Listen&& listen) {
+  const std::string shown = option + " " + gw::app::format_listen_addr(a);
+  tcp::endpoint where;
+  try {
+    where = resolve(a);
+  } catch (const boost::system::system_error& e) {
+    throw BadOption(shown + ": cannot resolve " + a.host + ": " + e.code().message());
+  }
+  try {
+    return listen(where);
+  } catch (const boost::system::system_error& e) {
+    throw BadOption(shown + ": " + bind_problem(e.code(), option));
+  }
+}
+
 /// Returns the descriptor limit now in force (0 if unknown).
 std::uint64_t raise_fd_limit() {
   // Each tunnel connection needs a descriptor; the soft default (1024) is far too low. The
@@ -216,17 +253,11 @@ int serve(const gw::app::ServeConfig& config) {
   ::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error code, not a dead process
 
   const auto host_key = gw::keys::load_or_generate_host_key(config.state_dir);
-  log.app->info("hostkey {} path={} fingerprint={}", host_key.generated ? "generated" : "loaded",
-                host_key.private_key_path, host_key.fingerprint);
-
-  auto keys = std::make_shared<gw::sshd::KeySource>(load_keys(config.authorized_keys, *log.keys));
-  if (keys->get()->size() == 0) {
-    log.keys->warn(
-        "keys.none path={} hint=\"nobody can open tunnels yet: add a line like "
-        "'ssh-ed25519 AAAA... alice' (your ~/.ssh/id_ed25519.pub) to {}; it is re-read "
-        "within a second\"",
-        config.authorized_keys, config.authorized_keys);
-  }
+  // Loaded now, logged once every listener is bound: a refused start (port in use) then
+  // prints its one line and nothing else.
+  std::vector<std::string> key_warnings;
+  auto keys = std::make_shared<gw::sshd::KeySource>(
+      gw::keys::load_key_store(config.authorized_keys, &key_warnings));
 
   const unsigned threads =
       config.threads != 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -253,7 +284,9 @@ int serve(const gw::app::ServeConfig& config) {
   gw::sni::Listener tls(registry, router, log.sni, events);
   std::vector<tcp::endpoint> tls_bound;
   for (const auto& a : config.tls_listen) {
-    tls_bound.push_back(tls.listen(raw, resolve(a)));
+    tls_bound.push_back(bind_listener("--tls-listen", a, [&](const tcp::endpoint& where) {
+      return tls.listen(raw, where);
+    }));
   }
 
   auto ctx = std::make_shared<gw::sshd::ServerContext>();
@@ -274,7 +307,9 @@ int serve(const gw::app::ServeConfig& config) {
   gw::sshd::Server ssh(ctx, host_key.private_key_path);
   std::vector<tcp::endpoint> ssh_bound;
   for (const auto& a : config.ssh_listen) {
-    ssh_bound.push_back(ssh.listen(raw, resolve(a)));
+    ssh_bound.push_back(bind_listener("--ssh-listen", a, [&](const tcp::endpoint& where) {
+      return ssh.listen(raw, where);
+    }));
   }
 
   auto admin_stats = std::make_shared<gw::app::AdminStats>();
@@ -282,19 +317,34 @@ int serve(const gw::app::ServeConfig& config) {
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {
-    const auto where = resolve(*config.admin_listen);
     const std::string token = admin_token(config);
-    std::string why;
-    if (!gw::app::admin_listen_allowed(where.address(), !token.empty(), &why)) {
-      throw BadOption("--admin-listen " + to_string(where) + ": " + why);
-    }
-    gw::app::AdminOptions options;
-    options.token = token;
-    options.log = log.app;
-    options.stats = admin_stats;  // the connection caps and timeouts are AdminOptions' defaults
-    admin = std::make_unique<gw::app::AdminServer>(*raw.front(), backend, options);
-    admin->listen(where);
+    bind_listener("--admin-listen", *config.admin_listen, [&](const tcp::endpoint& where) {
+      std::string why;
+      if (!gw::app::admin_listen_allowed(where.address(), !token.empty(), &why)) {
+        throw BadOption("--admin-listen " + to_string(where) + ": " + why);
+      }
+      gw::app::AdminOptions options;
+      options.token = token;
+      options.log = log.app;
+      options.stats = admin_stats;  // the connection caps and timeouts are AdminOptions' defaults
+      admin = std::make_unique<gw::app::AdminServer>(*raw.front(), backend, options);
+      admin->listen(where);
+      return admin->local_endpoint();
+    });
     admin_text = to_string(admin->local_endpoint());
+  }
+
+  log.app->info("hostkey {} path={} fingerprint={}", host_key.generated ? "generated" : "loaded",
+                host_key.private_key_path, host_key.fingerprint);
+  for (const auto& w : key_warnings) {
+    log.keys->warn("keys.skip {}", w);
+  }
+  if (keys->get()->size() == 0) {
+    log.keys->warn(
+        "keys.none path={} hint=\"nobody can open tunnels yet: add a line like "
+        "'ssh-ed25519 AAAA... alice' (your ~/.ssh/id_ed25519.pub) to {}; it is re-read "
+        "within a second\"",
+        config.authorized_keys, config.authorized_keys);
   }
 
   // The key watcher stats and reads files: it gets a thread of its own, so a slow filesystem
@@ -411,8 +461,11 @@ int serve(const gw::app::ServeConfig& config) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "keys") {
-    return gw::app::run_keys_command(std::vector<std::string>(argv + 2, argv + argc), std::cout,
-                                     std::cerr);
+    // Its settings (--state-dir, SNIGATE_AUTHORIZED_KEYS, --config ...) go through the same
+    // parser as serve's: `podman exec snigate snigate keys list` finds the gateway's file.
+    return gw::app::run_keys_command(std::vector<std::string>(argv + 2, argv + argc),
+                                     gw::app::process_environment(), gw::app::read_text_file,
+                                     std::cin, std::cout, std::cerr);
   }
   const gw::app::ParseResult parsed =
       gw::app::parse_args(argc, argv, gw::app::process_environment());
@@ -433,8 +486,20 @@ int main(int argc, char** argv) {
         std::printf("snigate %s\n", SNIGATE_VERSION);
         return 0;
       case gw::app::Command::hostkey: {
-        const auto key = gw::keys::load_or_generate_host_key(parsed.config.state_dir);
-        std::printf("%s %s\n", key.fingerprint.c_str(), key.public_line.c_str());
+        // Never generates: a key made here would not be the one the gateway serves (another
+        // state dir, another container), and users would pin the wrong fingerprint.
+        const auto key = gw::keys::load_host_key(parsed.config.state_dir);
+        if (!key) {
+          std::fprintf(stderr,
+                       "snigate: hostkey: no host key at %s (state_dir %s from %s; `snigate "
+                       "serve` creates it on first start: give the gateway's --state-dir, "
+                       "SNIGATE_STATE_DIR or --config)\n",
+                       gw::keys::host_key_path(parsed.config.state_dir).c_str(),
+                       parsed.config.state_dir.c_str(),
+                       parsed.origins.at("state_dir").c_str());
+          return 1;
+        }
+        std::printf("%s %s\n", key->fingerprint.c_str(), key->public_line.c_str());
         return 0;
       }
       case gw::app::Command::serve:

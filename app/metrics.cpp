@@ -126,6 +126,10 @@ std::string render_metrics(const MetricsSnapshot& s) {
             s.sessions_refused);
   w.counter("auth_failures", "Failed SSH authentication attempts.", s.auth_failures);
   w.counter("forwards_refused", "SSH tcpip-forward requests refused.", s.forwards_refused);
+  w.counter("channel_violations",
+            "Forwarded channels closed because the ssh client broke flow control (data past the "
+            "window, window overflow).",
+            s.channel_violations);
   w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",
             s.channel_open_failures);
   w.family("admin_refused_total", "counter",

@@ -38,6 +38,7 @@ struct MetricsSnapshot {
   std::uint64_t sessions_refused = 0;  ///< counter: refused at accept (unauthenticated caps)
   std::uint64_t auth_failures = 0;             ///< counter: failed publickey attempts
   std::uint64_t forwards_refused = 0;          ///< counter: tcpip-forward requests refused
+  std::uint64_t channel_violations = 0;        ///< counter: channels closed for flow-control abuse
   std::uint64_t channel_open_failures = 0;     ///< counter: forwarded-tcpip opens that failed
   // Admin API itself
   /// counter per `reason` label: unauthorized (401), bad_host (421), limit (closed to make

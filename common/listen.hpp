@@ -1,13 +1,24 @@
-// Binding one listening address once per I/O thread with SO_REUSEPORT, so the kernel spreads
-// accepts over the threads. Port 0 picks a free port once; the other threads reuse it.
-// Header-only, Asio only: both listeners (SSH and TLS) use it.
+// One listening socket per address, accepted on by every I/O thread: each thread's acceptor
+// holds a dup() of the same socket, so the threads share its queue (whichever is free takes
+// the next connection). Port 0 picks a free port once. Header-only, Asio only: both listeners
+// (SSH and TLS) use it.
+//
+// Deliberately not SO_REUSEPORT: with it, a second process of the same user (a second gateway,
+// an old one still running) binds the same address too and the kernel hands it a share of the
+// visitors, silently. One socket bound without it makes that second bind fail with
+// EADDRINUSE, which start-up reports as one line naming the option. dup() keeps the
+// per-thread acceptors without a probe-then-bind race.
 #pragma once
+
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/system/system_error.hpp>
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -17,22 +28,36 @@ namespace gw {
 
 using Acceptors = std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>>;
 
-/// Throws boost::system::system_error (control plane: start-up) naming what failed.
+/// Binds and listens on `where` once, then gives every context an acceptor on its own dup()
+/// of that socket. Throws boost::system::system_error (control plane: start-up) naming what
+/// failed; address_in_use means another socket, in this process or another, holds `where`.
 inline Acceptors listen_on_each(const std::vector<boost::asio::io_context*>& contexts,
-                                boost::asio::ip::tcp::endpoint where) {
+                                const boost::asio::ip::tcp::endpoint& where) {
   Acceptors out;
-  for (auto* ioc : contexts) {
-    auto a = std::make_unique<boost::asio::ip::tcp::acceptor>(*ioc);
-    a->open(where.protocol());
-    a->set_option(boost::asio::ip::tcp::acceptor::reuse_address(true));
-    const int one = 1;
-    ::setsockopt(a->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (where.address().is_v6()) {
-      a->set_option(boost::asio::ip::v6_only(true));
+  auto first = std::make_unique<boost::asio::ip::tcp::acceptor>(*contexts.front());
+  first->open(where.protocol());
+  // SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers of our own last run; on Linux it
+  // never lets two live listeners share a port.
+  first->set_option(boost::asio::ip::tcp::acceptor::reuse_address(true));
+  if (where.address().is_v6()) {
+    first->set_option(boost::asio::ip::v6_only(true));
+  }
+  first->bind(where);
+  first->listen(1024);
+  const int fd = first->native_handle();
+  out.push_back(std::move(first));
+  for (std::size_t i = 1; i < contexts.size(); ++i) {
+    const int copy = ::dup(fd);
+    if (copy < 0) {
+      throw boost::system::system_error(errno, boost::system::system_category(), "dup");
     }
-    a->bind(where);
-    a->listen(1024);
-    where = a->local_endpoint();  // a port-0 request is now the real port for the others
+    auto a = std::make_unique<boost::asio::ip::tcp::acceptor>(*contexts[i]);
+    boost::system::error_code ec;
+    a->assign(where.protocol(), copy, ec);  // the acceptor owns `copy` from here on
+    if (ec) {
+      ::close(copy);
+      throw boost::system::system_error(ec, "assign");
+    }
     out.push_back(std::move(a));
   }
   return out;
@@ -68,7 +93,7 @@ void accept_forever(boost::asio::ip::tcp::acceptor& acceptor, OnAccept on_accept
 /// The listening sockets of one listener (one per I/O thread): bind, accept forever, stop.
 class AcceptorSet {
  public:
-  /// Binds `where` once per context and accepts on each: every socket goes to
+  /// Binds `where` once and accepts on it from each context: every socket goes to
   /// `on_accept(io_context&, socket)` on that context's thread, errors to `on_error(ec)`.
   /// Returns the bound address (the real port for port 0). Throws on bind errors (start-up).
   template <class OnAccept, class OnError>

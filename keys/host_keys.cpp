@@ -39,7 +39,44 @@ std::string fingerprint_of(ssh_key key, const std::string& path) {
   return text.get();
 }
 
+/// Reads the private key at `info.private_key_path` and fills in its public line and
+/// fingerprint.
+void read_key(HostKeyInfo& info) {
+  ssh_key raw = nullptr;
+  if (ssh_pki_import_privkey_file(info.private_key_path.c_str(), nullptr, nullptr, nullptr,
+                                  &raw) != SSH_OK) {
+    fail(info.private_key_path, "cannot read host key (not an OpenSSH private key?)");
+  }
+  KeyPtr key{raw};
+  char* b64 = nullptr;
+  if (ssh_pki_export_pubkey_base64(key.get(), &b64) != SSH_OK) {
+    fail(info.private_key_path, "cannot export host public key");
+  }
+  CStringPtr b64_owner{b64};
+  info.public_line = std::string(ssh_key_type_to_char(ssh_key_type(key.get()))) + " " + b64 +
+                     " snigate-host-key";
+  info.fingerprint = fingerprint_of(key.get(), info.private_key_path);
+}
+
 }  // namespace
+
+std::string host_key_path(const std::string& state_dir) {
+  return (std::filesystem::path(state_dir) / "ssh_host_ed25519_key").string();
+}
+
+std::optional<HostKeyInfo> load_host_key(const std::string& state_dir) {
+  HostKeyInfo info;
+  info.private_key_path = host_key_path(state_dir);
+  std::error_code ec;
+  if (!std::filesystem::exists(info.private_key_path, ec)) {
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      fail(info.private_key_path, ec.message());
+    }
+    return std::nullopt;
+  }
+  read_key(info);
+  return info;
+}
 
 HostKeyInfo load_or_generate_host_key(const std::string& state_dir) {
   namespace fs = std::filesystem;
@@ -49,11 +86,11 @@ HostKeyInfo load_or_generate_host_key(const std::string& state_dir) {
     fail(state_dir, "cannot create state dir: " + ec.message());
   }
   HostKeyInfo info;
-  info.private_key_path = (fs::path(state_dir) / "ssh_host_ed25519_key").string();
+  info.private_key_path = host_key_path(state_dir);
   const std::string pub_path = info.private_key_path + ".pub";
 
-  ssh_key raw = nullptr;
   if (!fs::exists(info.private_key_path)) {
+    ssh_key raw = nullptr;
     if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &raw) != SSH_OK) {
       fail(info.private_key_path, "cannot generate an Ed25519 key");
     }
@@ -68,19 +105,7 @@ HostKeyInfo load_or_generate_host_key(const std::string& state_dir) {
     }
     info.generated = true;
   }
-  if (ssh_pki_import_privkey_file(info.private_key_path.c_str(), nullptr, nullptr, nullptr,
-                                  &raw) != SSH_OK) {
-    fail(info.private_key_path, "cannot read host key (not an OpenSSH private key?)");
-  }
-  KeyPtr key{raw};
-  char* b64 = nullptr;
-  if (ssh_pki_export_pubkey_base64(key.get(), &b64) != SSH_OK) {
-    fail(info.private_key_path, "cannot export host public key");
-  }
-  CStringPtr b64_owner{b64};
-  info.public_line = std::string(ssh_key_type_to_char(ssh_key_type(key.get()))) + " " + b64 +
-                     " snigate-host-key";
-  info.fingerprint = fingerprint_of(key.get(), info.private_key_path);
+  read_key(info);
   std::ofstream pub(pub_path, std::ios::trunc);
   pub << info.public_line << "\n";
   if (!pub) {

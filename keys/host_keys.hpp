@@ -1,7 +1,9 @@
 // Host keys: load the gateway's Ed25519 host key from the state dir, generating it (OpenSSH
-// format, so `ssh-keygen -lf` reads it) on first start. Deliberately no RSA yet.
+// format, so `ssh-keygen -lf` reads it) on first start; or only load it (`snigate hostkey`,
+// which must never create a key the running gateway does not use). Deliberately no RSA yet.
 #pragma once
 
+#include <optional>
 #include <string>
 
 namespace gw::keys {
@@ -17,5 +19,13 @@ struct HostKeyInfo {
 /// Throws std::runtime_error "path: reason" when the key can't be read or written (control
 /// plane: start-up only).
 HostKeyInfo load_or_generate_host_key(const std::string& state_dir);
+
+/// The path of the host key in `state_dir` (whether or not it exists).
+std::string host_key_path(const std::string& state_dir);
+
+/// Loads STATE_DIR/ssh_host_ed25519_key without creating or writing anything; nullopt when
+/// the file does not exist. Throws std::runtime_error "path: reason" when it exists but
+/// can't be read.
+std::optional<HostKeyInfo> load_host_key(const std::string& state_dir);
 
 }  // namespace gw::keys

@@ -18,6 +18,11 @@ constexpr std::uint64_t kWindowRefill = 128 * 1024;
 constexpr std::size_t kScratchBytes = 64 * 1024;
 /// Largest single ssh_channel_write: libssh splits it into packets anyway.
 constexpr std::size_t kMaxWrite = 1 << 20;
+/// Most a well-behaved client can have sent that we have not consumed: the window we keep open
+/// (libssh's own top-up, 1.28 MB, is smaller) plus one maximum packet. More is data past the
+/// window: libssh 0.10 buffers it anyway, so a client ignoring the window could pin memory
+/// without bound. We close such a channel.
+constexpr std::size_t kMaxUnconsumed = kChannelWindow + 64 * 1024;
 
 std::byte* scratch() {
   thread_local std::array<std::byte, kScratchBytes> buffer;
@@ -59,14 +64,43 @@ void ForwardedChannel::start(tunnel::ChannelHandler& handler) {
   ssh_callbacks_init(&callbacks_);
   ssh_set_channel_callbacks(channel_, &callbacks_);
   state_ = State::opening;
+  host_.count_open_in_flight(+1);
   const int rc = poll_open();  // sends the open; a local client may even answer at once
-  if (rc == SSH_OK) {
-    state_ = State::open;
-  } else if (rc == SSH_ERROR) {
-    state_ = State::failed;
+  if (rc != SSH_AGAIN) {
+    set_answered(rc);
   }
   host_.after_channel_write();
   queue();  // the answer (or the one we have) is reported after the pump
+}
+
+void ForwardedChannel::set_answered(int rc) {
+  state_ = rc == SSH_OK ? State::open : State::failed;
+  host_.count_open_in_flight(-1);
+  if (state_ == State::open) {
+    window_after_write_ = ssh_channel_window_size(channel_);
+  }
+}
+
+bool ForwardedChannel::collect_open() {
+  // An answer only arrives with input; ssh_channel_is_open() (no syscall) also catches one that
+  // libssh read during another call.
+  if (!host_.input_processed() && !ssh_channel_is_open(channel_)) {
+    return false;
+  }
+  const int rc = poll_open();
+  if (rc == SSH_AGAIN) {
+    return false;
+  }
+  set_answered(rc);
+  return true;
+}
+
+void ForwardedChannel::violation(const char* what) {
+  if (violated_ == nullptr) {
+    violated_ = what;
+    host_.channel_violation(what);
+    queue();
+  }
 }
 
 int ForwardedChannel::poll_open() {
@@ -89,13 +123,15 @@ void ForwardedChannel::service() {
     return;  // released or detached: settle() takes it from here
   }
   if (state_ == State::opening) {
-    const int rc = poll_open();
-    if (rc == SSH_AGAIN) {
+    if (!collect_open()) {
       queue();  // still waiting: ask after the next pump
       return;
     }
-    state_ = rc == SSH_OK ? State::open : State::failed;
     host_.after_channel_write();
+  }
+  if (violated_ != nullptr) {
+    handler_->on_channel_failed(violated_);  // the handler closes us
+    return;
   }
   if (state_ == State::failed) {
     handler_->on_channel_open_failed();  // the handler closes us
@@ -126,6 +162,13 @@ void ForwardedChannel::service() {
     }
   }
   if (want_writable_) {
+    if (ssh_channel_window_size(channel_) < window_after_write_) {
+      // Only our writes shrink the remote window: a smaller one means the client's window
+      // adjusts overflowed it (libssh 0.10 adds them unchecked; RFC 4254 caps it at 2^32-1).
+      violation("window_overflow");
+      handler_->on_channel_failed(violated_);
+      return;
+    }
     if (blocked()) {
       queue();  // no "window reopened" callback in 0.10: look again after the next pump
     } else {
@@ -145,6 +188,10 @@ std::optional<std::size_t> ForwardedChannel::write(std::span<const std::byte> da
   if (channel_ == nullptr || state_ != State::open) {
     return std::nullopt;
   }
+  if (ssh_channel_window_size(channel_) < window_after_write_) {
+    violation("window_overflow");  // see service()
+    return std::nullopt;
+  }
   std::size_t done = 0;
   while (done < data.size() && ssh_channel_window_size(channel_) > 0) {
     const auto chunk = static_cast<std::uint32_t>(std::min(data.size() - done, kMaxWrite));
@@ -157,6 +204,7 @@ std::optional<std::size_t> ForwardedChannel::write(std::span<const std::byte> da
     }
     done += static_cast<std::size_t>(n);
   }
+  window_after_write_ = ssh_channel_window_size(channel_);
   host_.after_channel_write();
   return done;
 }
@@ -261,14 +309,10 @@ bool ForwardedChannel::settle() {
   if (channel_ == nullptr) {
     return true;
   }
-  if (state_ == State::opening) {
+  if (state_ == State::opening && !collect_open()) {
     // Freeing an open in flight would leak the client's upstream connection: ask again, with
     // the same arguments, until the answer.
-    const int rc = poll_open();
-    if (rc == SSH_AGAIN) {
-      return false;
-    }
-    state_ = rc == SSH_OK ? State::open : State::failed;
+    return false;
   }
   // ssh_channel_free closes an OPEN channel (the client then drops its upstream connection) and
   // only frees a denied one (closing that would drop the whole session: LIBSSH-NOTES #1).
@@ -280,6 +324,10 @@ bool ForwardedChannel::settle() {
 }
 
 void ForwardedChannel::detach() {
+  if (state_ == State::opening) {
+    host_.count_open_in_flight(-1);
+    state_ = State::failed;
+  }
   channel_ = nullptr;
   handler_ = nullptr;
   released_ = true;
@@ -290,8 +338,12 @@ void ForwardedChannel::detach() {
 int ForwardedChannel::on_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len,
                                  int is_stderr, void* self) {
   auto* c = static_cast<ForwardedChannel*>(self);
-  if (is_stderr || c->handler_ == nullptr) {
+  if (is_stderr || c->handler_ == nullptr || c->violated_ != nullptr) {
     return static_cast<int>(len);  // no stderr on forwarded channels; released: discard
+  }
+  if (len > kMaxUnconsumed) {
+    c->violation("window_violation");  // the client sent past our window: see kMaxUnconsumed
+    return static_cast<int>(len);       // dropped, so libssh frees it; the bridge ends
   }
   if (!c->held_.empty()) {
     c->libssh_holds_data_ = true;  // older bytes first: libssh keeps these meanwhile

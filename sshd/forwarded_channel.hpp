@@ -40,6 +40,14 @@ class ChannelHost {
   virtual void queue_service(std::weak_ptr<ForwardedChannel> channel) = 0;
   /// The bridge let go: keep `channel` and call settle() after each pump until it says done.
   virtual void adopt(std::shared_ptr<ForwardedChannel> channel) = 0;
+  /// True while after_pump() follows a pump that processed input: only then can an open have
+  /// been answered, so only then are pending opens polled (each poll is a syscall: a client
+  /// that answers none must not make every pump cost one per open in flight).
+  virtual bool input_processed() const = 0;
+  /// An open was sent (+1) or answered, or given up with the session (-1).
+  virtual void count_open_in_flight(int delta) = 0;
+  /// The client broke a channel's rules: counted and logged by the session.
+  virtual void channel_violation(const char* what) = 0;
 };
 
 class ForwardedChannel final : public tunnel::Channel,
@@ -77,6 +85,11 @@ class ForwardedChannel final : public tunnel::Channel,
   static void on_eof_cb(ssh_session, ssh_channel, void* self);
   static void on_close_cb(ssh_session, ssh_channel, void* self);
   int poll_open();
+  /// Polls the open unless nothing can have answered it; on an answer, records the state.
+  /// Returns false while still waiting.
+  bool collect_open();
+  void set_answered(int rc);
+  void violation(const char* what);
   std::size_t deliver(std::span<const std::byte> data);
   void grow_window();
   void queue();
@@ -100,6 +113,8 @@ class ForwardedChannel final : public tunnel::Channel,
   bool libssh_holds_data_ = false;  ///< the handler took less than libssh offered
   std::vector<std::byte> held_;     ///< taken out of libssh by a window growth, not yet delivered
   std::uint64_t received_since_grow_ = 0;
+  std::uint32_t window_after_write_ = 0;  ///< the remote window as our last write left it
+  const char* violated_ = nullptr;        ///< set by a callback: reported from service()
 };
 
 }  // namespace gw::sshd

@@ -1,10 +1,78 @@
 #include "sshd/forwards.hpp"
 
 #include <algorithm>
+#include <random>
 
 #include "common/printable.hpp"
+#include "sshd/policy.hpp"
 
 namespace gw::sshd {
+namespace {
+
+/// Forwards one session may hold.
+constexpr std::size_t kMaxForwardsPerSession = 64;
+
+std::uint64_t random_u64() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+}  // namespace
+
+ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::uint32_t port,
+                                             const keys::AuthorizedKey& key) {
+  Prepared p;
+  if (forwards_.size() >= kMaxForwardsPerSession) {
+    p.refusal = "too many forwards in one session";
+    return p;
+  }
+  const auto store = ctx_->keys->get();
+  const ForwardDecision decision =
+      decide_forward(ForwardRequest{address, port}, key.options,
+                     ForwardPolicy{ctx_->domain, ctx_->advertise_port, store.get(), key.fingerprint});
+  if (!decision.ok) {
+    p.refusal = decision.refusal;
+    return p;
+  }
+  if (ctx_->sessions->endpoints_of_key(key.fingerprint) >= ctx_->max_endpoints_per_key) {
+    p.refusal = "this key already holds " + std::to_string(ctx_->max_endpoints_per_key) +
+                " endpoints (the limit): cancel one first";
+    return p;
+  }
+  std::string name;
+  if (decision.hostname) {
+    name = decision.hostname->str();
+    // A plain conflict is refused now, so ExitOnForwardFailure clients see it. Pooled or
+    // same-key holders may still be joined, taken over or waited for once the command's
+    // options arrive.
+    if (ctx_->registry->probe(name, key.fingerprint) == tunnel::NameState::held) {
+      p.refusal = ctx_->registry->nesting(name, key.fingerprint);
+      if (p.refusal.empty()) {
+        p.refusal = name + " is held by another key's session: pick another name (--takeover "
+                           "only moves names between sessions of the same key)";
+      }
+      return p;
+    }
+  } else {
+    for (int attempt = 0; attempt < 16 && name.empty(); ++attempt) {
+      name = generate_label(random_u64()) + "." + ctx_->domain.str();
+      if (ctx_->registry->probe(name, "") != tunnel::NameState::free) {
+        name.clear();
+      }
+    }
+    if (name.empty()) {
+      p.refusal = "could not generate a free hostname, try again";
+      return p;
+    }
+  }
+  p.key = next_key_++;
+  Forward& f = p.forward.emplace();
+  f.bind_address = address;
+  f.bind_port = port == 0 ? decision.reply_port : port;
+  f.requested_port = port;
+  f.hostname = std::move(name);
+  return p;
+}
 
 void ForwardTable::add(std::size_t key, Forward f) {
   forwards_.emplace(key, std::move(f));

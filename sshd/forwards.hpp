@@ -7,11 +7,13 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "keys/authorized_keys.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
 #include "tunnel/endpoint.hpp"
@@ -53,7 +55,15 @@ class ForwardTable {
   ForwardTable(std::shared_ptr<const ServerContext> ctx, std::uint64_t session_id)
       : ctx_(std::move(ctx)), session_id_(session_id) {}
 
-  std::size_t next_key() { return next_key_++; }
+  /// A tcpip-forward request checked against the key's rights, the limits and the names already
+  /// held: the Forward to add (its name not yet claimed, no endpoint yet) under `key`, or the
+  /// refusal the user sees.
+  struct Prepared {
+    std::size_t key = 0;
+    std::optional<Forward> forward;
+    std::string refusal;
+  };
+  Prepared prepare(const std::string& address, std::uint32_t port, const keys::AuthorizedKey& key);
   void add(std::size_t key, Forward f);
   Forward* find(std::size_t key);
   /// The forward a cancel-tcpip-forward names, or end().

@@ -129,6 +129,36 @@ bool host_allowed(const keys::PermitListen& entry, const tunnel::Hostname& host)
   }
 }
 
+/// The first other key whose permitlisten names something `host` covers, or null. A bare `*`
+/// (every name: `keys add` warns about it) reserves nothing, or no key could use --domain.
+const keys::AuthorizedKey* reserved_by(const tunnel::Hostname& host, const ForwardPolicy& policy) {
+  if (policy.keys == nullptr) {
+    return nullptr;
+  }
+  for (const auto& other : policy.keys->keys()) {
+    if (other.fingerprint == policy.key_fingerprint || !other.options.port_forwarding) {
+      continue;
+    }
+    for (const auto& entry : other.options.permit_listen) {
+      const std::string list = ascii_lower(entry.host_pattern);
+      std::string_view rest = list;
+      for (;;) {
+        const std::size_t comma = rest.find(',');
+        const std::string_view item = rest.substr(0, comma);
+        if (!item.empty() && item.front() != '!' && item != "*" &&
+            keys::patterns_intersect(host.str(), item, true)) {
+          return &other;
+        }
+        if (comma == std::string_view::npos) {
+          break;
+        }
+        rest.remove_prefix(comma + 1);
+      }
+    }
+  }
+  return nullptr;
+}
+
 std::string describe_permitlisten(const std::vector<keys::PermitListen>& entries) {
   std::string out;
   constexpr std::size_t kShown = 5;
@@ -277,6 +307,12 @@ ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOpt
       return refuse("cannot use " + name + ": this key may use only names under " +
                     policy.domain.str() + " (or no name, for a generated one); ask the admin " +
                     "for permitlisten=\"" + name + ":443\" on its authorized_keys line");
+    }
+    if (reserved_by(*host, policy) != nullptr) {
+      return refuse("cannot use " + name + ": authorized_keys gives " +
+                    (host->is_wildcard() ? "names under it" : "it") +
+                    " to another key (permitlisten); pick another name under " +
+                    policy.domain.str());
     }
   } else {
     bool allowed = false;

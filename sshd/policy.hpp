@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "keys/authorized_keys.hpp"
+#include "keys/key_store.hpp"
 #include "tunnel/hostname.hpp"
 
 namespace gw::sshd {
@@ -52,6 +53,10 @@ struct ForwardRequest {
 struct ForwardPolicy {
   tunnel::Hostname domain;       // --domain: generated names go under it
   std::uint16_t advertise_port;  // --advertise-port
+  /// Every key, so a name another key is given with permitlisten is not also available to this
+  /// one through the --domain default; null: not checked.
+  const keys::KeyStore* keys = nullptr;
+  std::string_view key_fingerprint;  // the requesting key's, which may overlap itself
 };
 
 struct ForwardDecision {
@@ -64,7 +69,9 @@ struct ForwardDecision {
 /// Decides a tcpip-forward request for a key (DESIGN.md sections 3 and 5). Refusals: the key has
 /// restrict/no-port-forwarding; the port is not 443, advertise_port or 0; the bind address is
 /// not a Hostname (the hostname_errc message is used); the key's permitlisten entries don't
-/// allow the name and port; a key without permitlisten asks for a name not under `domain`.
+/// allow the name and port; a key without permitlisten asks for a name not under `domain`, or
+/// one that another key's permitlisten names (for a wildcard: any name it covers), since the
+/// --domain default must never hand out what the admin gave someone explicitly.
 ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOptions& key,
                                const ForwardPolicy& policy);
 

@@ -51,6 +51,11 @@ struct SshStats : tunnel::BridgeStats {
   std::atomic<std::int64_t> unauthenticated{0};
   std::atomic<std::uint64_t> connections_cidr_denied{0};
   std::atomic<std::uint64_t> connections_over_endpoint_limit{0};
+  /// Refused because the session's client already has kMaxOpensInFlight opens unanswered.
+  std::atomic<std::uint64_t> connections_over_open_limit{0};
+  /// Channels closed because the client broke the protocol (data past the window, window
+  /// overflow).
+  std::atomic<std::uint64_t> channel_violations{0};
   std::atomic<std::uint64_t> next_endpoint_id{1};
 };
 

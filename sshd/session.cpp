@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
-#include <random>
 
 #include "common/printable.hpp"
 #include "keys/source_match.hpp"
@@ -18,8 +17,6 @@ namespace {
 
 /// dopoll rounds per wake-up (libssh reads 4 KiB a round) before yielding to other work.
 constexpr int kMaxPollRounds = 64;
-/// Forwards one session may hold.
-constexpr std::size_t kMaxForwardsPerSession = 64;
 /// tcpip-forward and cancel requests one session may send a second: room for every forward at
 /// login, while a client churning forwards (work, log lines and notices for nothing) is cut off.
 constexpr std::uint32_t kForwardRequestsPerSecond = 100;
@@ -29,6 +26,13 @@ constexpr int kMaxAuthFailures = 6;
 constexpr auto kCloseLinger = std::chrono::seconds(5);
 /// How often a forward waiting for its name (held by the key's other session) looks again.
 constexpr auto kWaitingClaimInterval = std::chrono::milliseconds(100);
+/// forwarded-tcpip opens one session may have unanswered (those whose visitor left or timed
+/// out included): a burst of new visitors fits, while a client that answers none can't make us
+/// hold (and poll) thousands. One more visitor gets alert 80 at once.
+constexpr int kMaxOpensInFlight = 256;
+/// A client that has answered no open for this long, with some waiting, is stopped or wedged:
+/// the session is closed (its visitors have had alert 80 after the 10 s open deadline anyway).
+constexpr auto kUnansweredOpensLimit = std::chrono::seconds(60);
 
 using Clock = std::chrono::steady_clock;
 
@@ -84,10 +88,6 @@ void set_socket_options(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
-std::uint64_t random_u64() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return rng();
-}
 
 // Trampolines: libssh calls C function pointers with our `this` as userdata.
 int auth_pubkey_cb(ssh_session, const char* user, ssh_key key, char state, void* self) {
@@ -98,6 +98,17 @@ ssh_channel channel_open_cb(ssh_session, void* self) {
 }
 void global_request_cb(ssh_session, ssh_message msg, void* self) {
   static_cast<Session*>(self)->on_global_request(msg);
+}
+int auth_none_cb(ssh_session, const char*, void* self) {
+  return static_cast<Session*>(self)->on_auth_other("none");
+}
+int message_cb(ssh_session, ssh_message msg, void* self) {
+  // Requests no callback took: libssh answers them with the default refusal once we return 1.
+  // Authentication requests among them (password, keyboard-interactive, ...) count too.
+  if (ssh_message_type(msg) == SSH_REQUEST_AUTH) {
+    static_cast<Session*>(self)->on_auth_other("other");
+  }
+  return 1;
 }
 
 }  // namespace
@@ -119,8 +130,8 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
 Session::~Session() {
   // ssh_free (session_'s deleter, run after this body) frees every channel: make sure nothing
   // that outlives us (a bridge still held by a pending handler) touches one afterwards.
-  for (auto& [id, bridge] : bridges_) {
-    bridge->abort("session_closed");
+  for (auto& [id, entry] : bridges_) {
+    entry.bridge->abort("session_closed");
   }
   for (auto& channel : adopted_) {
     channel->detach();
@@ -164,9 +175,11 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
 
   server_cb_.userdata = this;
   server_cb_.auth_pubkey_function = auth_pubkey_cb;
+  server_cb_.auth_none_function = auth_none_cb;
   server_cb_.channel_open_request_session_function = channel_open_cb;
   ssh_callbacks_init(&server_cb_);
   ssh_set_server_callbacks(session_.get(), &server_cb_);
+  ssh_set_message_callback(session_.get(), message_cb, this);
   session_cb_.userdata = this;
   session_cb_.global_request_function = global_request_cb;
   ssh_callbacks_init(&session_cb_);
@@ -198,11 +211,20 @@ void Session::pump() {
   if (state_ == State::closed) {
     return;
   }
+  // A peer that doesn't read what we send must not make us read (and answer) more: while our
+  // output is backed up, one round per wake-up, and the next wake-up only when the socket takes
+  // output again (arm_waits). Otherwise up to kMaxPollRounds, then others get a turn.
+  const int max_rounds = output_congested() ? 1 : kMaxPollRounds;
   int rounds = 0;
-  for (; rounds < kMaxPollRounds; ++rounds) {
+  for (; rounds < max_rounds; ++rounds) {
     const int rc = ssh_event_dopoll(event_.get(), 0);
     if (rc != SSH_OK) {
       break;  // SSH_AGAIN: nothing ready; SSH_ERROR: checked through the status below
+    }
+    input_processed_ = true;
+    if (output_congested()) {
+      ++rounds;
+      break;
     }
   }
   if (state_ == State::key_exchange && ssh_get_status(session_.get()) == 0 &&
@@ -218,6 +240,7 @@ void Session::pump() {
     return;
   }
   after_pump();
+  input_processed_ = false;
   if (state_ == State::closed) {
     return;
   }
@@ -264,7 +287,8 @@ void Session::after_pump() {
 }
 
 void Session::arm_waits() {
-  if (!read_armed_) {
+  // No read wait while our output is backed up (see pump()): the write wait brings us back.
+  if (!read_armed_ && !output_congested()) {
     read_armed_ = true;
     fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -320,6 +344,21 @@ void Session::adopt(std::shared_ptr<ForwardedChannel> channel) {
   request_pump();
 }
 
+void Session::count_open_in_flight(int delta) {
+  if (delta < 0 || opens_in_flight_ == 0) {
+    unanswered_since_ = Clock::now();  // an answer (or the first open): the clock restarts
+  }
+  opens_in_flight_ += delta;
+}
+
+void Session::channel_violation(const char* what) {
+  ctx_->stats->channel_violations++;
+  warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+               "session.channel_violation conn=s{} fp={} what={} reason=\"the ssh client broke "
+               "the channel's flow control; the channel is closed\"{}",
+               id_, key_ ? key_->fingerprint : "-", what);
+}
+
 void Session::on_tick() {
   if (state_ == State::closed) {
     return;
@@ -355,8 +394,22 @@ void Session::on_tick() {
         begin_close();
         break;
       }
-      for (auto& [id, b] : bridges_) {
-        b->check_deadlines(now);
+      for (auto& [id, entry] : bridges_) {
+        entry.bridge->check_deadlines(now);
+      }
+      if (opens_in_flight_ > 0 && now - unanswered_since_ > kUnansweredOpensLimit) {
+        terminal_.write("snigate: your ssh client has answered no connection for " +
+                            std::to_string(kUnansweredOpensLimit.count()) +
+                            " s (is it stopped or overloaded?); closing",
+                        true);
+        ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"{} channel opens unanswered for "
+                        "{} s\"",
+                        id_, key_ ? key_->fingerprint : "-", opens_in_flight_,
+                        kUnansweredOpensLimit.count());
+        close_reason_ = "opens_unanswered";
+        exit_status_ = 1;
+        begin_close();
+        break;
       }
       if (forwards_.any_waiting()) {
         claim_forwards();
@@ -408,17 +461,7 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     set_state(State::authenticating);
   }
   user_ = user ? user : "";
-  // Every refusal counts, probes included: a client cycling through wrong keys only ever
-  // probes, and one retrying a known key (expired, wrong source, bad signature) must not get
-  // unlimited signature checks either. Like OpenSSH's MaxAuthTries and "Failed publickey".
-  const auto deny = [this] {
-    ctx_->stats->auth_failures++;
-    if (++auth_failures_ >= kMaxAuthFailures) {
-      close_reason_ = "auth_failures";
-      request_pump();  // closed in after_pump(), outside this callback
-    }
-    return SSH_AUTH_DENIED;
-  };
+  const auto deny = [this] { return count_auth_failure(); };
   char* b64 = nullptr;
   if (ssh_pki_export_pubkey_base64(key, &b64) != SSH_OK) {
     return deny();
@@ -471,6 +514,31 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     }
   });
   return SSH_AUTH_SUCCESS;
+}
+
+int Session::count_auth_failure() {
+  // Every refusal counts, probes included: a client cycling through wrong keys only ever
+  // probes, and one retrying a known key (expired, wrong source, bad signature) must not get
+  // unlimited signature checks either. Like OpenSSH's MaxAuthTries and "Failed publickey".
+  ctx_->stats->auth_failures++;
+  if (++auth_failures_ >= kMaxAuthFailures) {
+    close_reason_ = "auth_failures";
+    request_pump();  // closed in after_pump(), outside this callback
+  }
+  return SSH_AUTH_DENIED;
+}
+
+int Session::on_auth_other(const char* method) {
+  if (state_ == State::key_exchange) {
+    set_state(State::authenticating);
+  }
+  // Like OpenSSH, only a client's first "none" (the probe for which methods exist) is free: a
+  // client repeating requests it knows fail (and not reading the answers) hits the limit.
+  if (std::string_view(method) == "none" && !free_none_used_) {
+    free_none_used_ = true;
+    return SSH_AUTH_DENIED;
+  }
+  return count_auth_failure();
 }
 
 // ---- the session channel and the `tls` command -----------------------------------------
@@ -700,65 +768,23 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     ssh_message_reply_default(msg);
     return;
   }
-  if (forwards_.size() >= kMaxForwardsPerSession) {
-    refuse_forward(msg, address, port, "too many forwards in one session");
+  ForwardTable::Prepared p = forwards_.prepare(address, static_cast<std::uint32_t>(port), *key_);
+  if (!p.forward) {
+    refuse_forward(msg, address, port, p.refusal);
     return;
   }
-  const ForwardDecision decision = decide_forward(
-      ForwardRequest{address, static_cast<std::uint32_t>(port)}, key_->options,
-      ForwardPolicy{ctx_->domain, ctx_->advertise_port});
-  if (!decision.ok) {
-    refuse_forward(msg, address, port, decision.refusal);
-    return;
-  }
-  if (ctx_->sessions->endpoints_of_key(key_->fingerprint) >= ctx_->max_endpoints_per_key) {
-    refuse_forward(msg, address, port,
-                   "this key already holds " + std::to_string(ctx_->max_endpoints_per_key) +
-                       " endpoints (the limit): cancel one first");
-    return;
-  }
-  const std::size_t key = forwards_.next_key();
-  std::string name;
-  if (decision.hostname) {
-    name = decision.hostname->str();
-    // A plain conflict is refused now, so ExitOnForwardFailure clients see it. Pooled or
-    // same-key holders may still be joined, taken over or waited for once the command's
-    // options arrive.
-    if (ctx_->registry->probe(name, key_->fingerprint) == tunnel::NameState::held) {
-      refuse_forward(msg, address, port,
-                     name + " is held by another key's session: pick another name (--takeover "
-                            "only moves names between sessions of the same key)");
-      return;
-    }
-  } else {
-    for (int attempt = 0; attempt < 16 && name.empty(); ++attempt) {
-      name = generate_label(random_u64()) + "." + ctx_->domain.str();
-      if (ctx_->registry->probe(name, "") != tunnel::NameState::free) {
-        name.clear();
-      }
-    }
-    if (name.empty()) {
-      refuse_forward(msg, address, port, "could not generate a free hostname, try again");
-      return;
-    }
-  }
-  Forward f;
-  f.bind_address = address;
-  f.bind_port = port == 0 ? decision.reply_port : static_cast<std::uint32_t>(port);
-  f.requested_port = static_cast<std::uint32_t>(port);
-  f.hostname = name;
-  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), key);
-  const std::uint32_t reply_port = f.bind_port;
+  Forward& f = *p.forward;
+  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key);
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
-    if (const std::string refusal = forwards_.claim(key, f, claim_options()); !refusal.empty()) {
+    if (const std::string refusal = forwards_.claim(p.key, f, claim_options()); !refusal.empty()) {
       refuse_forward(msg, address, port, refusal);
       return;
     }
     terminal_.write(forwards_.banner_for(f), false);
   }
-  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(reply_port));
-  forwards_.add(key, std::move(f));
+  ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
+  forwards_.add(p.key, std::move(f));
   asked_for_forwards_ = true;
   info_dirty_ = true;
 }
@@ -825,6 +851,13 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
                       " open connections (--max-connections-per-endpoint)");
     return;
   }
+  if (opens_in_flight_ >= kMaxOpensInFlight) {
+    ctx_->stats->connections_over_open_limit++;
+    refuse_routed(std::move(conn), *f, "limit", gw::kAlertInternalError,
+                  "your ssh client has " + std::to_string(opens_in_flight_) +
+                      " connections it has not answered yet (is it stopped or overloaded?)");
+    return;
+  }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
   auto channel = std::make_shared<ForwardedChannel>(
       *this, session_.get(), f->bind_address, f->bind_port, conn.client.address().to_string(),
@@ -840,7 +873,7 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
           self->bridge_closed(forward_key, ev);
         }
       });
-  bridges_.emplace(bridge->id(), bridge);
+  bridges_.emplace(bridge->id(), BridgeEntry{bridge, forward_key});
   ++f->open_connections;
   info_dirty_ = true;
   bridge->start();
@@ -963,12 +996,14 @@ void Session::apply_keys(const keys::KeyStore& store) {
   for (auto it = forwards_.begin(); it != forwards_.end();) {
     const ForwardDecision d = decide_forward(
         ForwardRequest{it->second.bind_address, it->second.requested_port}, key_->options,
-        ForwardPolicy{ctx_->domain, ctx_->advertise_port});
+        ForwardPolicy{ctx_->domain, ctx_->advertise_port, &store, key_->fingerprint});
     if (d.ok) {
       ++it;
       continue;
     }
     terminal_.write("snigate: " + forwards_.url_for(it->second) + " removed: " + d.refusal, true);
+    // Its open connections end too, as when the key is removed: the key may no longer serve it.
+    abort_connections("key_no_longer_allows", it->first);
     it = forwards_.remove(it, "key_no_longer_allows");
     info_dirty_ = true;
   }
@@ -978,6 +1013,9 @@ void Session::apply_keys(const keys::KeyStore& store) {
 
 void Session::close_from_outside(std::string message) {
   boost::asio::post(ioc_, [self = shared_from_this(), message = std::move(message)] {
+    if (self->state_ == State::closing || self->state_ == State::closed) {
+      return;  // already ending on its own: the first reason stands
+    }
     // The admin API fills in kAdminCloseMessage when the admin gave none: say it once.
     self->terminal_.write("snigate: " + std::string(kAdminCloseMessage) +
                           (message.empty() || message == kAdminCloseMessage ? std::string()
@@ -994,9 +1032,15 @@ void Session::close_from_outside(std::string message) {
 void Session::teardown_endpoints() {
   forwards_.remove_all("session_ended");  // vanish now, before the last bytes are flushed
   info_dirty_ = true;
+  abort_connections("session_closed", std::nullopt);
+}
+
+void Session::abort_connections(const char* reason, std::optional<std::size_t> forward_key) {
   auto bridges = bridges_;  // abort() reports back into bridges_
-  for (auto& [id, b] : bridges) {
-    b->abort("session_closed");
+  for (auto& [id, entry] : bridges) {
+    if (!forward_key || entry.forward_key == *forward_key) {
+      entry.bridge->abort(reason);
+    }
   }
 }
 
@@ -1049,6 +1093,13 @@ void Session::finish_close() {
   if (session_ && ssh_is_connected(session_.get())) {
     ssh_disconnect(session_.get());
   }
+  // ssh_disconnect() freed every channel: nothing may reach one through us from here on (a
+  // message posted by another thread, an adopted open). This is the one place that happens.
+  terminal_.detach();
+  for (auto& channel : adopted_) {
+    channel->detach();
+  }
+  adopted_.clear();
   boost::system::error_code ec;
   fd_watch_.close(ec);
   tick_.cancel();

@@ -81,6 +81,8 @@ class Session final : public SessionHandle,
   // nothing more (libssh may call them re-entrantly from any libssh call).
   int on_auth_pubkey(const char* user, ssh_key key, char signature_state);
   ssh_channel on_session_channel_open();
+  /// An authentication request of any other method ("none", password, ...): refused, counted.
+  int on_auth_other(const char* method);
   void on_global_request(ssh_message msg);
 
  private:
@@ -90,10 +92,15 @@ class Session final : public SessionHandle,
   void queue_service(std::weak_ptr<ForwardedChannel> channel) override;
   void adopt(std::shared_ptr<ForwardedChannel> channel) override;
   void request_pump() override;
+  bool input_processed() const override { return input_processed_; }
+  void count_open_in_flight(int delta) override;
+  void channel_violation(const char* what) override;
 
 
   void handle_tcpip_forward(ssh_message msg);
   void handle_cancel_forward(ssh_message msg);
+  /// Counts a refused authentication attempt toward the per-connection limit.
+  int count_auth_failure();
   void refuse_forward(ssh_message msg, const std::string& address, int port,
                       const std::string& why);
 
@@ -119,6 +126,8 @@ class Session final : public SessionHandle,
   void begin_close();
   void finish_close();
   void teardown_endpoints();
+  /// Ends the open connections of one forward (or all): they finish through bridge_closed().
+  void abort_connections(const char* reason, std::optional<std::size_t> forward_key);
   void publish_info();
 
   // Public connections.
@@ -168,6 +177,7 @@ class Session final : public SessionHandle,
   std::string close_message_;  ///< the admin's words, for the session_ended event
   int exit_status_ = 0;
   int auth_failures_ = 0;
+  bool free_none_used_ = false;  ///< the client's first "none" request does not count
   std::string over_limit_;
   std::uint64_t connections_total_ = 0;
   std::uint64_t bytes_in_total_ = 0;
@@ -180,8 +190,16 @@ class Session final : public SessionHandle,
   bool draining_ = false;
   bool asked_for_forwards_ = false;  ///< any -R was accepted (for the closing message)
   bool servicing_ = false;  ///< inside after_pump()'s channel service loop
+  bool input_processed_ = false;  ///< during after_pump(), after a pump that read input
+  int opens_in_flight_ = 0;  ///< forwarded-tcpip opens the client has not answered
+  /// Since when the client has answered no open while some were in flight.
+  std::chrono::steady_clock::time_point unanswered_since_;
 
-  std::unordered_map<std::uint64_t, std::shared_ptr<tunnel::Bridge>> bridges_;
+  struct BridgeEntry {
+    std::shared_ptr<tunnel::Bridge> bridge;
+    std::size_t forward_key;  ///< the forward it was routed to
+  };
+  std::unordered_map<std::uint64_t, BridgeEntry> bridges_;
   std::vector<std::uint64_t> finished_bridges_;  ///< erased after the pump, never inside one
   std::vector<std::weak_ptr<ForwardedChannel>> service_queue_;
   std::vector<std::shared_ptr<ForwardedChannel>> adopted_;  ///< see ChannelHost::adopt

@@ -142,6 +142,12 @@ void Bridge::on_channel_writable() {
   pull_up();
 }
 
+void Bridge::on_channel_failed(const char* reason) {
+  log_->warn("bridge.channel_failed conn=t{} sni={} client={} reason={}", id(), start_.server_name,
+             start_.client_ip, reason);
+  finish(reason);
+}
+
 // ---- up: public socket -> channel ------------------------------------------------------
 
 bool Bridge::push_up_pending() {

@@ -105,6 +105,7 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   void on_channel_eof() override;
   void on_channel_closed() override;
   void on_channel_writable() override;
+  void on_channel_failed(const char* reason) override;
 
   void pull_up();
   bool push_up_pending();

@@ -33,6 +33,9 @@ class ChannelHandler {
   virtual void on_channel_closed() = 0;
   /// After want_writable(): write() can take bytes again.
   virtual void on_channel_writable() = 0;
+  /// The far end broke the channel's rules (e.g. sent past the window we gave it): the
+  /// connection ends now, with `reason` as its close reason.
+  virtual void on_channel_failed(const char* reason) = 0;
 };
 
 class Channel {

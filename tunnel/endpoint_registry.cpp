@@ -34,6 +34,9 @@ void Registration::release() {
 NameState EndpointRegistry::probe(const std::string& name,
                                   const std::string& key_fingerprint) const {
   std::lock_guard lock(mutex_);
+  if (!nesting_refusal(name, key_fingerprint).empty()) {
+    return NameState::held;  // refused at forward time, like a plain conflict
+  }
   const Entry* e = routes_.find_exact(name);
   if (e == nullptr || e->holders.empty()) {
     return NameState::free;
@@ -48,9 +51,38 @@ NameState EndpointRegistry::probe(const std::string& name,
   return NameState::held;
 }
 
+std::string EndpointRegistry::nesting_refusal(const std::string& name,
+                                              const std::string& key_fingerprint) const {
+  const auto other_key = [&](const Entry& e) {
+    return std::any_of(e.holders.begin(), e.holders.end(),
+                       [&](const Holder& h) { return h.key_fingerprint != key_fingerprint; });
+  };
+  std::string refusal;
+  routes_.for_each_wildcard_above(name, [&](const std::string& wildcard, const Entry& e) {
+    if (refusal.empty() && other_key(e)) {
+      refusal = name + " is under " + wildcard +
+                ", which another key's session holds: pick a name outside it";
+    }
+  });
+  if (refusal.empty() && name.starts_with("*.")) {
+    const std::string under = name.substr(1);  // ".a.test" for "*.a.test"
+    routes_.for_each([&](std::string_view held, const Entry& e) {
+      if (refusal.empty() && held != name && held.ends_with(under) && other_key(e)) {
+        refusal = name + " would cover " + std::string(held) +
+                  ", which another key's session holds: pick a narrower name";
+      }
+    });
+  }
+  return refusal;
+}
+
 ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   ClaimResult result;
   std::lock_guard lock(mutex_);
+  if (std::string why = nesting_refusal(request.name, request.key_fingerprint); !why.empty()) {
+    result.refusal = std::move(why);
+    return result;
+  }
   const std::uint64_t token = next_token_++;
   Holder holder{std::move(request.endpoint), token, request.key_fingerprint, request.pool,
                 request.pool_group};

@@ -1,6 +1,9 @@
 // Which session holds which hostname. A name has one holder, or several when every holder
 // asked to pool it (connections are then spread round-robin). A second claim is refused and
 // the first keeps working, except a takeover by the same key, which displaces the holders.
+// Names of different keys never nest: while a key holds `*.a.test`, no other key may claim a
+// name under it (exact names and more specific wildcards win routing, so that would shadow
+// the holder's names), and a wildcard over another key's live name is refused the same way.
 // Registrations are RAII: the moment a holder drops its Registration, it stops receiving
 // connections. Copies under the lock; the caller acts outside it.
 #pragma once
@@ -72,6 +75,11 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
  public:
   ClaimResult claim(ClaimRequest request);
   NameState probe(const std::string& name, const std::string& key_fingerprint) const;
+  /// Why `name` would nest with another key's live name (see the file comment); "" if not.
+  std::string nesting(const std::string& name, const std::string& key_fingerprint) const {
+    std::lock_guard lock(mutex_);
+    return nesting_refusal(name, key_fingerprint);
+  }
 
   /// Routes a normalised server name: exact match, then the longest wildcard suffix; among
   /// pooled holders, round-robin.
@@ -93,6 +101,9 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
     mutable std::size_t next = 0;  ///< round-robin position (under the lock)
   };
   void release(const std::string& name, std::uint64_t token);
+  /// Names of two keys never nest: the refusal when `name` is under another key's live
+  /// wildcard, or is a wildcard over another key's live name; empty if neither. Under the lock.
+  std::string nesting_refusal(const std::string& name, const std::string& key_fingerprint) const;
 
   mutable std::mutex mutex_;
   RouteTable<Entry> routes_;

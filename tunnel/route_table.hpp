@@ -84,6 +84,34 @@ class RouteTable {
     return nullptr;
   }
 
+  /// Calls f(name, value) for every route, wildcards in their `*.` form. Order unspecified.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& [name, v] : exact_) {
+      f(std::string_view(name), v);
+    }
+    for (const auto& [suffix, v] : wildcard_) {
+      f("*." + suffix, v);
+    }
+  }
+
+  /// The wildcard routes strictly above `name` (for `*.a.b`: `*.b` and up, not `*.a.b` itself),
+  /// most specific first: f(wildcard name, value).
+  template <class F>
+  void for_each_wildcard_above(std::string_view name, F&& f) const {
+    std::string_view base = name.starts_with("*.") ? name.substr(2) : name;
+    for (std::size_t dot = base.find('.'); dot != std::string_view::npos;
+         dot = base.find('.', dot + 1)) {
+      if (dot == 0) {
+        continue;
+      }
+      const std::string_view suffix = base.substr(dot + 1);
+      if (const auto it = wildcard_.find(suffix); it != wildcard_.end()) {
+        f("*." + std::string(suffix), it->second);
+      }
+    }
+  }
+
   std::size_t size() const noexcept { return exact_.size() + wildcard_.size(); }
   bool empty() const noexcept { return size() == 0; }
 

@@ -224,6 +224,35 @@ def test_permitlisten_shrink_removes_only_that_endpoint(gateway_factory, keys, u
     assert deleted_reasons(gateway) == {"deep.x.alice.test": "key_no_longer_allows"}
 
 
+def test_permitlisten_shrink_closes_the_removed_endpoints_open_connections(
+        gateway_factory, keys, upstream_factory, pki):
+    # Proves: the connections already open to an endpoint a narrowed permitlisten removes are
+    # closed too (as when the key is removed), with close_reason key_no_longer_allows, while a
+    # connection to the endpoint that stays keeps working.
+    from conftest import MemTls, read_events
+    gateway = gateway_factory(args=["--event-log", "events.jsonl"])
+    echo = upstream_factory("echo")
+    t = gateway.tunnel([fwd("app.alice.test", echo), fwd("deep.x.alice.test", echo)],
+                       key="alice").start()
+    gateway.wait_routed("deep.x.alice.test", 5)
+    gone, kept = (MemTls.connect(gateway.tls_port, pki.client_context(), n, timeout=20)
+                  for n in ("deep.x.alice.test", "app.alice.test"))
+    for c in (gone, kept):
+        c.handshake()
+        c.write(b"ping\n")
+        assert c.read_exactly(5) == b"ping\n"
+    gateway.authorized_keys.write_text(line(keys, "alice", 'permitlisten="app.alice.test:443"'))
+    assert gone.read_until_eof() == b"", "the removed endpoint's connection must end"
+    kept.write(b"still\n")
+    assert kept.read_exactly(6) == b"still\n"
+    wait_for(lambda: [e for e in read_events(gateway.dir / "events.jsonl")
+                      if e["event_type"] == "tcp_connection_closed.v0"
+                      and e["object"]["conn"]["server_name"] == "deep.x.alice.test"
+                      and e["object"]["conn"]["close_reason"] == "key_no_longer_allows"], 5,
+             "the closed connection's event, with close_reason key_no_longer_allows")
+    assert t.running(), t.describe()
+
+
 def test_directory_of_key_files_new_file_picked_up(gateway_factory, keys, upstream, client_ctx):
     # Proves: --authorized-keys may name a directory; every file in it counts, and a file added
     # while the gateway runs is picked up within 2 s.
@@ -556,3 +585,148 @@ def test_sessions_per_key_limit_is_20(gateway, upstream_factory):
     gateway.wait_unrouted("s00.alice.test", 10)
     again = gateway.tunnel([fwd("s21.alice.test", up)], key="alice").start()
     assert again.running() and gateway.routed("s21.alice.test")
+
+
+def keys_cmd(*args, env=None, stdin=None):
+    """`snigate keys ARGS...` with the clean environment plus `env`."""
+    return subprocess.run([SNIGATE_BIN, "keys", *args], capture_output=True, text=True,
+                          timeout=30, env={**clean_env(), **(env or {})}, input=stdin)
+
+
+def test_keys_edit_keeps_live_session_serving(gateway_factory, keys, upstream, client_ctx):
+    # Proves: `snigate keys edit` changes a live key's options (name, allow, from, expiry) in the
+    # file the gateway reads; after the reload the key's session is still up and still serves its
+    # name, since its key blob is unchanged and the name still fits. A later edit that no longer
+    # allows the name takes just that endpoint down.
+    gw = gateway_factory(authorized_keys=line(keys, "alice", 'permitlisten="*.alice.test:443"'))
+    t = gw.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    assert https_get(gw.tls_port, "app.alice.test", client_ctx).status == 200
+    reloads = gw.log_text().count("keys.reload ")
+    r = keys_cmd("edit", "--name", "alice-laptop", "--allow", "app.alice.test", "--allow",
+                 "*.x.alice.test", "--from", "127.0.0.0/8", "--expires", "2099-12-31", "alice",
+                 env={"SNIGATE_AUTHORIZED_KEYS": str(gw.authorized_keys)})
+    assert r.returncode == 0, r.stderr
+    assert "edited SHA256:" in r.stdout and "alice-laptop" in r.stdout, r.stdout
+    text = gw.authorized_keys.read_text()
+    assert 'expiry-time="20991231235959"' in text and text.rstrip().endswith(" alice-laptop"), text
+    wait_for(lambda: gw.log_text().count("keys.reload ") > reloads, 10, "the gateway's reload")
+    for _ in range(3):
+        assert https_get(gw.tls_port, "app.alice.test", client_ctx).status == 200
+    assert t.running(), t.describe()
+    assert REVOKED_MSG not in t.stderr()
+
+    r = keys_cmd("edit", "--allow", "other.alice.test", "alice-laptop",
+                 env={"SNIGATE_AUTHORIZED_KEYS": str(gw.authorized_keys)})
+    assert r.returncode == 0, r.stderr
+    gw.wait_unrouted("app.alice.test", 10)
+    assert t.running(), "narrowing the names removes endpoints, not the session"
+
+
+def test_keys_add_reads_process_substitution_and_state_dir_from_environment(tmp_path, keys):
+    # Proves: `keys add <(cat k.pub)` reads the /dev/fd pipe bash gives it, and every verb finds
+    # the keys through serve's settings: SNIGATE_STATE_DIR here (as in the container image),
+    # never a hard-coded ./snigate-data in the working directory.
+    state = tmp_path / "data"
+    pub = str(keys.path("dave")) + ".pub"
+    env = {**clean_env(), "SNIGATE_STATE_DIR": str(state)}
+    add = subprocess.run(["bash", "-c", f'"$0" keys add --name dave --allow "*.dave.test" <(cat "$1")',
+                          SNIGATE_BIN, pub], capture_output=True, text=True, timeout=30, env=env,
+                         cwd=tmp_path)
+    assert add.returncode == 0, add.stderr
+    assert f"to {state}/authorized_keys" in add.stdout, add.stdout
+    assert not (tmp_path / "snigate-data").exists()
+    listed = keys_cmd("list", "--json", env={"SNIGATE_STATE_DIR": str(state)})
+    assert listed.returncode == 0, listed.stderr
+    assert [e["name"] for e in json.loads(listed.stdout)] == ["dave"]
+    toml = tmp_path / "gw.toml"
+    toml.write_text(f'state_dir = "{state}"\n')
+    listed = keys_cmd("list", "--config", str(toml))
+    assert "dave" in listed.stdout, listed.stdout + listed.stderr
+
+
+@pytest.mark.parametrize("pattern,why", [
+    ("foo..bar.com", "empty label"),
+    ("10.0.0.1", "IP addresses are not hostnames"),
+    ("*.", "no trailing dot"),
+    ("!evil.com", "only negations"),
+    ("app.example.com:80", "port 80 never matches"),
+])
+def test_keys_add_refuses_allow_patterns_that_never_match(tmp_path, keys, pattern, why):
+    # Proves: an --allow no requested name can match is refused with one line and exit 1, and the
+    # file is not written; a bare '*' is accepted with a warning.
+    ak = tmp_path / "ak"
+    r = keys_cmd("add", "--allow", pattern, "--file", str(ak), str(keys.path("dave")) + ".pub")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert len(r.stderr.splitlines()) == 1 and why in r.stderr, r.stderr
+    assert not ak.exists()
+    r = keys_cmd("add", "--allow", "*", "--file", str(ak), str(keys.path("dave")) + ".pub")
+    assert r.returncode == 0 and "warning: --allow *" in r.stderr, r.stderr
+
+
+# ---- no key may shadow another's names (issue 16 item 4) --------------------------------------
+
+SHADOW_NAMES = ["*.zone.localhost", "*.deep.zone.localhost", "*.x.localhost", "*.alice.localhost"]
+
+
+def _shadow_gateway(gateway_factory, keys):
+    """--domain localhost; alice is given *.alice.localhost explicitly, carol and dave only have
+    the --domain default."""
+    return gateway_factory(authorized_keys=(
+        line(keys, "alice", 'permitlisten="*.alice.localhost:443"')
+        + line(keys, "carol") + line(keys, "dave")))
+
+
+@pytest.mark.parametrize("name", ["app.alice.localhost", "*.deep.alice.localhost",
+                                  "*.alice.localhost"])
+def test_names_given_to_a_key_are_not_under_the_domain_default(gateway_factory, keys, upstream,
+                                                               name):
+    # Proves: a name (or any name a wildcard covers) that authorized_keys gives alice with
+    # permitlisten can't be taken by another key through the --domain default, even while alice
+    # is away: the forward is refused, saying why, and the name does not route.
+    gw = _shadow_gateway(gateway_factory, keys)
+    t = attempt(gw, [fwd(name, upstream)], key="carol", exit_on_forward_failure=False)
+    wait_for(lambda: "another key (permitlisten)" in t.stderr() or not t.running(), 20,
+             "the refusal")
+    assert "another key (permitlisten)" in t.stderr() and not t.urls(), t.describe()
+    t.close()
+    probe_name = name.replace("*", "x")
+    assert is_alert(gw.probe(probe_name), ALERT_UNRECOGNIZED_NAME)
+
+
+@pytest.mark.parametrize("name", ["app.zone.localhost", "*.deep.zone.localhost"])
+def test_no_other_key_under_a_live_wildcard(gateway_factory, keys, upstream_factory, client_ctx,
+                                            name):
+    # Proves: while carol holds *.zone.localhost, dave can claim neither a name nor a narrower
+    # wildcard under it (routing prefers them, so they would take carol's visitors): refused at
+    # forward time with the reason, and carol keeps every name.
+    gw = _shadow_gateway(gateway_factory, keys)
+    ours, theirs = upstream_factory("http", "carol", names=SHADOW_NAMES), upstream_factory("http", "dave", names=SHADOW_NAMES)
+    carol = gw.tunnel([fwd("*.zone.localhost", ours)], key="carol").start()
+    t = attempt(gw, [fwd(name, theirs)], key="dave", exit_on_forward_failure=False)
+    wait_for(lambda: "is under *.zone.localhost" in t.stderr() or not t.running(), 20,
+             "the refusal")
+    assert "is under *.zone.localhost" in t.stderr() and not t.urls(), t.describe()
+    t.close()
+    probe_name = name.replace("*", "x")
+    assert https_get(gw.tls_port, probe_name, client_ctx).body.startswith("hello from carol")
+    assert carol.running() and theirs.accepted == 0
+
+
+def test_no_wildcard_over_another_keys_live_name(gateway_factory, keys, upstream_factory,
+                                                 client_ctx):
+    # Proves the other order: while dave holds app.x.localhost, carol's *.x.localhost (which would
+    # cover it) is refused, so neither key's names nest; dave keeps his name. A key may nest its
+    # own names (alice: *.alice.localhost and app.alice.localhost in one session).
+    gw = _shadow_gateway(gateway_factory, keys)
+    d, c = upstream_factory("http", "dave", names=SHADOW_NAMES), upstream_factory("http", "carol", names=SHADOW_NAMES)
+    gw.tunnel([fwd("app.x.localhost", d)], key="dave").start()
+    t = attempt(gw, [fwd("*.x.localhost", c)], key="carol", exit_on_forward_failure=False)
+    wait_for(lambda: "would cover app.x.localhost" in t.stderr() or not t.running(), 20,
+             "the refusal")
+    assert "would cover app.x.localhost" in t.stderr() and not t.urls(), t.describe()
+    t.close()
+    assert https_get(gw.tls_port, "app.x.localhost", client_ctx).body.startswith("hello from dave")
+    own = gw.tunnel([fwd("*.alice.localhost", c), fwd("app.alice.localhost", d)], key="alice")
+    own.start()
+    assert https_get(gw.tls_port, "app.alice.localhost", client_ctx).body.startswith("hello from dave")
+    assert https_get(gw.tls_port, "w.alice.localhost", client_ctx).body.startswith("hello from carol")

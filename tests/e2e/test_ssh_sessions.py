@@ -229,3 +229,28 @@ def test_sessions_ended_by_the_gateway_exit_nonzero(gateway, upstream):
     assert gateway.stop() == 0, gateway.log_text()[-3000:]
     rc = t.wait_exit(15)
     assert rc != 0, t.describe()
+
+
+def test_identity_is_bound_only_by_a_verified_signature(gateway_factory, keys, upstream, tmp_path):
+    # Proves: a key that was only offered (probed: the gateway answered "this key would do") but
+    # never signed with gives the session none of its rights. ssh offers dave's key first (its
+    # private half is passphrase-protected, so with BatchMode ssh can't sign), then signs with
+    # alice's: the session has alice's rights exactly, so dave's name is refused and alice's works.
+    dave = tmp_path / "id_dave_locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase nobody types",
+                    "-C", "dave", "-f", str(dave)], check=True)
+    gw = gateway_factory(authorized_keys=(
+        f'permitlisten="app.dave.test:443" {dave.with_suffix(".pub").read_text().strip()}\n'
+        f'permitlisten="*.alice.test:443" {keys.pub("alice")}\n'))
+    t = gw.tunnel([fwd("app.dave.test", upstream), fwd("app.alice.test", upstream)],
+                  exit_on_forward_failure=False)
+    i = t.args.index("-i")
+    t.args[i:i] = ["-i", str(dave)]  # offered first
+    t.start(wait=False)
+    wait_for(lambda: "app.dave.test" in t.stderr() and t.urls() or not t.running(), 20,
+             "the session to come up")
+    assert t.urls() == [f"tls://app.alice.test:{gw.tls_port}"], t.describe()
+    assert "cannot forward app.dave.test" in t.stderr(), t.describe()
+    log = gw.log_text()
+    assert 'key="alice"' in log and 'key="dave"' not in log, log[-2000:]
+    assert "Server accepts key" in t.log() and "id_dave_locked" in t.log(), t.describe()

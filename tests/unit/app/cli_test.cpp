@@ -2,6 +2,7 @@
 // of bad argv each with the exact one-line error. Deliberately no process spawning: main()
 // only prints parse_args()'s error and exits 2.
 #include "app/cli.hpp"
+#include "app/config.hpp"
 
 #include <algorithm>
 #include <gtest/gtest.h>
@@ -88,14 +89,18 @@ TEST(Cli, ServeAllOptionsSeparateValue) {
 
 // Proves every limit flag sets its own field and no other (defaults elsewhere).
 TEST(Cli, EachLimitFlagSetsItsField) {
-  for (const LimitInfo& l : kLimits) {
+  const ServeConfig defaults = parse_args({"snigate", "serve"}).config;
+  for (const SettingSpec& l : settings()) {
+    if (!l.limit) {
+      continue;
+    }
     std::string flag = "--" + std::string(l.key);
     std::replace(flag.begin(), flag.end(), '_', '-');
     const auto r = parse_args({"snigate", "serve", flag, "7"});
     ASSERT_EQ(r.error, "") << flag;
-    const ServeConfig defaults;
-    for (const LimitInfo& other : kLimits) {
-      EXPECT_EQ(r.config.*other.field, other.key == l.key ? 7u : defaults.*other.field)
+    for (const SettingSpec& other : settings()) {
+      EXPECT_EQ(other.show(r.config),
+                other.key == l.key ? std::vector<std::string>{"7"} : other.show(defaults))
           << flag << " -> " << other.key;
     }
   }
@@ -157,9 +162,12 @@ TEST(Cli, BadArgvTable) {
       {"positional",
        {"serve", "extra"},
        "snigate: serve: unexpected argument \"extra\" (see snigate --help)"},
-      {"keys",
+      {"keys verb is not a settings flag",
        {"keys", "list"},
-       "snigate: keys: not implemented yet; edit authorized_keys by hand"},
+       "snigate: keys: unexpected argument \"list\" (see snigate --help)"},
+      {"serve option on keys",
+       {"keys", "--domain", "x.test"},
+       "snigate: unknown option --domain (see snigate --help)"},
       {"config without a file reader",
        {"serve", "--config", "gw.toml"},
        "snigate: --config gw.toml: cannot read: cannot read files here"},
@@ -303,7 +311,10 @@ TEST(Cli, UsageMentionsEveryOption) {
         "SNIGATE_", "hostkey", "--version"}) {
     EXPECT_NE(usage.find(opt), std::string::npos) << opt;
   }
-  for (const LimitInfo& l : kLimits) {
+  for (const SettingSpec& l : settings()) {
+    if (!l.limit) {
+      continue;
+    }
     std::string flag = "--" + std::string(l.key);
     std::replace(flag.begin(), flag.end(), '_', '-');
     EXPECT_NE(usage.find(flag + " N"), std::string::npos) << flag;

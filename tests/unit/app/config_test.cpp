@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -393,6 +394,92 @@ TEST(Config, KeysAreOptions) {
   }
   EXPECT_FALSE(is_config_key("config"));
   EXPECT_FALSE(is_config_key("print_config"));
+}
+
+// Proves the table is complete: every row can be set by its flag, its variable and its file
+// key to the same value, shows that value back, and is in --help with its metavariable.
+TEST(Settings, EveryRowWorksThroughEveryLayer) {
+  const std::string usage = usage_text();
+  for (const SettingSpec& s : settings()) {
+    SCOPED_TRACE(std::string(s.key));
+    ASSERT_NE(s.apply, nullptr);
+    ASSERT_NE(s.show, nullptr);
+    EXPECT_EQ(find_setting(s.key), &s);
+    std::string flag = "--" + std::string(s.key);
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    EXPECT_NE(usage.find("  " + flag + " " + std::string(s.metavar)), std::string::npos);
+    // A value each kind accepts (within every row's range): what the flag sets, the others
+    // set too.
+    const std::string value = s.kind == ValueKind::list ? "127.0.0.1:7"
+                              : s.key == "admin_listen"  ? "127.0.0.2:7"
+                              : s.key == "log_level"     ? "warn"
+                              : s.key == "domain"        ? "seven.test"
+                              : s.kind == ValueKind::integer ? "7"
+                                                             : "/seven";
+    const auto by_flag = parse({"serve", flag, value});
+    ASSERT_EQ(by_flag.error, "");
+    EXPECT_EQ(by_flag.origins.at(std::string(s.key)), "flag");
+    const auto by_env = parse({"serve"}, {{env_name(s.key), value}});
+    ASSERT_EQ(by_env.error, "");
+    EXPECT_EQ(by_env.origins.at(std::string(s.key)), "env " + env_name(s.key));
+    const std::string toml = std::string(s.key) + " = " +
+                             (s.kind == ValueKind::integer ? value : "\"" + value + "\"") + "\n";
+    const auto by_file = parse({"serve", "--config", "f.toml"}, {}, {{"f.toml", toml}});
+    ASSERT_EQ(by_file.error, "");
+    EXPECT_EQ(by_file.origins.at(std::string(s.key)), "f.toml:1");
+    EXPECT_EQ(s.show(by_flag.config), s.show(by_env.config));
+    EXPECT_EQ(s.show(by_flag.config), s.show(by_file.config));
+    if (!s.secret) {
+      EXPECT_EQ(s.show(by_flag.config), std::vector<std::string>{value});
+    }
+  }
+}
+
+// Proves the flags each subcommand takes come from the table's scopes: hostkey takes only
+// --state-dir (and --config), keys --state-dir and --authorized-keys, with serve's defaults
+// and derivation (STATE_DIR/authorized_keys).
+TEST(Settings, SubcommandScopes) {
+  auto keys = parse({"keys", "--state-dir", "/srv/gw"});
+  ASSERT_EQ(keys.error, "");
+  EXPECT_EQ(keys.command, Command::keys);
+  EXPECT_EQ(keys.config.authorized_keys, "/srv/gw/authorized_keys");
+  keys = parse({"keys", "--authorized-keys=/etc/keys"}, {{"SNIGATE_STATE_DIR", "/data"}});
+  ASSERT_EQ(keys.error, "");
+  EXPECT_EQ(keys.config.authorized_keys, "/etc/keys");
+  EXPECT_EQ(parse({"keys"}, {{"SNIGATE_STATE_DIR", "/data"}}).config.authorized_keys,
+            "/data/authorized_keys");
+  EXPECT_EQ(parse({"keys", "--config", "k.toml"}, {}, {{"k.toml", "state_dir = \"/k\"\n"}})
+                .config.authorized_keys,
+            "/k/authorized_keys");
+  EXPECT_EQ(parse({"hostkey", "--authorized-keys", "/x"}).error,
+            "snigate: unknown option --authorized-keys (see snigate --help)");
+  EXPECT_EQ(parse({"keys", "--tls-listen", "0.0.0.0:1"}).error,
+            "snigate: unknown option --tls-listen (see snigate --help)");
+}
+
+// Proves --help's option lines come from the table: a default is shown from ServeConfig's
+// initialiser, and long lines wrap under the help column.
+TEST(Settings, HelpLinesFromTheTable) {
+  const std::string help = settings_help(kServe, false);
+  EXPECT_NE(help.find("  --idle-timeout SECONDS        close tunnels idle this long in either "
+                      "direction (default 300)\n"),
+            std::string::npos)
+      << help;
+  const std::size_t state_dir = help.find("  --state-dir DIR               host keys live here");
+  ASSERT_NE(state_dir, std::string::npos) << help;
+  EXPECT_EQ(help.find(SNIGATE_DEFAULT_STATE_DIR ")\n", state_dir),
+            help.find("\n  --authorized-keys", state_dir) - std::strlen(SNIGATE_DEFAULT_STATE_DIR ")"))
+      << help;
+  EXPECT_NE(help.find("  --client-hello-timeout SECONDS\n                                time"),
+            std::string::npos)
+      << help;
+  std::size_t start = 0;
+  for (std::size_t nl = help.find('\n'); nl != std::string::npos; nl = help.find('\n', start)) {
+    EXPECT_LE(nl - start, 100u) << help.substr(start, nl - start);
+    start = nl + 1;
+  }
+  EXPECT_EQ(settings_help(kHostkey, false).find("--domain"), std::string::npos);
+  EXPECT_NE(settings_help(kServe, true).find("--max-sessions-per-key N"), std::string::npos);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/json.hpp>  // compiled once in event_log_test.cpp
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "app/config.hpp"
 #include "keys/authorized_keys.hpp"
 
 namespace gw::app {
@@ -135,8 +137,9 @@ TEST_F(KeysCommand, AmbiguousNameNeedsAll) {
 constexpr const char* kAliceBlob =
     "AAAAC3NzaC1lZDI1NTE5AAAAIAT8VQpOGpNEjoVtHZouU8TaxflLWHWIJ52NB7jN1NW4";
 
-// Proves: --allow gets :443 unless a port is given, --from entries join into one from=,
-// --expires becomes expiry-time, --name replaces the key's comment: the exact line written.
+// Proves: --allow gets :443 unless a port is given (8443 is the default advertised port),
+// --from entries join into one from=, a date-only --expires becomes expiry-time at the end of
+// that day (23:59:59 UTC), --name replaces the key's comment: the exact line written.
 TEST_F(KeysCommand, AddWritesTheExactLine) {
   ASSERT_EQ(run({"add", "--name", "alice", "--allow", "app.alice.test", "--allow", "*.b.test:*",
                  "--allow", "c.test:8443", "--from", "10.0.0.0/8,!10.1.0.0/16", "--from",
@@ -146,7 +149,7 @@ TEST_F(KeysCommand, AddWritesTheExactLine) {
   EXPECT_EQ(read(ak()),
             std::string("permitlisten=\"app.alice.test:443\",permitlisten=\"*.b.test:*\","
                         "permitlisten=\"c.test:8443\",from=\"10.0.0.0/8,!10.1.0.0/16,"
-                        "2001:db8::/32\",expiry-time=\"20300131\" ssh-ed25519 ") +
+                        "2001:db8::/32\",expiry-time=\"20300131235959\" ssh-ed25519 ") +
                 kAliceBlob + " alice\n");
   EXPECT_EQ(out_.str(), std::string("added ") + kAliceFp + " alice to " + ak().string() + "\n");
   EXPECT_EQ(err_.str(), "");
@@ -252,6 +255,8 @@ TEST_F(KeysCommand, UsageErrorsAreOneLine) {
       {"list", "--json=yes"},
       {"remove"},
       {"remove", "--allow", "x", "alice"},
+      {"remove", ""},
+      {"edit", "--name", "x", ""},
   };
   for (const auto& args : cases) {
     EXPECT_EQ(run_raw(args), 2) << ::testing::PrintToString(args);
@@ -272,7 +277,7 @@ TEST_F(KeysCommand, DuplicateRefusedNamingItsLine) {
   EXPECT_EQ(run({"add", "--name", "alice", pub("alice.pub")}), 1);
   EXPECT_EQ(err_.str(), std::string("snigate: keys add: this key (") + kAliceFp +
                             ") is already authorized at " + ak().string() +
-                            ":3 (remove it first to change its options)\n");
+                            ":3 (change its options with snigate keys edit)\n");
 
   const fs::path d = dir_ / "keys.d";
   fs::create_directories(d);
@@ -458,6 +463,159 @@ TEST_F(KeysCommand, RemoveNothingMatches) {
   EXPECT_EQ(run({"remove", "bob"}), 1);
   EXPECT_EQ(err_.str(), "snigate: keys remove: no key with name bob (see snigate keys list)\n");
   EXPECT_EQ(read(ak()), std::string(kAlice) + "\n");
+}
+
+// Proves: --allow patterns no requested name can match are refused like requested names
+// (labels, IP literals, trailing dot, negations alone, ports other than 443/*/advertised),
+// each with its exact line, and nothing is written.
+TEST_F(KeysCommand, AllowPatternsThatCanNeverMatchAreRefused) {
+  const struct {
+    const char* pattern;
+    std::string message;
+  } cases[] = {
+      {"foo..bar.com",
+       "'foo..bar.com' can never match a requested name (hostname has an empty label)"},
+      {"10.0.0.1",
+       "'10.0.0.1' can never match a requested name (IP addresses are not hostnames: use a DNS "
+       "name)"},
+      {"*.", "'*.' can never match: requested names have no trailing dot (drop it)"},
+      {"app.example.com.",
+       "'app.example.com.' can never match: requested names have no trailing dot (drop it)"},
+      {"-app.example.com",
+       "'-app.example.com' can never match a requested name (hostname labels may not start or "
+       "end with a hyphen)"},
+      {"app.123", "'app.123' can never match a requested name (the last label of a hostname may "
+                  "not be all digits)"},
+      {"!evil.com", "only negations: a list needs a name it allows, e.g. '*.example.com,!evil.com'"},
+      {"!a.test,!b.test",
+       "only negations: a list needs a name it allows, e.g. '*.example.com,!a.test'"},
+      {"app.example.com:80",
+       "port 80 never matches: forwards ask for port 443 or the advertised port 8443; leave the "
+       "port out (443) or give :*"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(run({"add", "--allow", c.pattern, pub("carol.pub")}), 1) << c.pattern;
+    EXPECT_EQ(err_.str(), std::string("snigate: keys add: --allow ") + c.pattern + ": " +
+                              c.message + "\n");
+    EXPECT_FALSE(fs::exists(ak())) << c.pattern;
+  }
+}
+
+// Proves: patterns that can match are kept as given (wildcards standing for labels or for
+// nothing, negations after a positive entry), and a bare '*' is accepted with a warning.
+TEST_F(KeysCommand, AllowPatternsThatCanMatchAreKept) {
+  ASSERT_EQ(run({"add", "--allow", "*.alice.test,!evil.alice.test", "--allow", "app?.test:*",
+                 "--allow", "api*.b.test", pub("alice.pub")}),
+            0)
+      << err_.str();
+  EXPECT_EQ(err_.str(), "");
+  const auto k = keys::parse_authorized_keys(read(ak()), "ak").keys.at(0);
+  ASSERT_EQ(k.options.permit_listen.size(), 3u);
+  EXPECT_EQ(k.options.permit_listen[0].host_pattern, "*.alice.test,!evil.alice.test");
+  EXPECT_EQ(run({"add", "--allow", "*", pub("carol.pub")}), 0) << err_.str();
+  EXPECT_EQ(err_.str(),
+            "snigate: keys add: warning: --allow *: '*' lets this key claim any name not yet "
+            "taken, other users' too; give a zone like '*.alice.example.com' unless you mean "
+            "that\n");
+}
+
+// Proves: a date-only --expires (either spelling) is the end of that day, UTC; a time is kept.
+TEST_F(KeysCommand, DateOnlyExpiresIsTheEndOfThatDay) {
+  ASSERT_EQ(run({"add", "--expires", "20270630", pub("alice.pub")}), 0) << err_.str();
+  ASSERT_EQ(run({"add", "--expires", "202706301200", pub("carol.pub")}), 0) << err_.str();
+  ASSERT_EQ(run({"list", "--json"}), 0);
+  EXPECT_NE(out_.str().find("\"expires\":\"2027-06-30T23:59:59Z\""), std::string::npos)
+      << out_.str();
+  EXPECT_NE(out_.str().find("\"expires\":\"2027-06-30T12:00:00Z\""), std::string::npos);
+}
+
+// Proves: `keys add <(cat k.pub)` works: /dev/fd/N of a pipe is read as a stream.
+TEST_F(KeysCommand, AddReadsAPipeByPath) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string line = std::string(kAlice) + "\n";
+  ASSERT_EQ(::write(fds[1], line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  ::close(fds[1]);
+  const int status = run({"add", "/dev/fd/" + std::to_string(fds[0])});
+  ::close(fds[0]);
+  ASSERT_EQ(status, 0) << err_.str();
+  EXPECT_NE(read(ak()).find(kAliceBlob), std::string::npos);
+  EXPECT_EQ(run({"add", pub("nope.pub")}), 1);
+  EXPECT_EQ(err_.str(), "snigate: keys add: " + pub("nope.pub") + ": no such file\n");
+}
+
+// Proves: edit replaces only the options given, keeps the others (restrict, port-forwarding,
+// unrelated bytes) and the line's place, can rename and drop the expiry, and refuses unknown
+// keys and empty edits.
+TEST_F(KeysCommand, EditChangesOnlyWhatIsGiven) {
+  write(ak(), "# team\r\nrestrict,port-forwarding,permitlisten=\"a.alice.test:443\","
+              "from=\"10.0.0.0/8\",expiry-time=\"20300101\" ssh-ed25519 " +
+                  std::string(kAliceBlob) + " alice\r\n" + kCarol + "\n");
+  ASSERT_EQ(run({"edit", "--allow", "*.alice.test", "--allow", "x.test", "--name", "alice2",
+                 "alice"}),
+            0)
+      << err_.str();
+  EXPECT_EQ(read(ak()), "# team\r\nrestrict,port-forwarding,from=\"10.0.0.0/8\","
+                        "expiry-time=\"20300101\",permitlisten=\"*.alice.test:443\","
+                        "permitlisten=\"x.test:443\" ssh-ed25519 " +
+                            std::string(kAliceBlob) + " alice2\r\n" + kCarol + "\n");
+  EXPECT_EQ(out_.str(), std::string("edited ") + kAliceFp + " alice2 (" + ak().string() +
+                            ":2): allow=*.alice.test:443,x.test:443 "
+                            "expires=2030-01-01T00:00:00Z; its live sessions keep the names "
+                            "still allowed\n");
+  ASSERT_EQ(run({"edit", "--expires", "never", "--from", "192.0.2.0/24", kAliceFp}), 0)
+      << err_.str();
+  const auto k = keys::parse_authorized_keys(read(ak()), "ak").keys.at(0);
+  EXPECT_FALSE(k.options.expiry_unix.has_value());
+  EXPECT_EQ(k.options.from, std::vector<std::string>{"192.0.2.0/24"});
+  EXPECT_TRUE(k.options.restricted);
+  EXPECT_TRUE(k.options.port_forwarding);
+  EXPECT_EQ(k.comment, "alice2");
+
+  EXPECT_EQ(run({"edit", "--name", "x", "bob"}), 1);
+  EXPECT_EQ(err_.str(), "snigate: keys edit: no key with name bob (see snigate keys list)\n");
+  EXPECT_EQ(run({"edit", "carol"}), 2);
+  EXPECT_EQ(err_.str(),
+            "snigate: keys edit: nothing to change: give --name, --allow, --from or --expires "
+            "(see snigate keys --help)\n");
+  EXPECT_EQ(run({"edit", "--allow", "10.0.0.1", "carol"}), 1);
+  EXPECT_NE(read(ak()).find(std::string(kCarol) + "\n"), std::string::npos) << "unchanged";
+}
+
+// Proves: keys reads where the keys are like serve does: SNIGATE_STATE_DIR and
+// SNIGATE_AUTHORIZED_KEYS, a --config file (or SNIGATE_CONFIG), a flag over the environment,
+// and a bad setting is one line with exit 2.
+TEST_F(KeysCommand, WhereComesFromTheSharedSettings) {
+  const fs::path state = dir_ / "state";
+  fs::create_directories(state);
+  write(state / "authorized_keys", std::string(kAlice) + "\n");
+  write(dir_ / "other", std::string(kCarol) + "\n");
+  write(dir_ / "gw.toml", "state_dir = \"" + state.string() + "\"\n");
+  auto list_with = [&](const Environment& env, std::vector<std::string> args) {
+    out_.str("");
+    err_.str("");
+    std::istringstream none;
+    args.insert(args.begin(), "list");
+    return run_keys_command(args, env, read_text_file, none, out_, err_);
+  };
+  ASSERT_EQ(list_with({{"SNIGATE_STATE_DIR", state.string()}}, {}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("alice@laptop"), std::string::npos) << out_.str();
+  ASSERT_EQ(list_with({{"SNIGATE_AUTHORIZED_KEYS", (dir_ / "other").string()}}, {}), 0);
+  EXPECT_NE(out_.str().find("  carol  "), std::string::npos) << out_.str();
+  ASSERT_EQ(list_with({}, {"--config", (dir_ / "gw.toml").string()}), 0) << err_.str();
+  EXPECT_NE(out_.str().find("alice@laptop"), std::string::npos) << out_.str();
+  ASSERT_EQ(list_with({{"SNIGATE_CONFIG", (dir_ / "gw.toml").string()}}, {}), 0);
+  EXPECT_NE(out_.str().find("alice@laptop"), std::string::npos) << out_.str();
+  ASSERT_EQ(list_with({{"SNIGATE_STATE_DIR", "/nonexistent"}},
+                      {"--authorized-keys", (dir_ / "other").string()}),
+            0);
+  EXPECT_NE(out_.str().find("  carol  "), std::string::npos) << out_.str();
+  EXPECT_EQ(list_with({{"SNIGATE_STATE_DIR", ""}}, {"--state-dir="}), 2);
+  EXPECT_EQ(err_.str(), "snigate: --state-dir: must not be empty\n");
+  EXPECT_EQ(list_with({{"SNIGATE_THREADS", "many"}}, {}), 2);
+  EXPECT_EQ(err_.str(),
+            "snigate: SNIGATE_THREADS: expected a number from 0 (one per core) to 1024, got "
+            "\"many\"\n");
 }
 
 }  // namespace

@@ -165,7 +165,7 @@ struct ForwardCase {
 
 // Forward decisions, including bypass attempts.
 TEST(DecideForward, Table) {
-  const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 8443};
+  const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 8443, nullptr, {}};
   const keys::KeyOptions plain;
   const auto alice_app = key_with({{"app.alice.test", 443}});
   const auto alice_wild = key_with({{"*.alice.test", 443}});
@@ -285,7 +285,7 @@ TEST(DecideForward, Table) {
 
 // A refusal for a name outside --domain tells the user what to ask for.
 TEST(DecideForward, RefusalSaysWhatToDo) {
-  const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 443};
+  const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 443, nullptr, {}};
   const auto d = decide_forward({"app.alice.test", 443}, keys::KeyOptions{}, policy);
   EXPECT_EQ(d.refusal,
             "cannot use app.alice.test: this key may use only names under tunnel.example.com (or "
@@ -313,6 +313,31 @@ TEST(GenerateLabel, Shape) {
   EXPECT_EQ(seen.size(), 2000u);
   EXPECT_EQ(lengths.size(), 3u);
   EXPECT_EQ(generate_label(42), generate_label(42));
+}
+
+// A name another key's permitlisten names is not available through the --domain default, for
+// exact names and for wildcards that cover any of it; a bare `*` reserves nothing; the key's
+// own permitlisten doesn't count against itself; keys with permitlisten are unaffected.
+TEST(DecideForward, NamesGivenToAnotherKeyAreNotUnderTheDomainDefault) {
+  std::vector<std::string> warnings;
+  const auto store = keys::KeyStore::from_text(
+      "permitlisten=\"*.alice.tunnel.example.com:443\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG6psrgvtU79H73Ql20OThmn+VQE8JHOR96ilb84lgZQ alice\n"
+      "permitlisten=\"*:443\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8BjtNsTAhCjuypmN8SEzTDKDOb9jWfNSvtNyqAwMiM root\n",
+      "keys", &warnings);
+  ASSERT_TRUE(warnings.empty()) << warnings.front();
+  const ForwardPolicy bob{*tunnel::Hostname::parse("tunnel.example.com"), 443, store.get(),
+                          "SHA256:bob"};
+  const keys::KeyOptions domain_default;
+  for (const char* name : {"app.alice.tunnel.example.com", "*.deep.alice.tunnel.example.com",
+                           "*.alice.tunnel.example.com"}) {
+    const auto d = decide_forward(ForwardRequest{name, 443}, domain_default, bob);
+    EXPECT_FALSE(d.ok) << name;
+    EXPECT_NE(d.refusal.find("to another key (permitlisten)"), std::string::npos) << d.refusal;
+  }
+  EXPECT_TRUE(decide_forward(ForwardRequest{"app.bob.tunnel.example.com", 443}, domain_default, bob).ok);
+  const ForwardPolicy alice{bob.domain, 443, store.get(), store->keys()[0].fingerprint};
+  EXPECT_TRUE(decide_forward(ForwardRequest{"app.alice.tunnel.example.com", 443},
+                             store->keys()[0].options, alice).ok);
 }
 
 }  // namespace

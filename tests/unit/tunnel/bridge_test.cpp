@@ -75,6 +75,7 @@ class FakeChannel final : public Channel {
   }
   void peer_eof() { handler_->on_channel_eof(); }
   void peer_close() { handler_->on_channel_closed(); }
+  void fail(const char* reason) { handler_->on_channel_failed(reason); }
 
   bool started = false, opened = false, eof_sent = false, closed = false;
   bool closed_while_opening = false, wants_writable = false, congested = false;
@@ -382,6 +383,16 @@ TEST_F(BridgeTest, ChannelWriteFailureEndsTheConnection) {
   client_write(bytes(10, 10));
   ASSERT_TRUE(drive([&] { return bridge_->finished(); }));
   EXPECT_EQ(records_[0].close_reason, "channel_write_failed");
+}
+
+TEST_F(BridgeTest, ChannelFailureEndsTheConnectionWithItsReason) {
+  make();
+  channel_->open();
+  channel_->send(bytes(1000, 11));
+  channel_->fail("window_violation");
+  EXPECT_TRUE(bridge_->finished());
+  ASSERT_EQ(records_.size(), 1u);
+  EXPECT_EQ(records_[0].close_reason, "window_violation");
 }
 
 }  // namespace

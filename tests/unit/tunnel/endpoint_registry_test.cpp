@@ -123,5 +123,35 @@ TEST(EndpointRegistry, WildcardAndGoneOwner) {
   EXPECT_EQ(reg->find("app.alice.test"), nullptr);
 }
 
+// Proves: names of two keys never nest. While fpA holds *.alice.test, fpB may claim neither a
+// name nor a narrower wildcard under it (and the refusal names the wildcard), and no wider
+// wildcard over it either; the same key may nest its own names; once the holder lets go the
+// names are free again. The other order too: a wildcard over another key's exact name is
+// refused.
+TEST(EndpointRegistry, NamesOfDifferentKeysNeverNest) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto wild = reg->claim(req("*.alice.test", a, "fpA"));
+  ASSERT_TRUE(wild.registration);
+  for (const char* name : {"app.alice.test", "x.y.alice.test", "*.deep.alice.test", "*.test"}) {
+    auto r = reg->claim(req(name, b, "fpB"));
+    EXPECT_FALSE(r.registration) << name;
+    EXPECT_NE(r.refusal.find("*.alice.test"), std::string::npos) << name << ": " << r.refusal;
+    EXPECT_EQ(reg->probe(name, "fpB"), NameState::held) << name;
+    EXPECT_FALSE(reg->nesting(name, "fpB").empty()) << name;
+  }
+  EXPECT_TRUE(reg->claim(req("app.bob.test", b, "fpB")).registration) << "outside: fine";
+  auto own = reg->claim(req("app.alice.test", a, "fpA"));
+  EXPECT_TRUE(own.registration) << "a key may nest its own names";
+  own.registration.reset();
+  wild.registration.reset();
+  auto after = reg->claim(req("app.alice.test", b, "fpB"));
+  EXPECT_TRUE(after.registration) << after.refusal;
+  auto over = reg->claim(req("*.alice.test", a, "fpA"));
+  EXPECT_FALSE(over.registration);
+  EXPECT_NE(over.refusal.find("would cover app.alice.test"), std::string::npos) << over.refusal;
+}
+
 }  // namespace
 }  // namespace gw::tunnel

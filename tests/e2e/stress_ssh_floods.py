@@ -1,0 +1,248 @@
+"""SSH clients that flood requests and never read the answers, and one that ignores the channel
+window (issue 16, items 1 and 6a): none may slow another user's tunnel down or pin the gateway's
+memory. A stock OpenSSH client can't misbehave like this, so the hostile clients are paramiko (a
+real SSH implementation, Debian's python3-paramiko) driven below its API: its reader thread is
+stopped, and raw protocol messages are sent in a loop. The legitimate user is the real `ssh -R`
+with a real TLS client, as everywhere."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import paramiko
+from paramiko.common import (cMSG_CHANNEL_DATA, cMSG_GLOBAL_REQUEST, cMSG_SERVICE_REQUEST,
+                             cMSG_USERAUTH_REQUEST)
+
+from conftest import client_hello, fwd, https_get, read_events, wait_for
+from stresslib import (KiB, MiB, Proc, figures, median, metrics, percentile,  # noqa: F401
+                       scaled, stress_gateway, timed_ms)
+
+NAME = "app.alice.test"
+
+
+class Hostile:
+    """One paramiko connection to the gateway's SSH port, after key exchange."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.t = paramiko.Transport(self.sock)
+        self.t.start_client(timeout=20)
+
+    def auth(self, key_path) -> None:
+        self.t.auth_publickey("mallory", paramiko.Ed25519Key.from_private_key_file(str(key_path)))
+
+    def stop_reading(self) -> None:
+        """From the next message on, paramiko's reader thread waits forever: nothing the gateway
+        sends is read any more, so what it answers piles up on its side."""
+        gate = threading.Event()
+        self._gate = gate
+        original = self.t.packetizer.read_message
+
+        def blocked():
+            gate.wait()
+            return original()
+
+        self.t.packetizer.read_message = blocked
+
+    def send(self, build) -> None:
+        m = paramiko.Message()
+        build(m)
+        self.t._send_message(m)  # below the API on purpose: no waiting for answers
+
+    def flood(self, build, seconds: float, max_count: int) -> "Flood":
+        """Sends build()'s message in a loop from a thread, until max_count, the deadline or the
+        gateway closing the connection."""
+        return Flood(self, build, seconds, max_count)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if hasattr(self, "_gate"):
+            self._gate.set()
+        self.t.close()
+
+
+class Flood:
+    def __init__(self, h: Hostile, build, seconds: float, max_count: int):
+        self.sent = 0
+        self.cut_off = False  # the gateway ended the connection
+        self.deadline = time.monotonic() + seconds
+        self._h = h
+        self._thread = threading.Thread(target=self._run, args=(build, max_count), daemon=True)
+        self._thread.start()
+
+    def _run(self, build, max_count):
+        try:
+            while self.sent < max_count and time.monotonic() < self.deadline:
+                self._h.send(build)
+                self.sent += 1
+        except (OSError, EOFError, paramiko.SSHException):
+            self.cut_off = True
+
+    def join(self, timeout: float) -> None:
+        """Waits for the flood to end; at its deadline a sender blocked on a full socket is ended
+        by closing the socket (that is the gateway pushing back, not cutting off)."""
+        self._thread.join(max(0.0, self.deadline - time.monotonic()) + 0.5)
+        if self._thread.is_alive():
+            self._h.sock.close()
+            self._thread.join(timeout)
+            self.cut_off = False
+
+
+def none_request(m: paramiko.Message) -> None:
+    m.add_byte(cMSG_USERAUTH_REQUEST)
+    m.add_string("mallory")
+    m.add_string("ssh-connection")
+    m.add_string("none")
+
+
+def keepalive_request(m: paramiko.Message) -> None:
+    m.add_byte(cMSG_GLOBAL_REQUEST)
+    m.add_string("keepalive@openssh.com")
+    m.add_boolean(True)
+
+
+def legit(gw, upstream, client_ctx):
+    gw.tunnel([fwd(NAME, upstream)]).start()
+    return lambda: https_get(gw.tls_port, NAME, client_ctx)
+
+
+def round_trips(figures, what: str, baseline: list[float], during: list[float]) -> bool:
+    limit = 2 * median(baseline) + 5
+    figures(f"{what}: legit round trip idle, p50", median(baseline), "ms")
+    figures(f"{what}: legit round trip idle, p99", percentile(baseline, 99), "ms")
+    figures(f"{what}: legit round trip during, p50", median(during), "ms",
+            f"<= 2x idle + 5 = {limit:.1f}", median(during) <= limit)
+    figures(f"{what}: legit round trip during, p99", percentile(during, 99), "ms")
+    return median(during) <= limit
+
+
+def test_preauth_none_flood_is_cut_off_at_the_attempt_limit(gateway_factory, upstream, client_ctx,
+                                                           figures):
+    # Proves: clients that finish the key exchange, then send USERAUTH_REQUEST "none" as fast as
+    # they can without reading the answers, are disconnected after the 6 attempts every method
+    # counts toward (the first "none" is free, as in OpenSSH), so the legitimate tunnel's round
+    # trip and the gateway's memory don't move.
+    gw = stress_gateway(gateway_factory)
+    get = legit(gw, upstream, client_ctx)
+    proc = Proc(gw.proc.pid)
+    baseline = timed_ms(get, 20)
+    rss0 = proc.settled_rss_kib()
+    k = scaled(full=4, ci=2)
+    hostiles = [Hostile(gw.ssh_port) for _ in range(k)]
+    for h in hostiles:
+        h.stop_reading()
+        h.send(lambda m: (m.add_byte(cMSG_SERVICE_REQUEST), m.add_string("ssh-userauth")))
+    floods = [h.flood(none_request, seconds=10, max_count=200000) for h in hostiles]
+    during = timed_ms(get, 20)
+    for f in floods:
+        f.join(15)
+    rss_peak = proc.settled_rss_kib()
+    for h in hostiles:
+        h.close()
+    cut = sum(1 for f in floods if f.cut_off)
+    most = max(f.sent for f in floods)
+    ok = round_trips(figures, "none flood", baseline, during)
+    figures("none-flooding connections", k, "")
+    figures("cut off by the gateway", cut, "", f"= {k}", cut == k)
+    figures("requests sent before the cut (max)", most, "", "< 1000", most < 1000)
+    figures("gateway RSS during vs before", (rss_peak - rss0) / KiB, "MiB", "<= 64",
+            rss_peak - rss0 <= 64 * KiB, memory=True)
+    assert ok and cut == k and most < 1000
+
+
+def test_authenticated_keepalive_flood_does_not_slow_other_tunnels(gateway_factory, upstream,
+                                                                   client_ctx, keys, figures):
+    # Proves: authenticated sessions that send want-reply keepalive@openssh.com requests as fast
+    # as they can and never read the replies are stopped by the gateway (it reads no more from a
+    # peer that doesn't read its output), so the legitimate tunnel's round trip stays within
+    # 2x + 5 ms and the gateway's memory within 64 MiB, and both are back to baseline after.
+    gw = stress_gateway(gateway_factory)
+    get = legit(gw, upstream, client_ctx)
+    proc = Proc(gw.proc.pid)
+    baseline = timed_ms(get, 20)
+    rss0 = proc.settled_rss_kib()
+    k = scaled(full=4, ci=2)
+    hostiles = [Hostile(gw.ssh_port) for _ in range(k)]
+    for h in hostiles:
+        h.auth(keys.path("alice"))
+        h.stop_reading()
+    seconds = scaled(full=10, ci=5)
+    floods = [h.flood(keepalive_request, seconds=seconds, max_count=10_000_000) for h in hostiles]
+    time.sleep(1.0)  # let the flood build up before measuring (load, not synchronisation)
+    during = timed_ms(get, 20)
+    rss_peak = proc.settled_rss_kib()
+    cpu0 = proc.cpu_seconds()
+    t0 = time.monotonic()
+    for f in floods:
+        f.join(15)
+    cpu = (proc.cpu_seconds() - cpu0) / max(0.001, time.monotonic() - t0)
+    sent = sum(f.sent for f in floods)
+    for h in hostiles:
+        h.close()
+    after = timed_ms(get, 20)
+    rss1 = proc.settled_rss_kib()
+    ok = round_trips(figures, "keepalive flood", baseline, during)
+    figures("keepalive-flooding sessions", k, "")
+    figures("requests the gateway took before pushing back (all sessions)", sent, "")
+    figures("gateway CPU while the flooders are blocked", cpu * 100, "% of a core", "<= 50",
+            cpu <= 0.5)
+    figures("gateway RSS during vs before", (rss_peak - rss0) / KiB, "MiB", "<= 64",
+            rss_peak - rss0 <= 64 * KiB, memory=True)
+    figures("gateway RSS after vs before", (rss1 - rss0) / KiB, "MiB", "<= 8",
+            rss1 - rss0 <= 8 * KiB, memory=True)
+    back = median(after) <= 2 * median(baseline) + 5
+    figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
+    assert ok and back and cpu <= 0.5
+
+
+def test_client_sending_past_the_window_loses_the_channel(gateway_factory, keys, pki, figures):
+    # Proves: an authenticated client that ignores the channel window and keeps sending on a
+    # forwarded channel whose visitor doesn't read is cut off once it is past the window: the
+    # channel (and the visitor's connection) is closed, the event says window_violation, and the
+    # gateway's memory grows by about one window, not by what the client sent.
+    gw = stress_gateway(gateway_factory, args=["--event-log", "events.jsonl"])
+    proc = Proc(gw.proc.pid)
+    h = Hostile(gw.ssh_port)
+    h.auth(keys.path("alice"))
+    opened = []
+    h.t.request_port_forward("win.alice.test", 443,
+                             handler=lambda ch, origin, server: opened.append(ch))
+    # (Not gw.routed(): its probe would be forwarded to paramiko, which answers nothing.)
+    wait_for(lambda: "endpoint.created" in gw.log_text() and "win.alice.test" in gw.log_text(), 10,
+             "the paramiko forward to be claimed")
+    rss0 = proc.settled_rss_kib()
+    visitor = socket.create_connection(("127.0.0.1", gw.tls_port), timeout=10)
+    visitor.sendall(client_hello("win.alice.test"))
+    wait_for(lambda: opened, 10, "the forwarded channel to open")
+    ch = opened[0]
+    total = scaled(full=64, ci=16) * MiB
+    chunk = b"x" * 32768
+    sent = 0
+    try:
+        while sent < total:
+            h.send(lambda m: (m.add_byte(cMSG_CHANNEL_DATA), m.add_int(ch.remote_chanid),
+                              m.add_string(chunk)))
+            sent += len(chunk)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    rss_peak = proc.settled_rss_kib()
+    events_path = gw.dir / "events.jsonl"
+    ev = wait_for(lambda: [e for e in read_events(events_path)
+                           if e["event_type"] == "tcp_connection_closed.v0"
+                           and e["object"]["conn"]["server_name"] == "win.alice.test"], 20,
+                  "the visitor's connection to be closed")[0]
+    reason = ev["object"]["conn"]["close_reason"]
+    visitor.close()
+    h.close()
+    growth = rss_peak - rss0
+    figures("sent past the window", sent / MiB, "MiB")
+    figures("closed for window_violation", int(reason == "window_violation"), "", "= 1",
+            reason == "window_violation")
+    figures("gateway RSS growth", growth / KiB, "MiB", "<= 8", growth <= 8 * KiB, memory=True)
+    assert reason == "window_violation"
+    assert metrics(gw)["snigate_channel_violations_total"] >= 1
