@@ -238,6 +238,29 @@ async def hold_open(port: int, addrs: list[str], dribble: bytes = b"", pace: flo
     return await asyncio.gather(*(one(r, w) for r, w in conns))
 
 
+def before_during_after(figures, what: str, times: tuple[list[float], list[float], list[float]],
+                        rss_kib: tuple[int, int, int]) -> bool:
+    """The issue 16 targets for a flood, recorded as figures: `what`'s latency p50 and p99 idle,
+    during and (p50) after, the p50s within 2x idle + 5 ms; RSS peak and after vs the idle
+    baseline, within 64 MiB and 8 MiB (memory limits, as figures() says). `times` are ms and
+    `rss_kib` is (baseline, peak, after). True when the latency limits hold; the caller asserts
+    the memory ones with memory_limit_holds()."""
+    baseline, during, after = times
+    p50_0, p50_1, p50_2 = (percentile(v, 50) for v in times)
+    target = 2 * p50_0 + 5
+    figures(f"{what} p50, idle", p50_0, "ms")
+    figures(f"{what} p99, idle", percentile(baseline, 99), "ms")
+    figures(f"{what} p50, flood", p50_1, "ms", f"<= {target:.2f}", p50_1 <= target)
+    figures(f"{what} p99, flood", percentile(during, 99), "ms")
+    figures(f"{what} p50, after", p50_2, "ms", f"<= {target:.2f}", p50_2 <= target)
+    rss0, peak, rss1 = rss_kib
+    figures("gateway RSS peak vs baseline", (peak - rss0) / 1024, "MiB", "<= 64",
+            peak - rss0 <= 64 * 1024, memory=True)
+    figures("gateway RSS after vs baseline", (rss1 - rss0) / 1024, "MiB", "<= 8",
+            rss1 - rss0 <= 8 * 1024, memory=True)
+    return p50_1 <= target and p50_2 <= target
+
+
 def memory_limit_holds(ok: bool) -> bool:
     """Memory limits are asserted on normal builds only (see the module docstring)."""
     return ok or SANITIZED
