@@ -1,15 +1,21 @@
 // The admin HTTP server (`--admin-listen`): health, Prometheus metrics, and a small JSON API
 // over live endpoints and sessions (DESIGN section 6; shapes in docs/api.md). Boost.Beast on
-// Asio coroutines; every connection is bounded (header size, 64 KiB body, read/write timeout,
-// connection count). Deliberately not here: TLS on the admin port (put it behind loopback or a
-// proxy), pagination, anything that changes config. The data comes from an AdminBackend the
-// app implements over the live session table, so this file knows nothing about SSH.
+// Asio coroutines; every connection is bounded (header size, 64 KiB body, read/write timeout),
+// and no flood of connections that never present the token can starve the ones that do, or
+// /healthz: such connections are capped per IP and in all (the newest pushes out the oldest),
+// get 5 s to send an authorised request, and a refused request closes its connection.
+// Without a token, only requests whose Host names this server are served (DNS rebinding).
+// Deliberately not here: TLS on the admin port (put it behind loopback or a proxy),
+// pagination, anything that changes config, rate limits on requests. The data comes from an
+// AdminBackend the app implements over the live session table, so this file knows nothing
+// about SSH.
 //
 // How to wire (lead):
 //   class LiveBackend : public gw::app::AdminBackend { ... };  // thread-safe, see below
 //   std::string why;
 //   if (!gw::app::admin_listen_allowed(addr, !token.empty(), &why)) { fail(why); }
 //   gw::app::AdminOptions opts; opts.token = token; opts.log = loggers.app;
+//   opts.stats = admin_stats;              // shared with /metrics
 //   gw::app::AdminServer admin(*contexts[0], backend, opts);
 //   admin.listen({addr, port});            // throws system_error if it can't bind
 //   log("admin.ready addr={}", admin.local_endpoint());
@@ -75,13 +81,47 @@ class AdminBackend {
   virtual std::string metrics_text() = 0;
 };
 
+/// The admin server's own counters, for /metrics. Any thread (atomics).
+struct AdminStats {
+  std::atomic<std::uint64_t> unauthorized{0};  ///< 401: token missing or wrong
+  std::atomic<std::uint64_t> bad_host{0};      ///< 421: no token, and a Host not naming us
+  std::atomic<std::uint64_t> limit{0};  ///< closed to make room for a newer connection
+  std::atomic<std::uint64_t> timeout{0};  ///< no authorised request within the first deadline
+  std::atomic<std::int64_t> open_unauthorized{0};  ///< gauge: no authorised request yet
+  std::atomic<std::int64_t> open_authorized{0};    ///< gauge: kept alive after one
+};
+
+// The defaults below are the gateway's (main sets none of them); tests shorten them. Why each
+// value is what it is: docs/security.md, "Admin API".
 struct AdminOptions {
   std::string token;  ///< empty: no auth; else every route but /healthz needs "Bearer <token>"
   std::chrono::milliseconds read_timeout{10'000};  ///< per request read, and per response write
   std::size_t header_limit = 8 * 1024;             ///< larger request headers get 431
   std::size_t body_limit = 64 * 1024;              ///< larger request bodies get 413
-  std::size_t max_connections = 64;     ///< more concurrent connections are closed at accept
+  /// From accept until the connection's first authorised request is read: a connection that
+  /// has only asked /healthz, or nothing, is closed then. Long enough for any local client
+  /// (they send at once); short enough that idle connections can't pile up.
+  std::chrono::milliseconds unauthorized_timeout{5'000};
+  /// Connections without an authorised request yet, from one IP: room for a Prometheus
+  /// scraper, a health check, a browser's 6 and a few scripts on one host.
+  std::size_t max_unauthorized_per_ip = 16;
+  /// ... in all (8 hosts at their cap). Past either cap the new connection is taken and the
+  /// oldest idle one (of that IP, else overall) is closed: a flood recycles its own
+  /// connections, while a client that asks at once (health checks, scrapers) is answered
+  /// first. Only the overall cap is hard: when none of an IP's connections is idle, its cap
+  /// yields.
+  std::size_t max_unauthorized = 128;
+  /// A connection this young, or with its request in, is not idle: it can't be pushed out
+  /// while an idle one can. Far longer than a local client takes to send its request (well
+  /// under a millisecond), far shorter than the first deadline.
+  std::chrono::milliseconds unauthorized_grace{250};
+  /// Connections kept alive after an authorised request; past it, answers close the
+  /// connection (the request is still served).
+  std::size_t max_connections = 64;
+  std::shared_ptr<AdminStats> stats;    ///< may be null: then nothing is counted
   std::shared_ptr<spdlog::logger> log;  ///< may be null: then nothing is logged
+  /// The bound address, for the Host check; AdminServer::listen() sets it. Port 0: any port.
+  boost::asio::ip::tcp::endpoint listen;
 };
 
 /// True if the admin API may listen on `address`: always for loopback (127/8, ::1, and
@@ -92,6 +132,22 @@ bool admin_listen_allowed(const boost::asio::ip::address& address, bool has_toke
 /// Constant-time equality of a presented token against the configured one (time depends only
 /// on the configured token's length).
 bool token_equal(std::string_view presented, std::string_view expected);
+
+/// True if `host` (a Host header value) names this server for a client with no token:
+/// `localhost` or an IP literal that is loopback or equal to `listen`'s address (IPv6 in
+/// brackets), each with no port or `listen`'s port (port 0: any). Case-insensitive. Pure; the
+/// guard against DNS rebinding (a web page's own name pointed at 127.0.0.1).
+bool admin_host_allowed(std::string_view host, const boost::asio::ip::tcp::endpoint& listen);
+
+/// What a request may do, decided from its header alone (before any body is read).
+enum class AdminAccess {
+  open,          ///< /healthz: any client
+  granted,       ///< the token matches, or there is none and the Host check passes
+  unauthorized,  ///< token set, missing or wrong: 401, then close
+  misdirected,   ///< no token and a Host that doesn't name us: 421, then close
+};
+AdminAccess admin_access(const boost::beast::http::request_header<>& req,
+                         const AdminOptions& options);
 
 using AdminRequest = boost::beast::http::request<boost::beast::http::string_body>;
 using AdminResponse = boost::beast::http::response<boost::beast::http::string_body>;

@@ -67,6 +67,20 @@ std::string GatewayBackend::metrics_text() {
   m.connections_routed = tls.routed;
   m.connections_active = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
   m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));
+  m.pending_hello_bytes =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending_bytes));
+  const auto gauge = [](const std::atomic<std::int64_t>& v) {
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v.load()));
+  };
+  m.admin_refused = {{"unauthorized", 0}, {"bad_host", 0}, {"limit", 0}, {"timeout", 0}};
+  if (admin_) {
+    m.admin_refused = {{"unauthorized", admin_->unauthorized},
+                       {"bad_host", admin_->bad_host},
+                       {"limit", admin_->limit},
+                       {"timeout", admin_->timeout}};
+    m.admin_connections_unauthorized = gauge(admin_->open_unauthorized);
+    m.admin_connections_authorized = gauge(admin_->open_authorized);
+  }
   m.bytes_in = ssh.bytes_in;
   m.bytes_out = ssh.bytes_out;
   m.endpoints = ctx_->registry->size();

@@ -16,9 +16,15 @@ namespace gw::app {
 class GatewayBackend final : public AdminBackend {
  public:
   /// `events` may be null (--event-log off); then snigate_events_dropped_total stays 0.
+  /// `admin` may be null (admin API off; its metrics then read 0).
   GatewayBackend(std::shared_ptr<const sshd::ServerContext> ctx, const sni::Listener& tls,
-                 std::string version, std::shared_ptr<const JsonEventLog> events = nullptr)
-      : ctx_(std::move(ctx)), tls_(tls), version_(std::move(version)), events_(std::move(events)) {}
+                 std::string version, std::shared_ptr<const JsonEventLog> events = nullptr,
+                 std::shared_ptr<const AdminStats> admin = nullptr)
+      : ctx_(std::move(ctx)),
+        tls_(tls),
+        version_(std::move(version)),
+        events_(std::move(events)),
+        admin_(std::move(admin)) {}
 
   std::vector<EndpointView> endpoints() override;
   std::vector<SessionView> sessions() override;
@@ -30,6 +36,7 @@ class GatewayBackend final : public AdminBackend {
   const sni::Listener& tls_;
   std::string version_;
   std::shared_ptr<const JsonEventLog> events_;
+  std::shared_ptr<const AdminStats> admin_;
 };
 
 }  // namespace gw::app

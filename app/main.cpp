@@ -332,7 +332,8 @@ int serve(const gw::app::ServeConfig& config) {
     }));
   }
 
-  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, event_log);
+  auto admin_stats = std::make_shared<gw::app::AdminStats>();
+  gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, event_log, admin_stats);
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {
@@ -345,6 +346,7 @@ int serve(const gw::app::ServeConfig& config) {
       gw::app::AdminOptions options;
       options.token = token;
       options.log = log.app;
+      options.stats = admin_stats;  // the connection caps and timeouts are AdminOptions' defaults
       admin = std::make_unique<gw::app::AdminServer>(*raw.front(), backend, options);
       admin->listen(where);
       return admin->local_endpoint();

@@ -112,6 +112,9 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
   w.gauge("connections_pending", "TLS connections accepted whose ClientHello is still awaited.",
           s.connections_pending);
+  w.gauge("pending_hello_bytes",
+          "Buffer bytes held by TLS connections whose ClientHello is still being read.",
+          s.pending_hello_bytes);
   w.counter("bytes_in", "Bytes received from public TLS clients.", s.bytes_in);
   w.counter("bytes_out", "Bytes sent to public TLS clients.", s.bytes_out);
   w.gauge("endpoints", "Endpoints currently registered.", s.endpoints);
@@ -132,6 +135,15 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.counter("events_dropped",
             "Events not written to the event log: its queue was full or the write failed.",
             s.events_dropped);
+  w.family("admin_refused_total", "counter",
+           "Admin API connections refused or closed, by reason.");
+  for (const auto& [reason, n] : s.admin_refused) {
+    w.sample("admin_refused_total", "reason=\"" + escape_label_value(reason) + "\"", n);
+  }
+  w.family("admin_connections", "gauge",
+           "Admin API connections open, by whether they have sent an authorised request.");
+  w.sample("admin_connections", "state=\"unauthorized\"", s.admin_connections_unauthorized);
+  w.sample("admin_connections", "state=\"authorized\"", s.admin_connections_authorized);
   w.histogram("client_hello_wait_seconds",
               "Time from TLS accept to a complete ClientHello (or giving up).",
               s.client_hello_wait);

@@ -28,6 +28,7 @@ struct MetricsSnapshot {
   std::uint64_t connections_routed = 0;  ///< counter: handed to an endpoint
   std::uint64_t connections_active = 0;  ///< gauge: open TLS connections
   std::uint64_t connections_pending = 0;  ///< gauge: accepted, ClientHello still owed
+  std::uint64_t pending_hello_bytes = 0;  ///< gauge: buffer bytes those pending hellos hold
   std::uint64_t bytes_in = 0;            ///< counter: client -> gateway bytes
   std::uint64_t bytes_out = 0;           ///< counter: gateway -> client bytes
   // SSH side
@@ -41,6 +42,12 @@ struct MetricsSnapshot {
   std::uint64_t channel_open_failures = 0;     ///< counter: forwarded-tcpip opens that failed
   // Event log
   std::uint64_t events_dropped = 0;  ///< counter: events not written (queue full, write error)
+  // Admin API itself
+  /// counter per `reason` label: unauthorized (401), bad_host (421), limit (closed to make
+  /// room), timeout (no authorised request in time). Same rule: small fixed key set.
+  std::map<std::string, std::uint64_t> admin_refused;
+  std::uint64_t admin_connections_unauthorized = 0;  ///< gauge: no authorised request yet
+  std::uint64_t admin_connections_authorized = 0;    ///< gauge: kept alive after one
   // Latency, in seconds
   HistogramSnapshot client_hello_wait;     ///< accept -> complete ClientHello
   HistogramSnapshot channel_open_latency;  ///< open request -> confirmation

@@ -19,6 +19,9 @@ constexpr std::uint32_t kRefusalLinesPerSecond = 50;
 /// headers for a hello split into many small records. Past this the hello is "too large".
 constexpr std::size_t kMaxPeekBytes = kMaxClientHelloBytes + 16 * 1024;
 
+/// The smallest read; a new connection is refused when the budget can't cover it.
+constexpr std::size_t kMinReadBytes = 512;
+
 /// One connection from accept until it is routed or refused.
 class Peek : public std::enable_shared_from_this<Peek> {
  public:
@@ -43,9 +46,12 @@ class Peek : public std::enable_shared_from_this<Peek> {
     socket_.non_blocking(true, ec);
     socket_.set_option(boost::asio::ip::tcp::no_delay(true), ec);
     timeout_ = config.client_hello_timeout;
+    budget_ = config.pending_bytes_budget;
+    large_budget_ = config.pending_bytes_budget - config.pending_bytes_reserve;
     stats_->pending++;
   }
   ~Peek() {
+    release_budget();
     stats_->pending--;
     per_ip_->remove(client_.address());
   }
@@ -76,9 +82,15 @@ class Peek : public std::enable_shared_from_this<Peek> {
       boost::system::error_code ec;
       const std::size_t available = socket_.available(ec);
       const std::size_t room = kMaxPeekBytes - buffer_.size();
-      const std::size_t want = std::min(room, std::max<std::size_t>(available, 512));
+      const std::size_t want = std::min(room, std::max<std::size_t>(available, kMinReadBytes));
       const std::size_t old = buffer_.size();
-      buffer_.resize(old + want);
+      if (!reserve(old + want)) {
+        stats_->over_limit++;
+        refuse("limit", "limit", gw::kAlertInternalError,
+               "the ClientHellos being read hold the whole pending-hello memory budget");
+        return;
+      }
+      buffer_.resize(old + want);  // within the capacity reserve() charged: no reallocation
       const std::size_t n = socket_.read_some(boost::asio::buffer(buffer_.data() + old, want), ec);
       buffer_.resize(old + n);
       if (ec == boost::asio::error::would_block) {
@@ -161,6 +173,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
     log_->debug("sni.route conn=t{} client={} sni={}", id_, client_ip(), sni_);
     done_ = true;
     timer_.cancel();
+    release_budget();  // the bytes are the tunnel's now, bounded by its own limits
     endpoint->deliver(tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,
                                                  client_, id_, accepted_at_, accepted_wall_});
   }
@@ -191,6 +204,42 @@ class Peek : public std::enable_shared_from_this<Peek> {
     timer_.cancel();
     boost::system::error_code ec;
     socket_.close(ec);
+    std::vector<std::byte>().swap(buffer_);  // give the bytes back now, not when the last
+    release_budget();                        // handler holding this Peek has run
+  }
+
+  /// Makes room for `size` bytes in buffer_ and charges what the buffer then holds (its
+  /// capacity, not its size: that is the memory actually pinned) to the shared budget. Growth
+  /// doubles, capped at the read cap, so a dribbling client costs few reallocations and an
+  /// 80 KiB hello never holds more than 80 KiB. False: the budget can't cover it; nothing
+  /// changed.
+  bool reserve(std::size_t size) {
+    if (size <= buffer_.capacity()) {
+      return true;
+    }
+    const std::size_t capacity =
+        std::min(kMaxPeekBytes, std::max(size, 2 * buffer_.capacity()));
+    const auto delta = static_cast<std::int64_t>(capacity) - charged_;
+    const std::int64_t limit = capacity <= kSmallHelloBytes ? budget_ : large_budget_;
+    std::int64_t held = stats_->pending_bytes.load(std::memory_order_relaxed);
+    do {
+      if (held + delta > limit) {
+        return false;
+      }
+    } while (!stats_->pending_bytes.compare_exchange_weak(held, held + delta,
+                                                          std::memory_order_relaxed));
+    buffer_.reserve(capacity);
+    charged_ += delta;
+    // reserve() may round up; charge what was really allocated (a little over the limit).
+    const auto extra = static_cast<std::int64_t>(buffer_.capacity()) - charged_;
+    stats_->pending_bytes.fetch_add(extra, std::memory_order_relaxed);
+    charged_ += extra;
+    return true;
+  }
+
+  void release_budget() {
+    stats_->pending_bytes.fetch_sub(charged_, std::memory_order_relaxed);
+    charged_ = 0;
   }
 
   std::string client_ip() const { return client_.address().to_string(); }
@@ -210,6 +259,9 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::chrono::system_clock::time_point accepted_wall_;
   std::vector<std::byte> buffer_;
   std::size_t need_at_least_ = 1;
+  std::int64_t charged_ = 0;  ///< buffer_'s capacity, charged to stats_->pending_bytes
+  std::int64_t budget_ = 0;
+  std::int64_t large_budget_ = 0;  ///< for growth past kSmallHelloBytes: budget minus reserve
   std::string sni_;
   bool done_ = false;
 };
@@ -244,15 +296,18 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
   if (ec) {
     return;  // already gone
   }
-  if (stats_->pending.load() >= config_.max_pending ||
+  const std::int64_t bytes_left = config_.pending_bytes_budget - stats_->pending_bytes.load();
+  const bool out_of_bytes = bytes_left < static_cast<std::int64_t>(kMinReadBytes);
+  if (out_of_bytes || stats_->pending.load() >= config_.max_pending ||
       !per_ip_->try_add(remote.address(), config_.max_pending_per_ip)) {
     // Refused before reading anything: a plain close is the cheapest answer to a flood.
     stats_->over_limit++;
     const auto id = next_id_++;
-    warn_thinned(*log_, *log_budget_,
-                 "sni.refuse conn=t{} client={} reason=\"too many connections waiting to send "
-                 "a ClientHello\"{}",
-                 id, remote.address().to_string());
+    warn_thinned(*log_, *log_budget_, "sni.refuse conn=t{} client={} reason=\"{}\"{}", id,
+                 remote.address().to_string(),
+                 out_of_bytes ? "the ClientHellos being read hold the whole pending-hello memory "
+                                "budget"
+                              : "too many connections waiting to send a ClientHello");
     socket.close(ec);
     events_->emit(tunnel::connection_closed(
         tunnel::ConnectionStart{id, remote.address().to_string(), remote.port(), {},

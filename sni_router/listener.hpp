@@ -1,5 +1,6 @@
 // The public TLS listener: accepts on every I/O thread, reads each ClientHello without
-// blocking anything else (3 s deadline, 64 KiB cap), routes it by SNI through the endpoint
+// blocking anything else (3 s deadline, 64 KiB cap, one memory budget shared by all the
+// hellos being read), routes it by SNI through the endpoint
 // registry, and hands the socket plus the bytes read to the endpoint. Refusals get the TLS
 // alert of DESIGN.md section 4, a counter and a log line. Deliberately no TLS termination:
 // the gateway never sees plaintext.
@@ -38,14 +39,29 @@ struct RouterStats {
   std::atomic<std::uint64_t> closed_early{0};
   std::atomic<std::uint64_t> over_limit{0};
   std::atomic<std::int64_t> pending{0};
+  std::atomic<std::int64_t> pending_bytes{0};  ///< buffer capacity those pending hellos hold
   LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
 };
 
-/// Set from ServeConfig: app/cli.hpp holds the defaults and why.
+/// Buffer bytes all the ClientHellos being read may hold between them. The pending count caps
+/// alone let each hold the 80 KiB read cap: 20,000 would be over 1.5 GiB. 48 MiB holds 600
+/// maximal hellos, or 12,000 ordinary ones (under 4 KiB, post-quantum key shares included)
+/// with the reserve below; real clients send theirs at once, so even a busy gateway holds few.
+inline constexpr std::int64_t kPendingHelloBudgetBytes = 48 << 20;
+/// Every hello's first 4 KiB may use the whole budget; bytes past that only the budget minus
+/// kPendingHelloReserveBytes. So a flood of large partial hellos stops growing at 32 MiB and
+/// still leaves 16 MiB (4,096 hellos of 4 KiB) for ordinary clients arriving meanwhile.
+inline constexpr std::size_t kSmallHelloBytes = 4 * 1024;
+inline constexpr std::int64_t kPendingHelloReserveBytes = 16 << 20;
+
+/// Set from ServeConfig: app/cli.hpp holds the defaults and why; the byte budget is a
+/// constant (above) that tests may lower.
 struct RouterConfig {
   std::chrono::milliseconds client_hello_timeout{};
   std::int64_t max_pending = 0;  ///< ClientHellos being read at once, over all clients
   int max_pending_per_ip = 0;    ///< ... from one IP
+  std::int64_t pending_bytes_budget = kPendingHelloBudgetBytes;
+  std::int64_t pending_bytes_reserve = kPendingHelloReserveBytes;
 };
 
 class Listener {

@@ -7,7 +7,7 @@ TLS) and add what hostile-load tests need:
   figures   a fixture that records one figure per call; rows go to $SNIGATE_STRESS_REPORT (JSON
             lines) for scripts/stress's table, and each is also asserted by the test itself
   Proc      RSS, open descriptors and CPU seconds of a process, from /proc
-  metrics() the gateway's /metrics as {"name{labels}": value}
+  metrics() the gateway's /metrics as {"name{labels}": value} (token= when the API has one)
   stress_gateway()  a gateway with the admin API on and info-level logs (a debug line per
             connection would be most of the work at 10,000 connections)
   in_thread(coro, ...)  hostile clients on an asyncio loop in a thread; open_from(port, source)
@@ -87,8 +87,8 @@ class Proc:
 _METRIC_LINE = re.compile(r"^(snigate_[a-z_]+(?:\{[^}]*\})?) ([0-9.eE+-]+)$")
 
 
-def metrics(gw) -> dict[str, float]:
-    body = gw.admin("GET", "/metrics").body.decode()
+def metrics(gw, token: str | None = None) -> dict[str, float]:
+    body = gw.admin("GET", "/metrics", token=token).body.decode()
     out = {}
     for line in body.splitlines():
         m = _METRIC_LINE.match(line)
@@ -236,6 +236,29 @@ async def hold_open(port: int, addrs: list[str], dribble: bytes = b"", pace: flo
         return closed, first
 
     return await asyncio.gather(*(one(r, w) for r, w in conns))
+
+
+def before_during_after(figures, what: str, times: tuple[list[float], list[float], list[float]],
+                        rss_kib: tuple[int, int, int]) -> bool:
+    """The issue 16 targets for a flood, recorded as figures: `what`'s latency p50 and p99 idle,
+    during and (p50) after, the p50s within 2x idle + 5 ms; RSS peak and after vs the idle
+    baseline, within 64 MiB and 8 MiB (memory limits, as figures() says). `times` are ms and
+    `rss_kib` is (baseline, peak, after). True when the latency limits hold; the caller asserts
+    the memory ones with memory_limit_holds()."""
+    baseline, during, after = times
+    p50_0, p50_1, p50_2 = (percentile(v, 50) for v in times)
+    target = 2 * p50_0 + 5
+    figures(f"{what} p50, idle", p50_0, "ms")
+    figures(f"{what} p99, idle", percentile(baseline, 99), "ms")
+    figures(f"{what} p50, flood", p50_1, "ms", f"<= {target:.2f}", p50_1 <= target)
+    figures(f"{what} p99, flood", percentile(during, 99), "ms")
+    figures(f"{what} p50, after", p50_2, "ms", f"<= {target:.2f}", p50_2 <= target)
+    rss0, peak, rss1 = rss_kib
+    figures("gateway RSS peak vs baseline", (peak - rss0) / 1024, "MiB", "<= 64",
+            peak - rss0 <= 64 * 1024, memory=True)
+    figures("gateway RSS after vs baseline", (rss1 - rss0) / 1024, "MiB", "<= 8",
+            rss1 - rss0 <= 8 * 1024, memory=True)
+    return p50_1 <= target and p50_2 <= target
 
 
 def memory_limit_holds(ok: bool) -> bool:

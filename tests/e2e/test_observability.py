@@ -476,6 +476,43 @@ def test_admin_token_enforced(gateway_factory, tmp_path, how):
     assert gw.admin("GET", "/healthz", token="wrong").status == 200
 
 
+def test_admin_without_token_refuses_rebinding_host(gateway_factory, upstream):
+    # Proves: with no token on loopback, a request whose Host is a (rebinding) web name gets 421
+    # with a JSON error naming both fixes, Connection: close, a warn line and a count in
+    # snigate_admin_refused_total{reason="bad_host"}; so a web page that points its own name at
+    # 127.0.0.1 can't read /api/sessions. Host values naming us (127.0.0.1 or localhost, with or
+    # without the port) and /healthz from anywhere are served; with a token any Host is.
+    gw = gateway_factory(admin_listen="127.0.0.1:0")
+    gw.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    port = gw.admin_port
+    for host in (f"rebind.attacker.test:{port}", "rebind.attacker.test", f"localhost:{port + 1}",
+                 f"192.0.2.1:{port}"):
+        for path in ("/api/sessions", "/api/endpoints", "/metrics"):
+            r = gw.admin("GET", path, headers={"Host": host})
+            assert r.status == 421, (host, path, r)
+            assert r.headers.get("connection", "").lower() == "close", r.headers
+            message = r.json()["error"]["message"]
+            assert r.json()["error"]["status"] == 421
+            assert f"set --admin-token, or use http://127.0.0.1:{port}" in message, message
+            assert b"alice" not in r.body, r.body
+    assert gw.admin("DELETE", "/api/sessions/1", headers={"Host": "rebind.attacker.test"}) \
+        .status == 421
+    assert gw.tunnels[0].running(), "a refused DELETE must not end the session"
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST"):
+        r = gw.admin("GET", "/api/sessions", headers={"Host": host})
+        assert r.status == 200 and r.json()["sessions"][0]["key_name"] == "alice", (host, r)
+    assert gw.admin("GET", "/healthz", headers={"Host": "rebind.attacker.test"}).status == 200
+    m = gw.admin("GET", "/metrics").body.decode()
+    assert 'snigate_admin_refused_total{reason="bad_host"} 13' in m, \
+        [ln for ln in m.splitlines() if "admin" in ln]
+    assert "admin.refuse" in gw.log_text() and "status=421" in gw.log_text(), tail(gw.log_text())
+
+    with_token = gateway_factory(admin_listen="127.0.0.1:0", env={"SNIGATE_ADMIN_TOKEN": TOKEN})
+    r = with_token.admin("GET", "/api/sessions", token=TOKEN,
+                         headers={"Host": "rebind.attacker.test"})
+    assert r.status == 200, r
+
+
 def test_non_loopback_admin_without_token_refused_at_start(gateway_factory):
     # Proves: --admin-listen on a non-loopback address without a token stops start-up: non-zero
     # exit (2, as for every bad value in DESIGN section 2), one `snigate:` line naming the option

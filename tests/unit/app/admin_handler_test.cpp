@@ -1,6 +1,7 @@
 // Unit tests for the admin API's routing, without sockets: handle_admin_request() against a
 // fake backend (every route, JSON shapes, 401/404/405/500 shapes, session ids, the close
-// message), token_equal() and admin_listen_allowed(). The socket-level behaviour (limits,
+// message), token_equal(), admin_listen_allowed(), and the Host check against DNS rebinding
+// (admin_host_allowed(), admin_access(), the 421 answer). The socket-level behaviour (limits,
 // timeouts, keep-alive) is in admin_http_test.cpp (integration).
 #include <gtest/gtest.h>
 
@@ -222,6 +223,99 @@ TEST(AdminListenAllowed, LoopbackOrToken) {
     EXPECT_TRUE(admin_listen_allowed(addr(bad), true, nullptr)) << bad;
   }
   EXPECT_FALSE(admin_listen_allowed(addr("0.0.0.0"), false, nullptr));  // null why is fine
+}
+
+
+// The Host check (no token): localhost and loopback literals, with no port or the listen
+// port, pass; every other name (a rebinding page's), a wrong port, or a malformed value fails.
+TEST(AdminHostAllowed, LoopbackNamesOnly) {
+  const boost::asio::ip::tcp::endpoint v4{boost::asio::ip::make_address("127.0.0.1"), 9090};
+  struct Case {
+    const char* what;
+    const char* host;
+    bool ok;
+  };
+  const Case cases[] = {
+      {"ip and port", "127.0.0.1:9090", true},
+      {"ip alone", "127.0.0.1", true},
+      {"other loopback ip", "127.0.0.2:9090", true},
+      {"localhost", "localhost", true},
+      {"localhost with port", "localhost:9090", true},
+      {"localhost any case", "LocalHost:9090", true},
+      {"ipv6 loopback", "[::1]", true},
+      {"ipv6 loopback with port", "[::1]:9090", true},
+      {"ipv4-mapped loopback", "[::ffff:127.0.0.1]:9090", true},
+      {"surrounding blanks", " 127.0.0.1:9090 ", true},
+      {"rebinding name", "evil.example.com", false},
+      {"rebinding name with port", "evil.example.com:9090", false},
+      {"name under localhost", "app.localhost:9090", false},
+      {"localhost trailing dot", "localhost.", false},
+      {"localhost prefix", "localhost.evil.com", false},
+      {"wrong port", "127.0.0.1:80", false},
+      {"wrong port on localhost", "localhost:9091", false},
+      {"empty port", "127.0.0.1:", false},
+      {"port not a number", "127.0.0.1:90x", false},
+      {"port too big", "127.0.0.1:79090", false},
+      {"non-loopback ip", "192.0.2.1:9090", false},
+      {"short ipv4 form", "127.1:9090", false},
+      {"decimal ipv4 form", "2130706433", false},
+      {"ipv6 without brackets", "::1", false},
+      {"ipv6 not loopback", "[2001:db8::1]:9090", false},
+      {"ipv4 in brackets", "[127.0.0.1]:9090", false},
+      {"unclosed bracket", "[::1:9090", false},
+      {"junk after bracket", "[::1]x", false},
+      {"empty", "", false},
+      {"userinfo", "user@127.0.0.1:9090", false},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(admin_host_allowed(c.host, v4), c.ok) << c.what << ": " << c.host;
+  }
+  // Port 0 (not yet bound, or unknown): any port. The listen address itself always passes.
+  EXPECT_TRUE(admin_host_allowed("127.0.0.1:1234", {boost::asio::ip::make_address("127.0.0.1"), 0}));
+  const boost::asio::ip::tcp::endpoint v6{boost::asio::ip::make_address("::1"), 9090};
+  EXPECT_TRUE(admin_host_allowed("[::1]:9090", v6));
+  EXPECT_FALSE(admin_host_allowed("[::1]:9091", v6));
+  const boost::asio::ip::tcp::endpoint lan{boost::asio::ip::make_address("192.0.2.7"), 9090};
+  EXPECT_TRUE(admin_host_allowed("192.0.2.7:9090", lan));
+  EXPECT_FALSE(admin_host_allowed("192.0.2.8:9090", lan));
+}
+
+// Without a token a Host that doesn't name us gets 421 with JSON saying both ways out, for
+// every route but /healthz; a missing Host (non-browser tools) is served; with a token, any
+// Host is fine.
+TEST_F(AdminHandler, ForeignHostIs421WithoutToken) {
+  options.listen = {boost::asio::ip::make_address("127.0.0.1"), 9090};
+  const auto with_host = [&](const char* target, const char* host, const char* auth = "") {
+    AdminRequest req{http::verb::get, target, 11};
+    req.set(http::field::host, host);
+    if (*auth != '\0') {
+      req.set(http::field::authorization, auth);
+    }
+    req.prepare_payload();
+    EXPECT_EQ(admin_access(req, options) == AdminAccess::misdirected,
+              handle_admin_request(req, backend, options).result_int() == 421);
+    return handle_admin_request(req, backend, options);
+  };
+  for (const char* target : {"/api/sessions", "/api/endpoints", "/metrics", "/nope"}) {
+    SCOPED_TRACE(target);
+    const auto res = with_host(target, "rebind.attacker.example:9090");
+    expect_error(res, 421);
+    const std::string message(body_json(res).at("error").at("message").as_string());
+    EXPECT_NE(message.find("set --admin-token, or use http://127.0.0.1:9090"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("rebind.attacker.example"), std::string::npos) << message;
+  }
+  EXPECT_EQ(with_host("/healthz", "rebind.attacker.example").result(), http::status::ok);
+  EXPECT_EQ(with_host("/api/sessions", "127.0.0.1:9090").result(), http::status::ok);
+  EXPECT_EQ(with_host("/api/sessions", "localhost").result(), http::status::ok);
+  EXPECT_EQ(get("/api/sessions").result(), http::status::ok);  // no Host header at all
+  // A peer-chosen Host is escaped in the message, which stays valid JSON.
+  expect_error(with_host("/api/sessions", "a\"b\\c\x01"), 421);
+  options.token = "t";
+  EXPECT_EQ(with_host("/api/sessions", "rebind.attacker.example", "Bearer t").result(),
+            http::status::ok);
+  EXPECT_EQ(admin_access(AdminRequest{http::verb::get, "/api/sessions", 11}, options),
+            AdminAccess::unauthorized);
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 // driven by Beast's HTTP client over TCP. Proves every route answers over the wire with
 // keep-alive, the token is enforced, error shapes survive the wire, and each connection is
 // bounded: a stalled client is cut at the read timeout, an oversized body gets 413, oversized
-// headers 431, garbage 400, too many connections are refused, and stop() stops accepting.
+// headers 431, garbage 400, and stop() stops accepting. And that connections without an
+// authorised request can't starve anyone: a refusal (401, 421) closes, they are capped per IP
+// and in all with the newest pushing out the oldest, and they get a short first deadline.
 // Labelled `integration` (own binary): it opens sockets.
 #include "app/admin_http.hpp"
 
@@ -51,8 +53,12 @@ class AdminHttp : public ::testing::Test {
     }
   }
 
-  tcp::socket connect() {
+  tcp::socket connect(const char* source = nullptr) {
     tcp::socket s(client_ioc_);
+    if (source != nullptr) {  // 127.0.0.0/8 is all ours: other client IPs without a network
+      s.open(tcp::v4());
+      s.bind({asio::ip::make_address(source), 0});
+    }
     s.connect(server_->local_endpoint());
     return s;
   }
@@ -223,38 +229,177 @@ TEST_F(AdminHttp, OversizedHeaderAndGarbage) {
   EXPECT_NE(got.find("\"status\":400"), std::string::npos);
 }
 
-// Connections beyond max_connections are closed at once; freed slots are reused.
-TEST_F(AdminHttp, ConnectionLimit) {
+// A 401 closes the connection (Connection: close), so a client without the token can't keep
+// a slot by asking again and again; the right token keeps it alive.
+TEST_F(AdminHttp, RefusalClosesTheConnection) {
   AdminOptions opts;
-  opts.max_connections = 2;
+  opts.token = "t0ken";
+  opts.stats = std::make_shared<AdminStats>();
+  start(opts);
+  auto s = connect();
+  const auto res = roundtrip(s, http::verb::get, "/metrics");
+  expect_error_json(res, 401);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(res[http::field::connection], "close");
+  auto [took, got] = read_until_closed(s);
+  EXPECT_TRUE(got.empty()) << got;
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(opts.stats->unauthorized.load(), 1u);
+  auto ok = connect();
+  EXPECT_TRUE(roundtrip(ok, http::verb::get, "/metrics", "Bearer t0ken").keep_alive());
+  EXPECT_EQ(roundtrip(ok, http::verb::get, "/api/sessions", "Bearer t0ken").result(),
+            http::status::ok);
+}
+
+// Without a token, a Host that doesn't name the server gets 421 and a close, over the wire.
+TEST_F(AdminHttp, ForeignHostIs421AndCloses) {
+  AdminOptions opts;
+  opts.stats = std::make_shared<AdminStats>();
+  start(opts);
+  auto s = connect();
+  http::request<http::string_body> req{http::verb::get, "/api/sessions", 11};
+  req.set(http::field::host, "rebind.attacker.example:" +
+                                 std::to_string(server_->local_endpoint().port()));
+  http::write(s, req);
+  boost::beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  http::read(s, buf, res);
+  expect_error_json(res, 421);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(opts.stats->bad_host.load(), 1u);
+  auto [took, got] = read_until_closed(s);
+  EXPECT_LT(took, 2s);
+  auto ok = connect();  // roundtrip() sends Host: 127.0.0.1
+  EXPECT_EQ(roundtrip(ok, http::verb::get, "/api/sessions").result(), http::status::ok);
+}
+
+// Past the per-IP cap of connections without an authorised request, the newest one is served
+// and the oldest of that IP is closed; other IPs' connections are not touched.
+TEST_F(AdminHttp, NewestPushesOutOldestOfItsIp) {
+  AdminOptions opts;
+  opts.token = "t0ken";
+  opts.max_unauthorized_per_ip = 2;
+  opts.unauthorized_grace = 0ms;
+  opts.stats = std::make_shared<AdminStats>();
+  start(opts);
+  auto other = connect("127.0.0.2");
+  auto a = connect();
+  auto b = connect();
+  auto c = connect();  // pushes out a
+  EXPECT_EQ(roundtrip(c, http::verb::get, "/healthz").result(), http::status::ok);
+  auto [took, got] = read_until_closed(a);
+  EXPECT_TRUE(got.empty());
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(roundtrip(b, http::verb::get, "/metrics", "Bearer t0ken").result(),
+            http::status::ok);
+  EXPECT_EQ(roundtrip(other, http::verb::get, "/healthz").result(), http::status::ok);
+  EXPECT_EQ(opts.stats->limit.load(), 1u);
+  // b is authorised now, so it no longer counts: two more from 127.0.0.1 push out nobody
+  // but c.
+  auto d = connect();
+  auto e = connect();
+  EXPECT_EQ(roundtrip(e, http::verb::get, "/healthz").result(), http::status::ok);
+  std::tie(took, got) = read_until_closed(c);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(roundtrip(b, http::verb::get, "/metrics", "Bearer t0ken").result(),
+            http::status::ok);
+  EXPECT_EQ(roundtrip(d, http::verb::get, "/healthz").result(), http::status::ok);
+  EXPECT_EQ(opts.stats->limit.load(), 2u);
+}
+
+// Past the overall cap, the oldest connection of any IP is closed for the newest.
+TEST_F(AdminHttp, NewestPushesOutOldestOverall) {
+  AdminOptions opts;
+  opts.max_unauthorized = 2;
+  opts.unauthorized_grace = 0ms;
+  opts.stats = std::make_shared<AdminStats>();
+  start(opts);
+  auto a = connect("127.0.0.2");
+  auto b = connect("127.0.0.3");
+  auto c = connect("127.0.0.4");
+  EXPECT_EQ(roundtrip(c, http::verb::get, "/healthz").result(), http::status::ok);
+  auto [took, got] = read_until_closed(a);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(roundtrip(b, http::verb::get, "/healthz").result(), http::status::ok);
+  EXPECT_EQ(opts.stats->limit.load(), 1u);
+}
+
+// Connections younger than the grace are not pushed out by a burst: the IP's cap yields
+// until there is an idle one (older than the grace, not answering) to close.
+TEST_F(AdminHttp, YoungConnectionsSurviveABurst) {
+  AdminOptions opts;
+  opts.max_unauthorized_per_ip = 2;
+  opts.unauthorized_grace = 300ms;
+  opts.stats = std::make_shared<AdminStats>();
   start(opts);
   auto a = connect();
   auto b = connect();
-  // Both accepted and served (so both hold a slot).
-  EXPECT_EQ(roundtrip(a, http::verb::get, "/healthz").result(), http::status::ok);
+  auto c = connect();  // over the cap, but a and b are young
+  for (auto* s : {&a, &b, &c}) {
+    EXPECT_EQ(roundtrip(*s, http::verb::get, "/healthz").result(), http::status::ok);
+  }
+  EXPECT_EQ(opts.stats->limit.load(), 0u);
+  std::this_thread::sleep_for(350ms);  // the grace under test, not synchronisation
+  auto d = connect();  // now a is idle and oldest: it goes
+  EXPECT_EQ(roundtrip(d, http::verb::get, "/healthz").result(), http::status::ok);
+  auto [took, got] = read_until_closed(a);
+  EXPECT_LT(took, 2s);
+  EXPECT_EQ(opts.stats->limit.load(), 1u);
   EXPECT_EQ(roundtrip(b, http::verb::get, "/healthz").result(), http::status::ok);
-  auto c = connect();
-  auto [took, got] = read_until_closed(c);
-  EXPECT_TRUE(got.empty());
+}
+
+// A connection gets unauthorized_timeout from accept to send an authorised request: silent
+// ones and ones asking only /healthz are closed then; an authorised one lives on the normal
+// read timeout.
+TEST_F(AdminHttp, FirstDeadlineForUnauthorized) {
+  AdminOptions opts;
+  opts.token = "t0ken";
+  opts.unauthorized_timeout = 300ms;
+  opts.read_timeout = 5s;
+  opts.stats = std::make_shared<AdminStats>();
+  start(opts);
+  auto silent = connect();
+  auto probe = connect();
+  auto scraper = connect();
+  EXPECT_EQ(roundtrip(probe, http::verb::get, "/healthz").result(), http::status::ok);
+  EXPECT_EQ(roundtrip(scraper, http::verb::get, "/metrics", "Bearer t0ken").result(),
+            http::status::ok);
+  auto [took, got] = read_until_closed(silent);
+  EXPECT_GE(took, 200ms);
+  EXPECT_LT(took, 2s);
+  std::tie(took, got) = read_until_closed(probe);
+  EXPECT_LT(took, 2s);
+  // Well past the first deadline, the authorised connection still answers.
+  std::this_thread::sleep_for(400ms);  // the deadline under test, not synchronisation
+  EXPECT_EQ(roundtrip(scraper, http::verb::get, "/metrics", "Bearer t0ken").result(),
+            http::status::ok);
+  EXPECT_EQ(opts.stats->timeout.load(), 2u);
+}
+
+// Past max_connections authorised keep-alive connections, a new one's request is still
+// served, then its connection closed; a freed slot is taken again.
+TEST_F(AdminHttp, AuthorizedPastTheCapAnswersThenCloses) {
+  AdminOptions opts;
+  opts.max_connections = 1;
+  start(opts);
+  auto a = connect();
+  EXPECT_TRUE(roundtrip(a, http::verb::get, "/api/sessions").keep_alive());
+  auto b = connect();
+  const auto res = roundtrip(b, http::verb::get, "/api/sessions");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_FALSE(res.keep_alive());
+  auto [took, got] = read_until_closed(b);
   EXPECT_LT(took, 2s);
   a.close();
-  // The slot frees once the server notices the close; poll rather than sleep a fixed time.
-  bool served = false;
-  for (int i = 0; i < 100 && !served; ++i) {
+  bool kept = false;  // the slot frees once the server notices the close: poll
+  for (int i = 0; i < 100 && !kept; ++i) {
     auto d = connect();
-    boost::system::error_code ec;
-    http::request<http::string_body> req{http::verb::get, "/healthz", 11};
-    req.set(http::field::host, "x");
-    http::write(d, req, ec);
-    boost::beast::flat_buffer buf;
-    http::response<http::string_body> res;
-    http::read(d, buf, res, ec);
-    served = !ec && res.result() == http::status::ok;
-    if (!served) {
+    kept = roundtrip(d, http::verb::get, "/api/sessions").keep_alive();
+    if (!kept) {
       std::this_thread::sleep_for(20ms);
     }
   }
-  EXPECT_TRUE(served);
+  EXPECT_TRUE(kept);
 }
 
 // After stop(), new connections are refused.

@@ -236,6 +236,10 @@ MetricsSnapshot busy_snapshot() {
   s.connections_routed = 110;
   s.connections_active = 3;
   s.connections_pending = 9;
+  s.pending_hello_bytes = 81920;
+  s.admin_refused = {{"unauthorized", 12}, {"bad_host", 3}, {"limit", 40}, {"timeout", 4}};
+  s.admin_connections_unauthorized = 16;
+  s.admin_connections_authorized = 2;
   s.bytes_in = 1 << 20;
   s.bytes_out = 12345678901ULL;
   s.endpoints = 4;
@@ -271,6 +275,16 @@ TEST(Metrics, BusySnapshotRendersValidText) {
   EXPECT_EQ(fams.at("snigate_connections_active").type, "gauge");
   EXPECT_EQ(value_of(fams, "snigate_connections_pending"), 9);
   EXPECT_EQ(fams.at("snigate_connections_pending").type, "gauge");
+  EXPECT_EQ(value_of(fams, "snigate_pending_hello_bytes"), 81920);
+  EXPECT_EQ(fams.at("snigate_pending_hello_bytes").type, "gauge");
+  EXPECT_EQ(value_of(fams, "snigate_admin_refused_total", {{"reason", "unauthorized"}}), 12);
+  EXPECT_EQ(value_of(fams, "snigate_admin_refused_total", {{"reason", "bad_host"}}), 3);
+  EXPECT_EQ(value_of(fams, "snigate_admin_refused_total", {{"reason", "limit"}}), 40);
+  EXPECT_EQ(value_of(fams, "snigate_admin_refused_total", {{"reason", "timeout"}}), 4);
+  EXPECT_EQ(fams.at("snigate_admin_refused_total").type, "counter");
+  EXPECT_EQ(value_of(fams, "snigate_admin_connections", {{"state", "unauthorized"}}), 16);
+  EXPECT_EQ(value_of(fams, "snigate_admin_connections", {{"state", "authorized"}}), 2);
+  EXPECT_EQ(fams.at("snigate_admin_connections").type, "gauge");
   EXPECT_EQ(value_of(fams, "snigate_bytes_in_total"), 1 << 20);
   EXPECT_EQ(value_of(fams, "snigate_bytes_out_total"), 12345678901.0);
   EXPECT_EQ(value_of(fams, "snigate_endpoints"), 4);
