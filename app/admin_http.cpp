@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -21,7 +22,6 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <algorithm>
 #include <charconv>
 #include <exception>
 #include <list>
@@ -434,8 +434,7 @@ AdminResponse handle_admin_request(const AdminRequest& req, AdminBackend& backen
       }
       return make_response(req, http::status::ok, "text/plain; charset=utf-8", "ok");
     case AdminAccess::unauthorized: {
-      auto res =
-          error_response(req, http::status::unauthorized, "missing or invalid bearer token");
+      auto res = error_response(req, http::status::unauthorized, "missing or invalid bearer token");
       res.set(http::field::www_authenticate, "Bearer realm=\"snigate\"");
       return res;
     }
@@ -757,8 +756,8 @@ asio::awaitable<void> serve_connection(std::shared_ptr<State> st, std::shared_pt
     if (log) {
       const bool refused =
           access == AdminAccess::unauthorized || access == AdminAccess::misdirected;
-      const auto level = req.method() == http::verb::delete_ ? spdlog::level::info
-                                                               : spdlog::level::debug;
+      const auto level =
+          req.method() == http::verb::delete_ ? spdlog::level::info : spdlog::level::debug;
       if (refused) {
         // Anyone on the host can cause these: thinned like the other ports' refusals.
         warn_thinned(*log, st->log_budget,

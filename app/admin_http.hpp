@@ -85,8 +85,8 @@ class AdminBackend {
 struct AdminStats {
   std::atomic<std::uint64_t> unauthorized{0};  ///< 401: token missing or wrong
   std::atomic<std::uint64_t> bad_host{0};      ///< 421: no token, and a Host not naming us
-  std::atomic<std::uint64_t> limit{0};  ///< closed to make room for a newer connection
-  std::atomic<std::uint64_t> timeout{0};  ///< no authorised request within the first deadline
+  std::atomic<std::uint64_t> limit{0};         ///< closed to make room for a newer connection
+  std::atomic<std::uint64_t> timeout{0};       ///< no authorised request within the first deadline
   std::atomic<std::int64_t> open_unauthorized{0};  ///< gauge: no authorised request yet
   std::atomic<std::int64_t> open_authorized{0};    ///< gauge: kept alive after one
 };

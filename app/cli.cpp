@@ -91,8 +91,8 @@ ParseResult parse_options(const std::vector<std::string>& args, std::size_t firs
       return r;
     }
     if (!arg.starts_with("--")) {
-      return fail("snigate: " + args[first - 1] +
-                  ": unexpected argument " + quoted(arg) + " (see snigate --help)");
+      return fail("snigate: " + args[first - 1] + ": unexpected argument " + quoted(arg) +
+                  " (see snigate --help)");
     }
     const std::size_t eq = arg.find('=');
     const std::string name = arg.substr(0, eq);

@@ -49,7 +49,7 @@ struct ServeConfig {
   std::chrono::seconds idle_timeout{300};
   std::chrono::seconds client_hello_timeout{3};
   std::chrono::seconds login_grace{60};  ///< SSH: from accept until authenticated
-  unsigned threads = 0;  ///< 0: one per core
+  unsigned threads = 0;                  ///< 0: one per core
   /// File whose first line is the admin API's bearer token (kept out of `ps` and shell
   /// history); empty: SNIGATE_ADMIN_TOKEN from the environment, or no token.
   std::string admin_token_file;

@@ -199,8 +199,7 @@ std::string apply_text(const SettingSpec& s, const std::string& value, bool, Ser
       std::find(s.choices.begin(), s.choices.end(), value) == s.choices.end()) {
     std::string list;
     for (std::size_t i = 0; i < s.choices.size(); ++i) {
-      list += (i == 0 ? "" : i + 1 == s.choices.size() ? " or " : ", ") +
-              std::string(s.choices[i]);
+      list += (i == 0 ? "" : i + 1 == s.choices.size() ? " or " : ", ") + std::string(s.choices[i]);
     }
     return "expected " + list + ", got " + quoted(value);
   }
@@ -247,8 +246,8 @@ template <auto M>
 std::string apply_seconds(const SettingSpec& s, const std::string& value, bool, ServeConfig& c) {
   const auto seconds = parse_number(value, s.min, s.max);
   if (!seconds) {
-    return "expected whole seconds from " + std::to_string(s.min) + " to " +
-           std::to_string(s.max) + ", got " + quoted(value);
+    return "expected whole seconds from " + std::to_string(s.min) + " to " + std::to_string(s.max) +
+           ", got " + quoted(value);
   }
   c.*M = std::chrono::seconds(*seconds);
   return {};
@@ -278,13 +277,13 @@ std::vector<std::string> show_count(const ServeConfig& c) {
 
 template <auto M>
 constexpr SettingSpec listen_list(std::string_view key, std::string_view help) {
-  return {key, ValueKind::list, "HOST:PORT", help, 0, 0, &apply_listen_list<M>,
-          &show_listen_list<M>};
+  return {key, ValueKind::list,       "HOST:PORT",         help, 0,
+          0,   &apply_listen_list<M>, &show_listen_list<M>};
 }
 template <auto M>
 constexpr SettingSpec listen_or_off(std::string_view key, std::string_view help) {
-  return {key, ValueKind::string, "HOST:PORT|off", help, 0, 0, &apply_listen_or_off<M>,
-          &show_listen_or_off<M>};
+  return {key, ValueKind::string,       "HOST:PORT|off",       help, 0,
+          0,   &apply_listen_or_off<M>, &show_listen_or_off<M>};
 }
 template <auto M>
 constexpr SettingSpec text(std::string_view key, std::string_view metavar, std::string_view help) {
@@ -308,8 +307,7 @@ constexpr SettingSpec port(std::string_view key, std::string_view help) {
 template <auto M>
 constexpr SettingSpec seconds(std::string_view key, std::uint64_t min, std::uint64_t max,
                               std::string_view help) {
-  return {key, ValueKind::integer, "SECONDS", help, min, max, &apply_seconds<M>,
-          &show_seconds<M>};
+  return {key, ValueKind::integer, "SECONDS", help, min, max, &apply_seconds<M>, &show_seconds<M>};
 }
 template <auto M>
 constexpr SettingSpec count(std::string_view key, std::uint64_t min, std::uint64_t max,

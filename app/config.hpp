@@ -44,11 +44,11 @@ struct SettingSpec {
   /// The current value(s) as a flag would carry them; empty when unset.
   std::vector<std::string> (*show)(const ServeConfig&) = nullptr;
   unsigned scopes = kServe;
-  bool limit = false;                   ///< listed under "limits" in --help
-  bool secret = false;                  ///< never printed (--print-config says "set, not shown")
-  std::string_view default_help = {};   ///< --help's default, when not the value itself
-  std::string_view unset_note = {};     ///< --print-config's comment for an unset value
-  std::string_view zero_means = {};     ///< numbers: what 0 means ("one per core")
+  bool limit = false;                  ///< listed under "limits" in --help
+  bool secret = false;                 ///< never printed (--print-config says "set, not shown")
+  std::string_view default_help = {};  ///< --help's default, when not the value itself
+  std::string_view unset_note = {};    ///< --print-config's comment for an unset value
+  std::string_view zero_means = {};    ///< numbers: what 0 means ("one per core")
   std::span<const std::string_view> choices = {};  ///< a word from this list
 
   // Modifiers for the table's rows: a copy with one field changed.

@@ -2,8 +2,6 @@
 // event_log.hpp; the field list is docs/events.md.
 #include "app/event_log.hpp"
 
-#include "app/json.hpp"
-
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -14,6 +12,8 @@
 #include <optional>
 #include <random>
 #include <system_error>
+
+#include "app/json.hpp"
 
 namespace gw::app {
 namespace {

@@ -12,8 +12,8 @@ std::vector<EndpointView> GatewayBackend::endpoints() {
     const sshd::SessionInfo info = session->info();
     for (const auto& e : info.endpoints) {
       out.push_back(EndpointView{e.id, e.url, "tls", rfc3339(e.created_at), e.pool, info.id,
-                                 info.key_fingerprint, info.key_name, info.peer,
-                                 e.open_connections, e.bytes_in, e.bytes_out});
+                                 info.key_fingerprint, info.key_name, info.peer, e.open_connections,
+                                 e.bytes_in, e.bytes_out});
     }
   }
   return out;
@@ -55,20 +55,24 @@ std::string GatewayBackend::metrics_text() {
   MetricsSnapshot m;
   m.connections_accepted = tls.accepted;
   m.connections_refused = {
-      {"no_route", tls.no_route},       {"no_sni", tls.no_sni},
-      {"bad_sni", tls.bad_sni},         {"not_tls", tls.not_tls},
-      {"malformed", tls.malformed},     {"too_large", tls.too_large},
-      {"timeout", tls.timeout},         {"closed_early", tls.closed_early},
+      {"no_route", tls.no_route},
+      {"no_sni", tls.no_sni},
+      {"bad_sni", tls.bad_sni},
+      {"not_tls", tls.not_tls},
+      {"malformed", tls.malformed},
+      {"too_large", tls.too_large},
+      {"timeout", tls.timeout},
+      {"closed_early", tls.closed_early},
       {"cidr_denied", ssh.connections_cidr_denied},
       {"upstream_refused", ssh.channel_open_failures},
-      {"limit", tls.over_limit + ssh.connections_over_endpoint_limit +
-                    ssh.connections_over_open_limit},
+      {"limit",
+       tls.over_limit + ssh.connections_over_endpoint_limit + ssh.connections_over_open_limit},
   };
   m.connections_routed = tls.routed;
-  m.connections_active = static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
+  m.connections_active =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
   m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));
-  m.pending_hello_bytes =
-      static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending_bytes));
+  m.pending_hello_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending_bytes));
   const auto gauge = [](const std::atomic<std::int64_t>& v) {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v.load()));
   };

@@ -8,9 +8,6 @@
 // unchanged, so they go on serving while their names are still allowed.
 #include "app/keys_command.hpp"
 
-#include "app/config.hpp"
-#include "app/json.hpp"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +24,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "app/config.hpp"
+#include "app/json.hpp"
 #include "common/ascii.hpp"
 #include "common/printable.hpp"
 #include "keys/authorized_keys.hpp"
@@ -135,10 +134,10 @@ std::optional<Args> parse(const std::vector<std::string>& args, int* status, std
       continue;
     }
     auto& slot = word == "--file" || word == "--authorized-keys" ? a.file
-                 : word == "--state-dir"                          ? a.state_dir
-                 : word == "--config"                             ? a.config
-                 : word == "--name"                               ? a.name
-                                                                  : a.expires;
+                 : word == "--state-dir"                         ? a.state_dir
+                 : word == "--config"                            ? a.config
+                 : word == "--name"                              ? a.name
+                                                                 : a.expires;
     if (slot) {
       *status = usage_error(a.verb, word + " given twice", err);
       return std::nullopt;
@@ -443,9 +442,9 @@ std::string expiry_digits(const std::string& date) {
   if (date.size() == 10 && date[4] == '-' && date[7] == '-') {
     digits = date.substr(0, 4) + date.substr(5, 2) + date.substr(8, 2);
   }
-  const bool date_only = digits.size() == 8 && std::all_of(digits.begin(), digits.end(), [](char c) {
-                           return c >= '0' && c <= '9';
-                         });
+  const bool date_only =
+      digits.size() == 8 &&
+      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
   return date_only ? digits + "235959" : digits;
 }
 
@@ -594,8 +593,7 @@ void print_warnings(const std::string& verb, const std::vector<std::string>& war
   }
 }
 
-int add(const Args& a, const Where& where, std::istream& in, std::ostream& out,
-        std::ostream& err) {
+int add(const Args& a, const Where& where, std::istream& in, std::ostream& out, std::ostream& err) {
   if (a.positional.size() != 1) {
     return usage_error("add", "give one public key file (or - for standard input)", err);
   }
@@ -809,9 +807,9 @@ int load_and_find(const Args& a, const Target& t, std::vector<KeyFile>* files, M
     return 1;
   }
   if (m->distinct.size() > 1 && !a.all) {
-    err << "snigate: keys " << a.verb << ": " << m->distinct.size()
-        << " different keys are named " << printable(which, 80) << "; " << a.verb
-        << " one by fingerprint" << (a.verb == "remove" ? ", or pass --all" : "") << "\n";
+    err << "snigate: keys " << a.verb << ": " << m->distinct.size() << " different keys are named "
+        << printable(which, 80) << "; " << a.verb << " one by fingerprint"
+        << (a.verb == "remove" ? ", or pass --all" : "") << "\n";
     return 1;
   }
   return 0;
@@ -883,8 +881,7 @@ std::vector<std::string> line_options(std::string_view line, const std::string& 
 
 int edit(const Args& a, const Where& where, std::ostream& out, std::ostream& err) {
   if (!a.name && a.allow.empty() && a.from.empty() && !a.expires) {
-    return usage_error("edit", "nothing to change: give --name, --allow, --from or --expires",
-                       err);
+    return usage_error("edit", "nothing to change: give --name, --allow, --from or --expires", err);
   }
   std::vector<KeyFile> files;
   Matches m;
@@ -920,8 +917,7 @@ int edit(const Args& a, const Where& where, std::ostream& out, std::ostream& err
     }
   }
   options.insert(options.end(), added.begin(), added.end());
-  const std::size_t allows =
-      a.allow.empty() ? key->options.permit_listen.size() : a.allow.size();
+  const std::size_t allows = a.allow.empty() ? key->options.permit_listen.size() : a.allow.size();
   const std::string name = a.name ? display_name(*a.name) : key->comment;
   std::string line;
   const auto check = checked_line(options, *key, name, allows, "edit", &line, err);

@@ -2,6 +2,9 @@
 // only place that does). Deliberately thin: behaviour lives in sshd/, sni_router/,
 // tunnel/ and keys/.
 #include <signal.h>
+#include <spdlog/async.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -15,9 +18,6 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <spdlog/async.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <thread>
 #include <vector>
 
@@ -43,7 +43,6 @@ using boost::asio::ip::tcp;
 struct BadOption : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
 
 struct Loggers {
   /// The loggers' writer thread. First member, so it is destroyed last: its destructor writes
@@ -100,11 +99,13 @@ std::string bind_problem(const boost::system::error_code& ec, const std::string&
   namespace error = boost::asio::error;
   if (ec == error::address_in_use) {
     return "address already in use (another process listens there): stop it, or choose "
-           "another " + option;
+           "another " +
+           option;
   }
   if (ec == error::access_denied) {
     return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE): choose "
-           "another " + option;
+           "another " +
+           option;
   }
   if (ec == boost::system::errc::address_not_available) {
     return "not an address of this host: use 0.0.0.0, [::] or one of its addresses";
@@ -175,8 +176,7 @@ std::string admin_token(const gw::app::ServeConfig& config) {
 }
 
 /// Loads authorized_keys and logs every skipped line; never throws for a missing file.
-std::shared_ptr<const gw::keys::KeyStore> load_keys(const std::string& path,
-                                                    spdlog::logger& log) {
+std::shared_ptr<const gw::keys::KeyStore> load_keys(const std::string& path, spdlog::logger& log) {
   std::vector<std::string> warnings;
   auto store = gw::keys::load_key_store(path, &warnings);
   for (const auto& w : warnings) {
@@ -221,9 +221,10 @@ class KeyWatcher {
       // An unreadable file (wrong owner after an edit, a half-replaced directory) must neither
       // stop the gateway nor count as "no keys", which would close every session: keep the
       // keys in force and say what to fix. The next change to the file retries.
-      log_->error("keys.reload_failed path={} error=\"{}\" (still using the {} keys loaded "
-                  "before; make the file readable by the gateway)",
-                  path_, e.what(), keys_->get()->size());
+      log_->error(
+          "keys.reload_failed path={} error=\"{}\" (still using the {} keys loaded "
+          "before; make the file readable by the gateway)",
+          path_, e.what(), keys_->get()->size());
       return;
     }
     log_->info("keys.reload path={} keys={} why=\"{}\"", path_, store->size(), why);
@@ -238,7 +239,7 @@ class KeyWatcher {
   std::string stamp() const {
     namespace fs = std::filesystem;
     auto one = [](const fs::path& p) -> std::string {
-      struct stat st{};
+      struct stat st {};
       if (::stat(p.c_str(), &st) != 0) {
         return p.string() + ":missing;";
       }
@@ -303,9 +304,8 @@ int serve(const gw::app::ServeConfig& config) {
   gw::sni::Listener tls(registry, router, log.sni, events);
   std::vector<tcp::endpoint> tls_bound;
   for (const auto& a : config.tls_listen) {
-    tls_bound.push_back(bind_listener("--tls-listen", a, [&](const tcp::endpoint& where) {
-      return tls.listen(raw, where);
-    }));
+    tls_bound.push_back(bind_listener(
+        "--tls-listen", a, [&](const tcp::endpoint& where) { return tls.listen(raw, where); }));
   }
 
   auto ctx = std::make_shared<gw::sshd::ServerContext>();
@@ -327,9 +327,8 @@ int serve(const gw::app::ServeConfig& config) {
   gw::sshd::Server ssh(ctx, host_key.private_key_path);
   std::vector<tcp::endpoint> ssh_bound;
   for (const auto& a : config.ssh_listen) {
-    ssh_bound.push_back(bind_listener("--ssh-listen", a, [&](const tcp::endpoint& where) {
-      return ssh.listen(raw, where);
-    }));
+    ssh_bound.push_back(bind_listener(
+        "--ssh-listen", a, [&](const tcp::endpoint& where) { return ssh.listen(raw, where); }));
   }
 
   auto admin_stats = std::make_shared<gw::app::AdminStats>();
@@ -455,9 +454,10 @@ int serve(const gw::app::ServeConfig& config) {
       ssh_list, tls_list, admin_text, config.domain, ctx->advertise_port, threads,
       keys->get()->size(), fd_limit);
   if (fd_limit != 0 && fd_limit < 4096) {
-    log.app->warn("serve.fd_limit limit={} (each open public connection takes a descriptor; "
-                  "raise it: ulimit -Hn, LimitNOFILE= or podman --ulimit nofile=)",
-                  fd_limit);
+    log.app->warn(
+        "serve.fd_limit limit={} (each open public connection takes a descriptor; "
+        "raise it: ulimit -Hn, LimitNOFILE= or podman --ulimit nofile=)",
+        fd_limit);
   }
 
   std::vector<std::thread> workers;
@@ -521,8 +521,7 @@ int main(int argc, char** argv) {
                        "serve` creates it on first start: give the gateway's --state-dir, "
                        "SNIGATE_STATE_DIR or --config)\n",
                        gw::keys::host_key_path(parsed.config.state_dir).c_str(),
-                       parsed.config.state_dir.c_str(),
-                       parsed.origins.at("state_dir").c_str());
+                       parsed.config.state_dir.c_str(), parsed.origins.at("state_dir").c_str());
           return 1;
         }
         std::printf("%s %s\n", key->fingerprint.c_str(), key->public_line.c_str());

@@ -135,8 +135,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.counter("events_dropped",
             "Events not written to the event log: its queue was full or the write failed.",
             s.events_dropped);
-  w.family("admin_refused_total", "counter",
-           "Admin API connections refused or closed, by reason.");
+  w.family("admin_refused_total", "counter", "Admin API connections refused or closed, by reason.");
   for (const auto& [reason, n] : s.admin_refused) {
     w.sample("admin_refused_total", "reason=\"" + escape_label_value(reason) + "\"", n);
   }

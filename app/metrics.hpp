@@ -25,21 +25,21 @@ struct MetricsSnapshot {
   /// counter per `reason` label (no_route, no_sni, timeout, not_tls, malformed, too_large,
   /// cidr_denied, ...). Rendered in key order; keep the key set small and fixed.
   std::map<std::string, std::uint64_t> connections_refused;
-  std::uint64_t connections_routed = 0;  ///< counter: handed to an endpoint
-  std::uint64_t connections_active = 0;  ///< gauge: open TLS connections
+  std::uint64_t connections_routed = 0;   ///< counter: handed to an endpoint
+  std::uint64_t connections_active = 0;   ///< gauge: open TLS connections
   std::uint64_t connections_pending = 0;  ///< gauge: accepted, ClientHello still owed
   std::uint64_t pending_hello_bytes = 0;  ///< gauge: buffer bytes those pending hellos hold
-  std::uint64_t bytes_in = 0;            ///< counter: client -> gateway bytes
-  std::uint64_t bytes_out = 0;           ///< counter: gateway -> client bytes
+  std::uint64_t bytes_in = 0;             ///< counter: client -> gateway bytes
+  std::uint64_t bytes_out = 0;            ///< counter: gateway -> client bytes
   // SSH side
   std::uint64_t endpoints = 0;                 ///< gauge: registered endpoints
   std::uint64_t sessions = 0;                  ///< gauge: authenticated SSH sessions
   std::uint64_t sessions_unauthenticated = 0;  ///< gauge: SSH connections not yet authenticated
-  std::uint64_t sessions_refused = 0;  ///< counter: refused at accept (unauthenticated caps)
-  std::uint64_t auth_failures = 0;             ///< counter: failed publickey attempts
-  std::uint64_t forwards_refused = 0;          ///< counter: tcpip-forward requests refused
-  std::uint64_t channel_violations = 0;        ///< counter: channels closed for flow-control abuse
-  std::uint64_t channel_open_failures = 0;     ///< counter: forwarded-tcpip opens that failed
+  std::uint64_t sessions_refused = 0;       ///< counter: refused at accept (unauthenticated caps)
+  std::uint64_t auth_failures = 0;          ///< counter: failed publickey attempts
+  std::uint64_t forwards_refused = 0;       ///< counter: tcpip-forward requests refused
+  std::uint64_t channel_violations = 0;     ///< counter: channels closed for flow-control abuse
+  std::uint64_t channel_open_failures = 0;  ///< counter: forwarded-tcpip opens that failed
   // Event log
   std::uint64_t events_dropped = 0;  ///< counter: events not written (queue full, write error)
   // Admin API itself

@@ -13,8 +13,7 @@ namespace gw {
 struct Unexpected {
   std::error_code error;
   template <class E>
-    requires std::is_error_code_enum_v<E>
-  Unexpected(E e) : error(make_error_code(e)) {}
+  requires std::is_error_code_enum_v<E> Unexpected(E e) : error(make_error_code(e)) {}
   Unexpected(std::error_code ec) : error(ec) {}
 };
 

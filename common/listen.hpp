@@ -78,11 +78,12 @@ void accept_forever(boost::asio::ip::tcp::acceptor& acceptor, OnAccept on_accept
       on_error(ec);
       auto timer = std::make_shared<boost::asio::steady_timer>(acceptor.get_executor());
       timer->expires_after(std::chrono::milliseconds(100));
-      timer->async_wait([&acceptor, on_accept, on_error, timer](const boost::system::error_code& e) {
-        if (!e) {
-          accept_forever(acceptor, on_accept, on_error);
-        }
-      });
+      timer->async_wait(
+          [&acceptor, on_accept, on_error, timer](const boost::system::error_code& e) {
+            if (!e) {
+              accept_forever(acceptor, on_accept, on_error);
+            }
+          });
       return;
     }
     on_accept(std::move(socket));

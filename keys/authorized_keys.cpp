@@ -14,13 +14,13 @@
 #include <array>
 #include <charconv>
 #include <chrono>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <variant>
 
-#include "common/printable.hpp"
 #include "common/ascii.hpp"
 #include "common/cidr.hpp"
+#include "common/printable.hpp"
 
 namespace gw::keys {
 namespace {

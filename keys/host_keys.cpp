@@ -43,8 +43,8 @@ std::string fingerprint_of(ssh_key key, const std::string& path) {
 /// fingerprint.
 void read_key(HostKeyInfo& info) {
   ssh_key raw = nullptr;
-  if (ssh_pki_import_privkey_file(info.private_key_path.c_str(), nullptr, nullptr, nullptr,
-                                  &raw) != SSH_OK) {
+  if (ssh_pki_import_privkey_file(info.private_key_path.c_str(), nullptr, nullptr, nullptr, &raw) !=
+      SSH_OK) {
     fail(info.private_key_path, "cannot read host key (not an OpenSSH private key?)");
   }
   KeyPtr key{raw};
@@ -53,8 +53,8 @@ void read_key(HostKeyInfo& info) {
     fail(info.private_key_path, "cannot export host public key");
   }
   CStringPtr b64_owner{b64};
-  info.public_line = std::string(ssh_key_type_to_char(ssh_key_type(key.get()))) + " " + b64 +
-                     " snigate-host-key";
+  info.public_line =
+      std::string(ssh_key_type_to_char(ssh_key_type(key.get()))) + " " + b64 + " snigate-host-key";
   info.fingerprint = fingerprint_of(key.get(), info.private_key_path);
 }
 

@@ -2,9 +2,9 @@
 
 #include <string_view>
 
-#include "keys/pattern.hpp"
 #include "common/ascii.hpp"
 #include "common/cidr.hpp"
+#include "keys/pattern.hpp"
 
 namespace gw::keys {
 namespace {

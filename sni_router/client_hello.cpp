@@ -8,9 +8,9 @@
 #include <bitset>
 #include <string_view>
 
+#include "common/tls_alert.hpp"
 #include "sni_router/byte_reader.hpp"
 #include "sni_router/limits.hpp"
-#include "common/tls_alert.hpp"
 
 namespace gw::sni {
 namespace {

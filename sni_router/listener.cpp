@@ -11,8 +11,8 @@
 namespace gw::sni {
 namespace {
 
-/// Refusal lines are thinned to this many a second (common/per_second_budget.hpp); events and metrics
-/// still count every connection.
+/// Refusal lines are thinned to this many a second (common/per_second_budget.hpp); events and
+/// metrics still count every connection.
 constexpr std::uint32_t kRefusalLinesPerSecond = 50;
 
 /// Most bytes read while looking for the ClientHello: the 64 KiB message cap plus record
@@ -193,10 +193,10 @@ class Peek : public std::enable_shared_from_this<Peek> {
   /// sample: a slow or silent client shows up in the histogram, not only routed ones.
   void emit_refused(const char* refusal, const char* close_reason, std::size_t bytes_out) {
     stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
-    events_->emit(tunnel::connection_closed(
-        tunnel::ConnectionStart{id_, client_ip(), client_.port(), sni_, accepted_at_,
-                                accepted_wall_},
-        nullptr, buffer_.size(), bytes_out, close_reason, refusal));
+    events_->emit(
+        tunnel::connection_closed(tunnel::ConnectionStart{id_, client_ip(), client_.port(), sni_,
+                                                          accepted_at_, accepted_wall_},
+                                  nullptr, buffer_.size(), bytes_out, close_reason, refusal));
   }
 
   void finish() {
@@ -217,8 +217,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
     if (size <= buffer_.capacity()) {
       return true;
     }
-    const std::size_t capacity =
-        std::min(kMaxPeekBytes, std::max(size, 2 * buffer_.capacity()));
+    const std::size_t capacity = std::min(kMaxPeekBytes, std::max(size, 2 * buffer_.capacity()));
     const auto delta = static_cast<std::int64_t>(capacity) - charged_;
     const std::int64_t limit = capacity <= kSmallHelloBytes ? budget_ : large_budget_;
     std::int64_t held = stats_->pending_bytes.load(std::memory_order_relaxed);
@@ -309,10 +308,14 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
                                 "budget"
                               : "too many connections waiting to send a ClientHello");
     socket.close(ec);
-    events_->emit(tunnel::connection_closed(
-        tunnel::ConnectionStart{id, remote.address().to_string(), remote.port(), {},
-                                std::chrono::steady_clock::now(), std::chrono::system_clock::now()},
-        nullptr, 0, 0, "refused", "limit"));
+    events_->emit(
+        tunnel::connection_closed(tunnel::ConnectionStart{id,
+                                                          remote.address().to_string(),
+                                                          remote.port(),
+                                                          {},
+                                                          std::chrono::steady_clock::now(),
+                                                          std::chrono::system_clock::now()},
+                                  nullptr, 0, 0, "refused", "limit"));
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,

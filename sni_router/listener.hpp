@@ -6,6 +6,8 @@
 // the gateway never sees plaintext.
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -13,13 +15,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <spdlog/logger.h>
 #include <vector>
 
-#include "common/listen.hpp"
-#include "common/per_second_budget.hpp"
-#include "common/per_ip.hpp"
 #include "common/histogram.hpp"
+#include "common/listen.hpp"
+#include "common/per_ip.hpp"
+#include "common/per_second_budget.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 

@@ -12,8 +12,8 @@ AuthDecision decide_auth(const keys::KeyStore* store, const AuthAttempt& attempt
     return d;
   }
   const auto& options = d.key->options;
-  if (options.expiry_unix &&
-      attempt.now > std::chrono::system_clock::time_point(std::chrono::seconds(*options.expiry_unix))) {
+  if (options.expiry_unix && attempt.now > std::chrono::system_clock::time_point(
+                                               std::chrono::seconds(*options.expiry_unix))) {
     d.reason = "key expired";
     return d;
   }

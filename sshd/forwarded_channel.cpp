@@ -1,8 +1,9 @@
 #include "sshd/forwarded_channel.hpp"
 
+#include <libssh/callbacks.h>
+
 #include <algorithm>
 #include <array>
-#include <libssh/callbacks.h>
 
 namespace gw::sshd {
 namespace {
@@ -343,7 +344,7 @@ int ForwardedChannel::on_data_cb(ssh_session, ssh_channel, void* data, std::uint
   }
   if (len > kMaxUnconsumed) {
     c->violation("window_violation");  // the client sent past our window: see kMaxUnconsumed
-    return static_cast<int>(len);       // dropped, so libssh frees it; the bridge ends
+    return static_cast<int>(len);      // dropped, so libssh frees it; the bridge ends
   }
   if (!c->held_.empty()) {
     c->libssh_holds_data_ = true;  // older bytes first: libssh keeps these meanwhile

@@ -55,8 +55,8 @@ class ForwardedChannel final : public tunnel::Channel,
  public:
   /// `address`/`port`: exactly what the client's tcpip-forward named (OpenSSH matches the
   /// channel to its forward by them); `origin`: the public client, for the user's logs.
-  ForwardedChannel(ChannelHost& host, ssh_session session, std::string address,
-                   std::uint32_t port, std::string origin, std::uint16_t origin_port);
+  ForwardedChannel(ChannelHost& host, ssh_session session, std::string address, std::uint32_t port,
+                   std::string origin, std::uint16_t origin_port);
   ~ForwardedChannel() override;
   ForwardedChannel(const ForwardedChannel&) = delete;
   ForwardedChannel& operator=(const ForwardedChannel&) = delete;
@@ -95,7 +95,7 @@ class ForwardedChannel final : public tunnel::Channel,
   void queue();
 
   ChannelHost& host_;
-  ssh_session session_;  ///< borrowed: owned by the Session, outlives us or detach()es us
+  ssh_session session_;            ///< borrowed: owned by the Session, outlives us or detach()es us
   ssh_channel channel_ = nullptr;  ///< owned by session_; freed in settle()
   ssh_channel_callbacks_struct callbacks_{};
   std::string address_;
@@ -109,7 +109,7 @@ class ForwardedChannel final : public tunnel::Channel,
   bool eof_seen_ = false, eof_reported_ = false;
   bool close_seen_ = false, close_reported_ = false;
   bool want_writable_ = false;
-  bool queued_ = false;  ///< in the host's service queue
+  bool queued_ = false;             ///< in the host's service queue
   bool libssh_holds_data_ = false;  ///< the handler took less than libssh offered
   std::vector<std::byte> held_;     ///< taken out of libssh by a window growth, not yet delivered
   std::uint64_t received_since_grow_ = 0;

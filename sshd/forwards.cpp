@@ -27,9 +27,9 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     return p;
   }
   const auto store = ctx_->keys->get();
-  const ForwardDecision decision =
-      decide_forward(ForwardRequest{address, port}, key.options,
-                     ForwardPolicy{ctx_->domain, ctx_->advertise_port, store.get(), key.fingerprint});
+  const ForwardDecision decision = decide_forward(
+      ForwardRequest{address, port}, key.options,
+      ForwardPolicy{ctx_->domain, ctx_->advertise_port, store.get(), key.fingerprint});
   if (!decision.ok) {
     p.refusal = decision.refusal;
     return p;
@@ -48,8 +48,9 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     if (ctx_->registry->probe(name, key.fingerprint) == tunnel::NameState::held) {
       p.refusal = ctx_->registry->nesting(name, key.fingerprint);
       if (p.refusal.empty()) {
-        p.refusal = name + " is held by another key's session: pick another name (--takeover "
-                           "only moves names between sessions of the same key)";
+        p.refusal = name +
+                    " is held by another key's session: pick another name (--takeover "
+                    "only moves names between sessions of the same key)";
       }
       return p;
     }
@@ -93,8 +94,8 @@ ForwardTable::Map::iterator ForwardTable::find_bind(std::string_view address, st
 ForwardTable::Map::iterator ForwardTable::remove(Map::iterator it, std::string_view reason) {
   const Forward& f = it->second;
   if (f.registration) {
-    ctx_->log->info("endpoint.deleted conn=s{} url={} id={} reason=\"{}\"", session_id_,
-                    url_for(f), f.id, reason);
+    ctx_->log->info("endpoint.deleted conn=s{} url={} id={} reason=\"{}\"", session_id_, url_for(f),
+                    f.id, reason);
     ctx_->events->emit(tunnel::EndpointDeleted{f.id, url_for(f), session_id_, std::string(reason),
                                                std::chrono::system_clock::now()});
   }
@@ -132,9 +133,8 @@ std::string ForwardTable::claim(std::size_t key, Forward& f, const ClaimOptions&
   ctx_->log->info("endpoint.created conn=s{} url={} id={} fp={} key=\"{}\" pool={} forward={}",
                   session_id_, url_for(f), f.id, options.key_fingerprint,
                   printable(options.key_name), f.pool, key);
-  ctx_->events->emit(tunnel::EndpointCreated{f.id, url_for(f), session_id_,
-                                             options.key_fingerprint, options.key_name, f.pool,
-                                             f.created_at});
+  ctx_->events->emit(tunnel::EndpointCreated{f.id, url_for(f), session_id_, options.key_fingerprint,
+                                             options.key_name, f.pool, f.created_at});
   return {};
 }
 

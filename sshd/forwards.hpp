@@ -23,10 +23,10 @@ namespace gw::sshd {
 
 /// One `-R` forward.
 struct Forward {
-  std::string bind_address;  ///< exactly as the client sent it: channel opens must echo it
-  std::uint32_t bind_port;   ///< as sent, or the port we replied for a port-0 request
-  std::uint32_t requested_port;  ///< as sent (0 stays 0): what policy decisions see
-  std::string hostname;      ///< normalised name held in the registry
+  std::string bind_address;           ///< exactly as the client sent it: channel opens must echo it
+  std::uint32_t bind_port;            ///< as sent, or the port we replied for a port-0 request
+  std::uint32_t requested_port;       ///< as sent (0 stays 0): what policy decisions see
+  std::string hostname;               ///< normalised name held in the registry
   tunnel::Registration registration;  ///< empty until claimed (when the session is ready)
   std::shared_ptr<tunnel::TunnelEndpoint> endpoint;
   std::string id;  ///< "ep_<n>", for the API and events

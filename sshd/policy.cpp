@@ -5,9 +5,9 @@
 #include <array>
 
 #include "common/ascii.hpp"
+#include "common/cidr.hpp"
 #include "common/printable.hpp"
 #include "keys/pattern.hpp"
-#include "common/cidr.hpp"
 
 namespace gw::sshd {
 namespace {

@@ -1,9 +1,10 @@
 #include "sshd/server.hpp"
 
+#include <sys/socket.h>
+
 #include <boost/asio/steady_timer.hpp>
 #include <stdexcept>
 #include <string>
-#include <sys/socket.h>
 
 #include "sshd/session.hpp"
 
@@ -25,9 +26,8 @@ Server::Server(std::shared_ptr<const ServerContext> ctx, const std::string& host
   }
 }
 
-boost::asio::ip::tcp::endpoint Server::listen(
-    const std::vector<boost::asio::io_context*>& contexts,
-    const boost::asio::ip::tcp::endpoint& where) {
+boost::asio::ip::tcp::endpoint Server::listen(const std::vector<boost::asio::io_context*>& contexts,
+                                              const boost::asio::ip::tcp::endpoint& where) {
   return acceptors_.listen(
       contexts, where,
       [this](boost::asio::io_context& ioc, boost::asio::ip::tcp::socket socket) {
@@ -62,8 +62,9 @@ void Server::on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socke
     // show this one. The socket is new, so a short non-blocking send can't stall us.
     const std::string line =
         why == R::penalized
-            ? std::string("snigate: your address left too many logins unfinished; try again in "
-                          "a minute\r\n")
+            ? std::string(
+                  "snigate: your address left too many logins unfinished; try again in "
+                  "a minute\r\n")
             : std::string("snigate: too many unauthenticated connections") +
                   (why == R::too_many_from_ip ? " from your address" : "") +
                   "; finish or close the others, or try again in a minute\r\n";

@@ -2,12 +2,13 @@
 // snapshot, counters and the logger. Built once by app/ and passed in (no globals).
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <spdlog/logger.h>
 #include <string>
 
 #include "common/histogram.hpp"

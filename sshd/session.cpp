@@ -41,12 +41,18 @@ using Clock = std::chrono::steady_clock;
 
 const char* to_string(Session::State s) {
   switch (s) {
-    case Session::State::key_exchange: return "key_exchange";
-    case Session::State::authenticating: return "authenticating";
-    case Session::State::authenticated: return "authenticated";
-    case Session::State::ready: return "ready";
-    case Session::State::closing: return "closing";
-    case Session::State::closed: return "closed";
+    case Session::State::key_exchange:
+      return "key_exchange";
+    case Session::State::authenticating:
+      return "authenticating";
+    case Session::State::authenticated:
+      return "authenticated";
+    case Session::State::ready:
+      return "ready";
+    case Session::State::closing:
+      return "closing";
+    case Session::State::closed:
+      return "closed";
   }
   return "?";
 }
@@ -90,7 +96,6 @@ void set_socket_options(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
-
 
 // Trampolines: libssh calls C function pointers with our `this` as userdata.
 int auth_pubkey_cb(ssh_session, const char* user, ssh_key key, char state, void* self) {
@@ -395,10 +400,12 @@ void Session::on_tick() {
       break;
     case State::ready:
       terminal_.summary();
-      if (key_ && keys::is_expired(key_->options, std::chrono::duration_cast<std::chrono::seconds>(
-                                                    std::chrono::system_clock::now().time_since_epoch())
-                                                    .count())) {
-        terminal_.write("snigate: your key expired (expiry-time in authorized_keys); closing", true);
+      if (key_ &&
+          keys::is_expired(key_->options, std::chrono::duration_cast<std::chrono::seconds>(
+                                              std::chrono::system_clock::now().time_since_epoch())
+                                              .count())) {
+        terminal_.write("snigate: your key expired (expiry-time in authorized_keys); closing",
+                        true);
         close_reason_ = "key_expired";
         exit_status_ = 1;
         begin_close();
@@ -412,10 +419,10 @@ void Session::on_tick() {
                             std::to_string(kUnansweredOpensLimit.count()) +
                             " s (is it stopped or overloaded?); closing",
                         true);
-        ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"{} channel opens unanswered for "
-                        "{} s\"",
-                        id_, key_ ? key_->fingerprint : "-", opens_in_flight_,
-                        kUnansweredOpensLimit.count());
+        ctx_->log->warn(
+            "session.refuse conn=s{} fp={} reason=\"{} channel opens unanswered for "
+            "{} s\"",
+            id_, key_ ? key_->fingerprint : "-", opens_in_flight_, kUnansweredOpensLimit.count());
         close_reason_ = "opens_unanswered";
         exit_status_ = 1;
         begin_close();
@@ -578,7 +585,7 @@ void Session::run_command(const std::string& command_line) {
   }
   command_ = *parsed.command;
   for (const auto& [list, out] : {std::pair{&command_->allow_cidr, &access_.allow},
-                                   std::pair{&command_->deny_cidr, &access_.deny}}) {
+                                  std::pair{&command_->deny_cidr, &access_.deny}}) {
     for (const auto& text : *list) {
       const auto cidr = gw::Cidr::parse(text);
       if (!cidr) {
@@ -630,11 +637,12 @@ void Session::end_if_nothing_served() {
   if (state_ == State::ready && forwards_.empty()) {
     // Never sit connected serving nothing: the client (ExitOnForwardFailure, autossh,
     // systemd) then knows to stop or retry.
-    terminal_.write(asked_for_forwards_
-                    ? "snigate: none of your forwards could be served (see above); closing"
-                    : "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
-                      "(or -R 443:localhost:PORT for a generated name)",
-                true);
+    terminal_.write(
+        asked_for_forwards_
+            ? "snigate: none of your forwards could be served (see above); closing"
+            : "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
+              "(or -R 443:localhost:PORT for a generated name)",
+        true);
     ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"no endpoint to serve\"", id_,
                     key_ ? key_->fingerprint : "-");
     exit_status_ = 1;
@@ -675,13 +683,14 @@ void Session::claim_forwards() {
       // old connection died: hold the forward and take the name the moment it is free.
       if (!f.waiting) {
         f.waiting = true;
-        ctx_->log->info("forward.waiting conn=s{} name={} reason=\"held by another session of "
-                        "the same key\"",
-                        id_, f.hostname);
+        ctx_->log->info(
+            "forward.waiting conn=s{} name={} reason=\"held by another session of "
+            "the same key\"",
+            id_, f.hostname);
         terminal_.write("snigate: waiting for " + f.hostname +
-                        ": another session of your key holds it; it moves here the moment that "
-                        "session ends (or run `tls --takeover` to move it now)",
-                    true);
+                            ": another session of your key holds it; it moves here the moment that "
+                            "session ends (or run `tls --takeover` to move it now)",
+                        true);
       }
       ++it;
       continue;
@@ -701,8 +710,8 @@ void Session::forward_displaced(std::size_t key) {
       return;
     }
     self->terminal_.write("snigate: " + self->forwards_.url_for(*f) +
-                          " was taken over by a newer session of your key (--takeover)",
-                      true);
+                              " was taken over by a newer session of your key (--takeover)",
+                          true);
     for (auto it = self->forwards_.begin(); it != self->forwards_.end(); ++it) {
       if (it->first == key) {
         self->forwards_.remove(it, "taken_over");
@@ -729,8 +738,8 @@ void Session::on_global_request(ssh_message msg) {
       if (std::uint64_t ignored = 0; !forward_requests_.allow(ignored)) {
         ctx_->stats->forwards_refused++;
         warn_thinned(*ctx_->log, *ctx_->refusal_lines,
-                     "forward.refuse conn=s{} reason=\"over {} forward requests a second\"{}",
-                     id_, kForwardRequestsPerSecond);
+                     "forward.refuse conn=s{} reason=\"over {} forward requests a second\"{}", id_,
+                     kForwardRequestsPerSecond);
         ssh_message_reply_default(msg);
       } else if (ssh_message_subtype(msg) == SSH_GLOBAL_REQUEST_TCPIP_FORWARD) {
         handle_tcpip_forward(msg);
@@ -760,8 +769,8 @@ void Session::refuse_forward(ssh_message msg, const std::string& address, int po
   ctx_->stats->forwards_refused++;
   ctx_->log->warn("forward.refuse conn=s{} fp={} addr=\"{}\" port={} reason=\"{}\"", id_,
                   key_ ? key_->fingerprint : "-", printable(address), port, why);
-  std::string notice =
-      "snigate: cannot forward " + printable(address, 100) + ":" + std::to_string(port) + ": " + why;
+  std::string notice = "snigate: cannot forward " + printable(address, 100) + ":" +
+                       std::to_string(port) + ": " + why;
   if (state_ == State::ready) {
     terminal_.write(notice, true);
   } else {
@@ -869,9 +878,9 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
-  auto channel = std::make_shared<ForwardedChannel>(
-      *this, session_.get(), f->bind_address, f->bind_port, conn.client.address().to_string(),
-      conn.client.port());
+  auto channel =
+      std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address, f->bind_port,
+                                         conn.client.address().to_string(), conn.client.port());
   boost::system::error_code ec;
   conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
   const tunnel::ConnectionStart start = conn.start();
@@ -889,12 +898,11 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   bridge->start();
 }
 
-void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f,
-                            const char* refusal, std::optional<std::uint8_t> alert,
-                            const std::string& why) {
+void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f, const char* refusal,
+                            std::optional<std::uint8_t> alert, const std::string& why) {
   const std::string ip = conn.client.address().to_string();
-  ctx_->tunnel_log->warn("tunnel.refuse conn=t{} s={} sni={} client={} reason=\"{}\"", conn.id,
-                         id_, conn.server_name, ip, why);
+  ctx_->tunnel_log->warn("tunnel.refuse conn=t{} s={} sni={} client={} reason=\"{}\"", conn.id, id_,
+                         conn.server_name, ip, why);
   std::size_t sent = 0;
   if (alert) {
     sent = tunnel::send_alert_and_close(conn.socket, *alert);
@@ -923,14 +931,14 @@ void Session::bridge_closed(std::size_t forward_key, const tunnel::ConnectionClo
   ctx_->events->emit(ev);
   if (ev.close_reason == "upstream_refused") {
     terminal_.connection_line("snigate: connection from " + ev.client_ip + " to " + ev.server_name +
-                          " failed: your ssh client could not reach the -R target (is your "
-                          "upstream running?)");
+                              " failed: your ssh client could not reach the -R target (is your "
+                              "upstream running?)");
   } else if (command_ && command_->verbose) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(ev.duration).count();
     terminal_.connection_line("snigate: " + ev.client_ip + ":" + std::to_string(ev.client_port) +
-                          " " + ev.server_name + " " + std::to_string(ms) + "ms in=" +
-                          std::to_string(ev.bytes_in) + " out=" + std::to_string(ev.bytes_out) +
-                          " " + ev.close_reason);
+                              " " + ev.server_name + " " + std::to_string(ms) +
+                              "ms in=" + std::to_string(ev.bytes_in) +
+                              " out=" + std::to_string(ev.bytes_out) + " " + ev.close_reason);
   }
 }
 
@@ -945,7 +953,7 @@ void Session::publish_info() {
   // The API's three states; the finer ones are for logs.
   info.state = state_ == State::key_exchange || state_ == State::authenticating ? "authenticating"
                : state_ == State::closing || state_ == State::closed            ? "closing"
-                                                                               : "active";
+                                                                                : "active";
   info.started_at = started_wall_;
   info.open_connections = bridges_.size() - finished_bridges_.size();
   info.endpoints = forwards_.infos();
@@ -959,7 +967,8 @@ void Session::drain() {
       return;
     }
     self->draining_ = true;
-    self->terminal_.write("snigate: the gateway is shutting down; open connections may finish", true);
+    self->terminal_.write("snigate: the gateway is shutting down; open connections may finish",
+                          true);
     self->forwards_.remove_all("shutdown");  // no new connections; open ones go on
     self->info_dirty_ = true;
     self->close_reason_ = "shutdown";
@@ -975,9 +984,10 @@ void Session::evict() {
     if (self->state_ != State::key_exchange && self->state_ != State::authenticating) {
       return;
     }
-    self->ctx_->log->info("session.evicted conn=s{} peer={} reason=\"every unauthenticated slot "
-                          "was taken: room for a login from another address\"",
-                          self->id_, self->peer_);
+    self->ctx_->log->info(
+        "session.evicted conn=s{} peer={} reason=\"every unauthenticated slot "
+        "was taken: room for a login from another address\"",
+        self->id_, self->peer_);
     self->close_reason_ = "evicted";
     self->finish_close();
   });
@@ -998,18 +1008,19 @@ void Session::apply_keys(const keys::KeyStore& store) {
   if (now == nullptr) {
     ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"key removed from authorized_keys\"",
                     id_, key_->fingerprint);
-    terminal_.write("snigate: your key was removed from authorized_keys; closing this session", true);
+    terminal_.write("snigate: your key was removed from authorized_keys; closing this session",
+                    true);
     close_reason_ = "key_revoked";
     exit_status_ = 1;
     begin_close();
     return;
   }
   if (std::string why; !keys::source_allowed(now->options, peer_address_, &why)) {
-    ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"from= no longer allows {}: {}\"",
-                    id_, key_->fingerprint, peer_ip_, why);
+    ctx_->log->warn("session.revoked conn=s{} fp={} reason=\"from= no longer allows {}: {}\"", id_,
+                    key_->fingerprint, peer_ip_, why);
     terminal_.write("snigate: your key's from= in authorized_keys no longer allows " + peer_ip_ +
-                    "; closing this session",
-                true);
+                        "; closing this session",
+                    true);
     close_reason_ = "key_revoked";
     exit_status_ = 1;
     begin_close();
@@ -1040,10 +1051,10 @@ void Session::close_from_outside(std::string message) {
       return;  // already ending on its own: the first reason stands
     }
     // The admin API fills in kAdminCloseMessage when the admin gave none: say it once.
-    self->terminal_.write("snigate: " + std::string(kAdminCloseMessage) +
-                          (message.empty() || message == kAdminCloseMessage ? std::string()
-                                                                            : ": " + message),
-                      true);
+    self->terminal_.write(
+        "snigate: " + std::string(kAdminCloseMessage) +
+            (message.empty() || message == kAdminCloseMessage ? std::string() : ": " + message),
+        true);
     self->close_message_ = message;
     self->close_reason_ = "admin_close";
     self->exit_status_ = 1;  // ended by the gateway: autossh and systemd restart the client

@@ -29,6 +29,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/cidr.hpp"
 #include "keys/authorized_keys.hpp"
 #include "sshd/forwarded_channel.hpp"
 #include "sshd/forwards.hpp"
@@ -38,7 +39,6 @@
 #include "sshd/ssh_handles.hpp"
 #include "sshd/user_channel.hpp"
 #include "tunnel/bridge.hpp"
-#include "common/cidr.hpp"
 #include "tunnel/endpoint.hpp"
 
 namespace gw::sshd {
@@ -49,8 +49,7 @@ class Session final : public SessionHandle,
  public:
   enum class State { key_exchange, authenticating, authenticated, ready, closing, closed };
 
-  Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerContext> ctx,
-          std::uint64_t id);
+  Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerContext> ctx, std::uint64_t id);
   ~Session() override;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -96,7 +95,6 @@ class Session final : public SessionHandle,
   bool input_processed() const override { return input_processed_; }
   void count_open_in_flight(int delta) override;
   void channel_violation(const char* what) override;
-
 
   void handle_tcpip_forward(ssh_message msg);
   void handle_cancel_forward(ssh_message msg);
@@ -190,9 +188,9 @@ class Session final : public SessionHandle,
   SessionInfo info_;  ///< guarded by info_mutex_: the one thing other threads read
   bool draining_ = false;
   bool asked_for_forwards_ = false;  ///< any -R was accepted (for the closing message)
-  bool servicing_ = false;  ///< inside after_pump()'s channel service loop
-  bool input_processed_ = false;  ///< during after_pump(), after a pump that read input
-  int opens_in_flight_ = 0;  ///< forwarded-tcpip opens the client has not answered
+  bool servicing_ = false;           ///< inside after_pump()'s channel service loop
+  bool input_processed_ = false;     ///< during after_pump(), after a pump that read input
+  int opens_in_flight_ = 0;          ///< forwarded-tcpip opens the client has not answered
   /// Since when the client has answered no open while some were in flight.
   std::chrono::steady_clock::time_point unanswered_since_;
 

@@ -66,8 +66,9 @@ StartupTable::Acquired StartupTable::acquire(const Address& ip, Clock::time_poin
       return out;
     }
     auto& victims = heaviest->second;
-    const auto oldest = std::min_element(victims.begin(), victims.end(),
-                                         [](const Entry& a, const Entry& b) { return a.since < b.since; });
+    const auto oldest =
+        std::min_element(victims.begin(), victims.end(),
+                         [](const Entry& a, const Entry& b) { return a.since < b.since; });
     out.evicted = oldest->session.lock();
     const Address victim_ip = heaviest->first;
     victims.erase(oldest);
@@ -93,7 +94,8 @@ void StartupTable::leave(const Address& ip, std::uint64_t token, Outcome how,
   const auto it = by_ip_.find(ip);
   if (it != by_ip_.end()) {
     auto& v = it->second;
-    const auto e = std::find_if(v.begin(), v.end(), [&](const Entry& x) { return x.token == token; });
+    const auto e =
+        std::find_if(v.begin(), v.end(), [&](const Entry& x) { return x.token == token; });
     if (e != v.end()) {  // an evicted slot is already gone
       v.erase(e);
       --total_;

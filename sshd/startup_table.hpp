@@ -10,8 +10,8 @@
 // the legitimate user included, until the flood's connections time out.) An address whose
 // connections were evicted, or timed out before finishing the key exchange or the login, earns
 // 5 s of penalty per such connection (at most 60 s, running down in real time); past two
-// connections' worth (three in a row) it is refused new connections until it is back under. One slow client behind
-// a shared address costs nobody anything; a flood shuts its own sources out.
+// connections' worth (three in a row) it is refused new connections until it is back under. One
+// slow client behind a shared address costs nobody anything; a flood shuts its own sources out.
 //
 // Deliberately not here: what a session does (session.cpp), the numbers (ServeConfig).
 #pragma once
@@ -59,7 +59,7 @@ class StartupTable : public std::enable_shared_from_this<StartupTable> {
   };
 
   struct Acquired {
-    Slot slot;                   ///< empty when refused
+    Slot slot;  ///< empty when refused
     Refusal refusal = Refusal::none;
     /// A connection closed to make room (its slot is already given back): evict() it.
     std::shared_ptr<SessionHandle> evicted;

@@ -34,7 +34,9 @@ ssh_channel UserChannel::open(ssh_session session) {
 
 bool UserChannel::is_open() const { return channel_ != nullptr && ssh_channel_is_open(channel_); }
 
-std::optional<std::string> UserChannel::take_command() { return std::exchange(command_, std::nullopt); }
+std::optional<std::string> UserChannel::take_command() {
+  return std::exchange(command_, std::nullopt);
+}
 
 bool UserChannel::take_quit() { return std::exchange(quit_, false); }
 
@@ -53,8 +55,7 @@ int UserChannel::on_shell(ssh_session s, ssh_channel c, void* self) {
   return on_exec(s, c, "", self);
 }
 
-int UserChannel::on_data(ssh_session, ssh_channel, void* data, std::uint32_t len, int,
-                         void* self) {
+int UserChannel::on_data(ssh_session, ssh_channel, void* data, std::uint32_t len, int, void* self) {
   // With a pty, Ctrl-C and Ctrl-D arrive as bytes: treat them as "I'm done".
   auto* u = static_cast<UserChannel*>(self);
   const auto* p = static_cast<const unsigned char*>(data);
@@ -103,8 +104,9 @@ void UserChannel::flush_notices() {
 
 void UserChannel::connection_line(const std::string& line) {
   if (std::uint64_t left_out = 0; connection_lines_.allow(left_out)) {
-    write(left_out == 0 ? line
-                        : line + " (" + std::to_string(left_out) + " more connection lines not shown)",
+    write(left_out == 0
+              ? line
+              : line + " (" + std::to_string(left_out) + " more connection lines not shown)",
           false);
   }
 }

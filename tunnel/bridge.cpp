@@ -1,5 +1,6 @@
 #include "tunnel/bridge.hpp"
 
+#include <spdlog/logger.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -7,7 +8,6 @@
 #include <boost/asio/post.hpp>
 #include <cassert>
 #include <cerrno>
-#include <spdlog/logger.h>
 
 #include "tunnel/tls_alert.hpp"
 
@@ -48,10 +48,13 @@ bool moves_forward(State from, State to) {
 bool channel_may_move(Bridge::ChannelState from, Bridge::ChannelState to) {
   using S = Bridge::ChannelState;
   switch (from) {
-    case S::opening: return to != S::opening;
+    case S::opening:
+      return to != S::opening;
     case S::open:
-    case S::failed: return to == S::released;
-    case S::released: return false;
+    case S::failed:
+      return to == S::released;
+    case S::released:
+      return false;
   }
   return false;
 }
@@ -82,8 +85,8 @@ namespace {
 
 /// The one place a pipe's or the channel's state changes: checked against `valid`, logged.
 template <class State>
-void transition(spdlog::logger& log, std::uint64_t id, const char* what, State& current,
-                State next, bool valid) {
+void transition(spdlog::logger& log, std::uint64_t id, const char* what, State& current, State next,
+                bool valid) {
   if (!valid) {
     log.error("bridge.bad_transition conn=t{} {} {} -> {}", id, what, to_string(current),
               to_string(next));
@@ -138,9 +141,7 @@ void Bridge::on_channel_open_failed() {
   finish("upstream_refused");
 }
 
-void Bridge::on_channel_writable() {
-  pull_up();
-}
+void Bridge::on_channel_writable() { pull_up(); }
 
 void Bridge::on_channel_failed(const char* reason) {
   log_->warn("bridge.channel_failed conn=t{} sni={} client={} reason={}", id(), start_.server_name,
@@ -257,8 +258,8 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
   std::size_t sent = 0;
   if (down_pending_.empty()) {
     // Fast path: straight from the channel's buffer to the socket, no copy of ours.
-    const ssize_t n = ::send(socket_.native_handle(), data.data(), data.size(),
-                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t n =
+        ::send(socket_.native_handle(), data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       set_down(DownState::closed);  // the public client is gone
       finish_later("client_reset");

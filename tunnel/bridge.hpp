@@ -42,8 +42,8 @@ namespace gw::tunnel {
 /// Gateway-wide counters the bridges move (relaxed atomics: any thread). /metrics reads them.
 struct BridgeStats {
   std::atomic<std::int64_t> connections_active{0};
-  std::atomic<std::uint64_t> bytes_in{0};   ///< public client -> upstream, as it flows
-  std::atomic<std::uint64_t> bytes_out{0};  ///< upstream -> public client, as it flows
+  std::atomic<std::uint64_t> bytes_in{0};               ///< public client -> upstream, as it flows
+  std::atomic<std::uint64_t> bytes_out{0};              ///< upstream -> public client, as it flows
   std::atomic<std::uint64_t> channel_open_failures{0};  ///< refused or timed out
   LatencyHistogram channel_open_latency{kLatencyBuckets};
 };

@@ -20,14 +20,14 @@ struct IncomingConnection {
   std::vector<std::byte> peeked;        ///< bytes already read (the ClientHello): replay first
   std::string server_name;              ///< normalised SNI
   boost::asio::ip::tcp::endpoint client;
-  std::uint64_t id = 0;                 ///< connection id, logged as conn=t<id>
+  std::uint64_t id = 0;                                 ///< connection id, logged as conn=t<id>
   std::chrono::steady_clock::time_point accepted_at{};  ///< the router's accept stamps
   SystemTime accepted_wall{};
 
   /// What its ConnectionClosed event starts from.
   ConnectionStart start() const {
-    return ConnectionStart{id, client.address().to_string(), client.port(), server_name,
-                           accepted_at, accepted_wall};
+    return ConnectionStart{
+        id, client.address().to_string(), client.port(), server_name, accepted_at, accepted_wall};
   }
 };
 

@@ -5,9 +5,7 @@
 namespace gw::tunnel {
 
 Registration::Registration(Registration&& other) noexcept
-    : registry_(std::move(other.registry_)),
-      name_(std::move(other.name_)),
-      token_(other.token_) {
+    : registry_(std::move(other.registry_)), name_(std::move(other.name_)), token_(other.token_) {
   other.registry_.reset();
 }
 
@@ -41,7 +39,9 @@ NameState EndpointRegistry::probe(const std::string& name,
   if (e == nullptr || e->holders.empty()) {
     return NameState::free;
   }
-  const auto all = [&](auto pred) { return std::all_of(e->holders.begin(), e->holders.end(), pred); };
+  const auto all = [&](auto pred) {
+    return std::all_of(e->holders.begin(), e->holders.end(), pred);
+  };
   if (all([](const Holder& h) { return h.pool; })) {
     return NameState::held_pooled;
   }
@@ -100,12 +100,12 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   }
   const bool all_pool =
       std::all_of(e->holders.begin(), e->holders.end(), [](const Holder& h) { return h.pool; });
-  const bool all_same_key =
-      std::all_of(e->holders.begin(), e->holders.end(),
-                  [&](const Holder& h) { return h.key_fingerprint == request.key_fingerprint; });
-  const bool same_group =
-      std::all_of(e->holders.begin(), e->holders.end(),
-                  [&](const Holder& h) { return h.pool_group == request.pool_group; });
+  const bool all_same_key = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
+    return h.key_fingerprint == request.key_fingerprint;
+  });
+  const bool same_group = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
+    return h.pool_group == request.pool_group;
+  });
   if (request.pool && all_pool && same_group) {
     e->holders.push_back(std::move(holder));
     result.registration = Registration(shared_from_this(), request.name, token);
@@ -133,8 +133,8 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   } else if (all_pool) {
     result.refusal = request.name + " is pooled by other sessions: add --pool to share it";
   } else if (all_same_key) {
-    result.refusal = request.name +
-                     " is in use by another session of your key: add --takeover to move it here";
+    result.refusal =
+        request.name + " is in use by another session of your key: add --takeover to move it here";
   } else {
     result.refusal = request.name + " is already in use by another session (pick another name)";
   }

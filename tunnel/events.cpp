@@ -8,8 +8,7 @@ EventSink::~EventSink() = default;
 
 ConnectionClosed connection_closed(const ConnectionStart& start, const EndpointLabel* owner,
                                    std::uint64_t bytes_in, std::uint64_t bytes_out,
-                                   std::string_view close_reason,
-                                   std::string_view refusal_reason) {
+                                   std::string_view close_reason, std::string_view refusal_reason) {
   ConnectionClosed ev;
   if (owner != nullptr) {
     ev.endpoint_id = owner->endpoint_id;

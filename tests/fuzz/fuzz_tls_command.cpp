@@ -19,8 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::abort();
   }
 
-  static const gw::sshd::ForwardPolicy policy{*gw::tunnel::Hostname::parse("tunnel.test"), 443,
-                                               nullptr, {}};
+  static const gw::sshd::ForwardPolicy policy{
+      *gw::tunnel::Hostname::parse("tunnel.test"), 443, nullptr, {}};
   gw::keys::KeyOptions key;
   key.permit_listen.push_back({"*.alice.test,!admin.alice.test", 443});
   const auto d = gw::sshd::decide_forward({std::string(text), 443}, key, policy);

@@ -225,7 +225,6 @@ TEST(AdminListenAllowed, LoopbackOrToken) {
   EXPECT_FALSE(admin_listen_allowed(addr("0.0.0.0"), false, nullptr));  // null why is fine
 }
 
-
 // The Host check (no token): localhost and loopback literals, with no port or the listen
 // port, pass; every other name (a rebinding page's), a wrong port, or a malformed value fails.
 TEST(AdminHostAllowed, LoopbackNamesOnly) {
@@ -271,7 +270,8 @@ TEST(AdminHostAllowed, LoopbackNamesOnly) {
     EXPECT_EQ(admin_host_allowed(c.host, v4), c.ok) << c.what << ": " << c.host;
   }
   // Port 0 (not yet bound, or unknown): any port. The listen address itself always passes.
-  EXPECT_TRUE(admin_host_allowed("127.0.0.1:1234", {boost::asio::ip::make_address("127.0.0.1"), 0}));
+  EXPECT_TRUE(
+      admin_host_allowed("127.0.0.1:1234", {boost::asio::ip::make_address("127.0.0.1"), 0}));
   const boost::asio::ip::tcp::endpoint v6{boost::asio::ip::make_address("::1"), 9090};
   EXPECT_TRUE(admin_host_allowed("[::1]:9090", v6));
   EXPECT_FALSE(admin_host_allowed("[::1]:9091", v6));

@@ -258,8 +258,8 @@ TEST_F(AdminHttp, ForeignHostIs421AndCloses) {
   start(opts);
   auto s = connect();
   http::request<http::string_body> req{http::verb::get, "/api/sessions", 11};
-  req.set(http::field::host, "rebind.attacker.example:" +
-                                 std::to_string(server_->local_endpoint().port()));
+  req.set(http::field::host,
+          "rebind.attacker.example:" + std::to_string(server_->local_endpoint().port()));
   http::write(s, req);
   boost::beast::flat_buffer buf;
   http::response<http::string_body> res;
@@ -290,8 +290,7 @@ TEST_F(AdminHttp, NewestPushesOutOldestOfItsIp) {
   auto [took, got] = read_until_closed(a);
   EXPECT_TRUE(got.empty());
   EXPECT_LT(took, 2s);
-  EXPECT_EQ(roundtrip(b, http::verb::get, "/metrics", "Bearer t0ken").result(),
-            http::status::ok);
+  EXPECT_EQ(roundtrip(b, http::verb::get, "/metrics", "Bearer t0ken").result(), http::status::ok);
   EXPECT_EQ(roundtrip(other, http::verb::get, "/healthz").result(), http::status::ok);
   EXPECT_EQ(opts.stats->limit.load(), 1u);
   // b is authorised now, so it no longer counts: two more from 127.0.0.1 push out nobody
@@ -301,8 +300,7 @@ TEST_F(AdminHttp, NewestPushesOutOldestOfItsIp) {
   EXPECT_EQ(roundtrip(e, http::verb::get, "/healthz").result(), http::status::ok);
   std::tie(took, got) = read_until_closed(c);
   EXPECT_LT(took, 2s);
-  EXPECT_EQ(roundtrip(b, http::verb::get, "/metrics", "Bearer t0ken").result(),
-            http::status::ok);
+  EXPECT_EQ(roundtrip(b, http::verb::get, "/metrics", "Bearer t0ken").result(), http::status::ok);
   EXPECT_EQ(roundtrip(d, http::verb::get, "/healthz").result(), http::status::ok);
   EXPECT_EQ(opts.stats->limit.load(), 2u);
 }
@@ -340,7 +338,7 @@ TEST_F(AdminHttp, YoungConnectionsSurviveABurst) {
   }
   EXPECT_EQ(opts.stats->limit.load(), 0u);
   std::this_thread::sleep_for(350ms);  // the grace under test, not synchronisation
-  auto d = connect();  // now a is idle and oldest: it goes
+  auto d = connect();                  // now a is idle and oldest: it goes
   EXPECT_EQ(roundtrip(d, http::verb::get, "/healthz").result(), http::status::ok);
   auto [took, got] = read_until_closed(a);
   EXPECT_LT(took, 2s);

@@ -2,13 +2,14 @@
 // of bad argv each with the exact one-line error. Deliberately no process spawning: main()
 // only prints parse_args()'s error and exits 2.
 #include "app/cli.hpp"
-#include "app/config.hpp"
 
-#include <algorithm>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
+
+#include "app/config.hpp"
 
 namespace gw::app {
 namespace {
@@ -307,8 +308,8 @@ TEST(Cli, UsageMentionsEveryOption) {
   for (const char* opt :
        {"--ssh-listen", "--tls-listen", "--admin-listen", "--state-dir", "--authorized-keys",
         "--domain", "--advertise-port", "--event-log", "--log-level", "--idle-timeout",
-        "--client-hello-timeout", "--login-grace", "--threads", "--drain-timeout", "--config", "--print-config",
-        "SNIGATE_", "hostkey", "--version"}) {
+        "--client-hello-timeout", "--login-grace", "--threads", "--drain-timeout", "--config",
+        "--print-config", "SNIGATE_", "hostkey", "--version"}) {
     EXPECT_NE(usage.find(opt), std::string::npos) << opt;
   }
   for (const SettingSpec& l : settings()) {

@@ -410,10 +410,10 @@ TEST(Settings, EveryRowWorksThroughEveryLayer) {
     EXPECT_NE(usage.find("  " + flag + " " + std::string(s.metavar)), std::string::npos);
     // A value each kind accepts (within every row's range): what the flag sets, the others
     // set too.
-    const std::string value = s.kind == ValueKind::list ? "127.0.0.1:7"
-                              : s.key == "admin_listen"  ? "127.0.0.2:7"
-                              : s.key == "log_level"     ? "warn"
-                              : s.key == "domain"        ? "seven.test"
+    const std::string value = s.kind == ValueKind::list      ? "127.0.0.1:7"
+                              : s.key == "admin_listen"      ? "127.0.0.2:7"
+                              : s.key == "log_level"         ? "warn"
+                              : s.key == "domain"            ? "seven.test"
                               : s.kind == ValueKind::integer ? "7"
                                                              : "/seven";
     const auto by_flag = parse({"serve", flag, value});
@@ -467,8 +467,9 @@ TEST(Settings, HelpLinesFromTheTable) {
       << help;
   const std::size_t state_dir = help.find("  --state-dir DIR               host keys live here");
   ASSERT_NE(state_dir, std::string::npos) << help;
-  EXPECT_EQ(help.find(SNIGATE_DEFAULT_STATE_DIR ")\n", state_dir),
-            help.find("\n  --authorized-keys", state_dir) - std::strlen(SNIGATE_DEFAULT_STATE_DIR ")"))
+  EXPECT_EQ(
+      help.find(SNIGATE_DEFAULT_STATE_DIR ")\n", state_dir),
+      help.find("\n  --authorized-keys", state_dir) - std::strlen(SNIGATE_DEFAULT_STATE_DIR ")"))
       << help;
   EXPECT_NE(help.find("  --client-hello-timeout SECONDS\n                                time"),
             std::string::npos)

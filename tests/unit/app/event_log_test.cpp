@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <boost/json/src.hpp>  // the one TU in unit_app that compiles Boost.JSON
 #include <chrono>
 #include <cstdio>

@@ -484,9 +484,11 @@ TEST_F(KeysCommand, AllowPatternsThatCanNeverMatchAreRefused) {
       {"-app.example.com",
        "'-app.example.com' can never match a requested name (hostname labels may not start or "
        "end with a hyphen)"},
-      {"app.123", "'app.123' can never match a requested name (the last label of a hostname may "
-                  "not be all digits)"},
-      {"!evil.com", "only negations: a list needs a name it allows, e.g. '*.example.com,!evil.com'"},
+      {"app.123",
+       "'app.123' can never match a requested name (the last label of a hostname may "
+       "not be all digits)"},
+      {"!evil.com",
+       "only negations: a list needs a name it allows, e.g. '*.example.com,!evil.com'"},
       {"!a.test,!b.test",
        "only negations: a list needs a name it allows, e.g. '*.example.com,!a.test'"},
       {"app.example.com:80",
@@ -495,8 +497,8 @@ TEST_F(KeysCommand, AllowPatternsThatCanNeverMatchAreRefused) {
   };
   for (const auto& c : cases) {
     EXPECT_EQ(run({"add", "--allow", c.pattern, pub("carol.pub")}), 1) << c.pattern;
-    EXPECT_EQ(err_.str(), std::string("snigate: keys add: --allow ") + c.pattern + ": " +
-                              c.message + "\n");
+    EXPECT_EQ(err_.str(),
+              std::string("snigate: keys add: --allow ") + c.pattern + ": " + c.message + "\n");
     EXPECT_FALSE(fs::exists(ak())) << c.pattern;
   }
 }
@@ -548,17 +550,18 @@ TEST_F(KeysCommand, AddReadsAPipeByPath) {
 // unrelated bytes) and the line's place, can rename and drop the expiry, and refuses unknown
 // keys and empty edits.
 TEST_F(KeysCommand, EditChangesOnlyWhatIsGiven) {
-  write(ak(), "# team\r\nrestrict,port-forwarding,permitlisten=\"a.alice.test:443\","
-              "from=\"10.0.0.0/8\",expiry-time=\"20300101\" ssh-ed25519 " +
-                  std::string(kAliceBlob) + " alice\r\n" + kCarol + "\n");
-  ASSERT_EQ(run({"edit", "--allow", "*.alice.test", "--allow", "x.test", "--name", "alice2",
-                 "alice"}),
-            0)
+  write(ak(),
+        "# team\r\nrestrict,port-forwarding,permitlisten=\"a.alice.test:443\","
+        "from=\"10.0.0.0/8\",expiry-time=\"20300101\" ssh-ed25519 " +
+            std::string(kAliceBlob) + " alice\r\n" + kCarol + "\n");
+  ASSERT_EQ(
+      run({"edit", "--allow", "*.alice.test", "--allow", "x.test", "--name", "alice2", "alice"}), 0)
       << err_.str();
-  EXPECT_EQ(read(ak()), "# team\r\nrestrict,port-forwarding,from=\"10.0.0.0/8\","
-                        "expiry-time=\"20300101\",permitlisten=\"*.alice.test:443\","
-                        "permitlisten=\"x.test:443\" ssh-ed25519 " +
-                            std::string(kAliceBlob) + " alice2\r\n" + kCarol + "\n");
+  EXPECT_EQ(read(ak()),
+            "# team\r\nrestrict,port-forwarding,from=\"10.0.0.0/8\","
+            "expiry-time=\"20300101\",permitlisten=\"*.alice.test:443\","
+            "permitlisten=\"x.test:443\" ssh-ed25519 " +
+                std::string(kAliceBlob) + " alice2\r\n" + kCarol + "\n");
   EXPECT_EQ(out_.str(), std::string("edited ") + kAliceFp + " alice2 (" + ak().string() +
                             ":2): allow=*.alice.test:443,x.test:443 "
                             "expires=2030-01-01T00:00:00Z; its live sessions keep the names "

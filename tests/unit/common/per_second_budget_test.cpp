@@ -1,4 +1,5 @@
-// PerSecondBudget: at most N lines a second, the rest counted and reported by the next line allowed.
+// PerSecondBudget: at most N lines a second, the rest counted and reported by the next line
+// allowed.
 #include "common/per_second_budget.hpp"
 
 #include <gtest/gtest.h>

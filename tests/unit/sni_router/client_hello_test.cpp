@@ -16,10 +16,10 @@
 #include <string_view>
 #include <vector>
 
+#include "common/tls_alert.hpp"
 #include "common/unique_handle.hpp"
 #include "sni_router/byte_reader.hpp"
 #include "sni_router/limits.hpp"
-#include "common/tls_alert.hpp"
 
 namespace gw::sni {
 namespace {

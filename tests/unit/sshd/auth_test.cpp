@@ -9,8 +9,10 @@
 namespace gw::sshd {
 namespace {
 
-constexpr const char* kBlob = "AAAAC3NzaC1lZDI1NTE5AAAAIG6psrgvtU79H73Ql20OThmn+VQE8JHOR96ilb84lgZQ";
-constexpr const char* kOther = "AAAAC3NzaC1lZDI1NTE5AAAAIB8BjtNsTAhCjuypmN8SEzTDKDOb9jWfNSvtNyqAwMiM";
+constexpr const char* kBlob =
+    "AAAAC3NzaC1lZDI1NTE5AAAAIG6psrgvtU79H73Ql20OThmn+VQE8JHOR96ilb84lgZQ";
+constexpr const char* kOther =
+    "AAAAC3NzaC1lZDI1NTE5AAAAIB8BjtNsTAhCjuypmN8SEzTDKDOb9jWfNSvtNyqAwMiM";
 
 std::shared_ptr<const keys::KeyStore> store_of(const std::string& text) {
   std::vector<std::string> warnings;
@@ -53,8 +55,9 @@ TEST(DecideAuth, Refusals) {
     EXPECT_NE(d.reason.find(c.reason), std::string::npos) << c.name << ": " << d.reason;
     EXPECT_FALSE(d.reason.empty()) << c.name;
   }
-  EXPECT_EQ(decide_auth(store.get(), attempt(kOther, AuthAttempt::Signature::valid, "10.1.2.3")).verdict,
-            AuthDecision::Verdict::accept);
+  EXPECT_EQ(
+      decide_auth(store.get(), attempt(kOther, AuthAttempt::Signature::valid, "10.1.2.3")).verdict,
+      AuthDecision::Verdict::accept);
   EXPECT_EQ(decide_auth(nullptr, attempt(kBlob, AuthAttempt::Signature::valid)).verdict,
             AuthDecision::Verdict::deny);
 }
@@ -64,10 +67,12 @@ TEST(DecideAuth, ExpiredKeyIsRefusedEvenWithAValidSignature) {
       store_of(std::string("expiry-time=\"20300101\" ssh-ed25519 ") + kBlob + " alice\n");
   const auto before = std::chrono::sys_days{std::chrono::year{2029} / 12 / 31};
   const auto after = std::chrono::sys_days{std::chrono::year{2030} / 1 / 2};
-  EXPECT_EQ(decide_auth(store.get(), attempt(kBlob, AuthAttempt::Signature::valid, "192.0.2.7", before))
-                .verdict,
-            AuthDecision::Verdict::accept);
-  const auto d = decide_auth(store.get(), attempt(kBlob, AuthAttempt::Signature::valid, "192.0.2.7", after));
+  EXPECT_EQ(
+      decide_auth(store.get(), attempt(kBlob, AuthAttempt::Signature::valid, "192.0.2.7", before))
+          .verdict,
+      AuthDecision::Verdict::accept);
+  const auto d =
+      decide_auth(store.get(), attempt(kBlob, AuthAttempt::Signature::valid, "192.0.2.7", after));
   EXPECT_EQ(d.verdict, AuthDecision::Verdict::deny);
   EXPECT_EQ(d.reason, "key expired");
 }

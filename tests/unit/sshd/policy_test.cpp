@@ -321,8 +321,10 @@ TEST(GenerateLabel, Shape) {
 TEST(DecideForward, NamesGivenToAnotherKeyAreNotUnderTheDomainDefault) {
   std::vector<std::string> warnings;
   const auto store = keys::KeyStore::from_text(
-      "permitlisten=\"*.alice.tunnel.example.com:443\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG6psrgvtU79H73Ql20OThmn+VQE8JHOR96ilb84lgZQ alice\n"
-      "permitlisten=\"*:443\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8BjtNsTAhCjuypmN8SEzTDKDOb9jWfNSvtNyqAwMiM root\n",
+      "permitlisten=\"*.alice.tunnel.example.com:443\" ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIG6psrgvtU79H73Ql20OThmn+VQE8JHOR96ilb84lgZQ alice\n"
+      "permitlisten=\"*:443\" ssh-ed25519 "
+      "AAAAC3NzaC1lZDI1NTE5AAAAIB8BjtNsTAhCjuypmN8SEzTDKDOb9jWfNSvtNyqAwMiM root\n",
       "keys", &warnings);
   ASSERT_TRUE(warnings.empty()) << warnings.front();
   const ForwardPolicy bob{*tunnel::Hostname::parse("tunnel.example.com"), 443, store.get(),
@@ -334,10 +336,12 @@ TEST(DecideForward, NamesGivenToAnotherKeyAreNotUnderTheDomainDefault) {
     EXPECT_FALSE(d.ok) << name;
     EXPECT_NE(d.refusal.find("to another key (permitlisten)"), std::string::npos) << d.refusal;
   }
-  EXPECT_TRUE(decide_forward(ForwardRequest{"app.bob.tunnel.example.com", 443}, domain_default, bob).ok);
+  EXPECT_TRUE(
+      decide_forward(ForwardRequest{"app.bob.tunnel.example.com", 443}, domain_default, bob).ok);
   const ForwardPolicy alice{bob.domain, 443, store.get(), store->keys()[0].fingerprint};
   EXPECT_TRUE(decide_forward(ForwardRequest{"app.alice.tunnel.example.com", 443},
-                             store->keys()[0].options, alice).ok);
+                             store->keys()[0].options, alice)
+                  .ok);
 }
 
 }  // namespace

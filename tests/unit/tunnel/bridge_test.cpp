@@ -114,12 +114,16 @@ class BridgeTest : public ::testing::Test {
     peeked_ = peeked.size();
     config_.idle_timeout = 300s;
     config_.open_timeout = 10s;
-    ConnectionStart start{7, "192.0.2.1", 40000, "app.example.test", std::chrono::steady_clock::now(),
+    ConnectionStart start{7,
+                          "192.0.2.1",
+                          40000,
+                          "app.example.test",
+                          std::chrono::steady_clock::now(),
                           std::chrono::system_clock::now()};
     bridge_ = std::make_shared<Bridge>(
         Bridge::Socket(std::move(ours)), std::move(peeked), start,
-        EndpointLabel{"ep_1", "tls://app.example.test", 3, "SHA256:x", "alice"}, channel_,
-        config_, stats_, std::make_shared<spdlog::logger>("test"),
+        EndpointLabel{"ep_1", "tls://app.example.test", 3, "SHA256:x", "alice"}, channel_, config_,
+        stats_, std::make_shared<spdlog::logger>("test"),
         [this](const ConnectionClosed& ev) { records_.push_back(ev); });
     bridge_->start();
     check_invariants();
@@ -137,7 +141,9 @@ class BridgeTest : public ::testing::Test {
     }
     return done();
   }
-  void settle() { drive([] { return false; }, 50); }
+  void settle() {
+    drive([] { return false; }, 50);
+  }
 
   void check_invariants() {
     const auto& b = *bridge_;
@@ -197,7 +203,8 @@ class BridgeTest : public ::testing::Test {
   }
 
   boost::asio::io_context ioc_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{ioc_.get_executor()};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{
+      ioc_.get_executor()};
   Local::socket client_{ioc_};
   std::shared_ptr<FakeChannel> channel_;
   std::shared_ptr<BridgeStats> stats_ = std::make_shared<BridgeStats>();
@@ -275,7 +282,8 @@ TEST_F(BridgeTest, WindowZeroStopsReadingTheSocketAndAGrantResumes) {
   ASSERT_TRUE(drive([&] {
     boost::system::error_code ec;
     if (written < up.size()) {
-      written += client_.write_some(boost::asio::buffer(up.data() + written, up.size() - written), ec);
+      written +=
+          client_.write_some(boost::asio::buffer(up.data() + written, up.size() - written), ec);
     }
     return channel_->received.size() == up.size();
   }));
@@ -293,11 +301,13 @@ TEST_F(BridgeTest, DownCapStopsConsumptionUntilTheClientReadsThenEverythingArriv
   EXPECT_EQ(bridge_->down_buffered(), config_.down_buffer_cap);
   const auto resumes_before = channel_->resumes;
   std::vector<std::byte> got;
-  ASSERT_TRUE(drive([&] {
-    auto chunk = client_read_available();
-    got.insert(got.end(), chunk.begin(), chunk.end());
-    return got.size() == down.size();
-  }, 20000));
+  ASSERT_TRUE(drive(
+      [&] {
+        auto chunk = client_read_available();
+        got.insert(got.end(), chunk.begin(), chunk.end());
+        return got.size() == down.size();
+      },
+      20000));
   EXPECT_EQ(got, down);
   EXPECT_GT(channel_->resumes, resumes_before);
   EXPECT_TRUE(channel_->held.empty());
