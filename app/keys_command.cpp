@@ -294,18 +294,7 @@ std::string quoting_problem(std::string_view s) {
   return {};
 }
 
-/// Splits a comma list; empty elements are kept (and refused by the callers).
-std::vector<std::string_view> split_commas(std::string_view s) {
-  std::vector<std::string_view> out;
-  for (;;) {
-    const std::size_t comma = s.find(',');
-    out.push_back(s.substr(0, comma));
-    if (comma == std::string_view::npos) {
-      return out;
-    }
-    s.remove_prefix(comma + 1);
-  }
-}
+using ascii::split_commas;  // empty elements are kept (and refused by the callers)
 
 /// Why no requested name can ever match the host pattern `element` (one list entry, without
 /// its '!'), or "". Requested names are tunnel::Hostname (DESIGN section 3): a pattern with
