@@ -103,11 +103,22 @@ bool Cidr::contains(const boost::asio::ip::address& address) const {
   return prefix_equal(a.to_v6().to_bytes(), network_.to_v6().to_bytes(), prefix_);
 }
 
+bool Cidr::covers(const boost::asio::ip::address& address) const {
+  const auto a = canonical(address);
+  if (a.is_v4() && network_.is_v6()) {
+    // An IPv4 client is ::ffff:a.b.c.d in IPv6 terms: a v6 prefix covers it when it covers
+    // that address, so `::/0` means every client, v4 included (`2001:db8::/32` none of them).
+    const auto mapped = boost::asio::ip::make_address_v6(boost::asio::ip::v4_mapped, a.to_v4());
+    return prefix_equal(mapped.to_bytes(), network_.to_v6().to_bytes(), prefix_);
+  }
+  return contains(a);
+}
+
 std::string Cidr::str() const { return network_.to_string() + "/" + std::to_string(prefix_); }
 
 bool AccessRule::permits(const boost::asio::ip::address& address, std::string* why) const {
   for (const auto& c : deny) {
-    if (c.contains(address)) {
+    if (c.covers(address)) {
       if (why) {
         *why = "in --deny-cidr " + c.str();
       }
@@ -115,7 +126,7 @@ bool AccessRule::permits(const boost::asio::ip::address& address, std::string* w
     }
   }
   if (allow.empty() ||
-      std::any_of(allow.begin(), allow.end(), [&](const Cidr& c) { return c.contains(address); })) {
+      std::any_of(allow.begin(), allow.end(), [&](const Cidr& c) { return c.covers(address); })) {
     return true;
   }
   if (why) {

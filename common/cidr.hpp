@@ -21,6 +21,10 @@ class Cidr {
   /// The one CIDR validator of the project: sshd::parse_cidr calls it.
   static std::optional<Cidr> parse(std::string_view text);
   bool contains(const boost::asio::ip::address& address) const;
+  /// As contains(), but an IPv6 prefix also covers IPv4 clients through their v4-mapped form
+  /// (::ffff:a.b.c.d): `::/0` is every client. The `tls --allow-cidr/--deny-cidr` rules use this
+  /// (a user denying ::/0 means everyone); from= keeps OpenSSH's family-strict contains().
+  bool covers(const boost::asio::ip::address& address) const;
   /// True for `10.0.0.1/8`: OpenSSH refuses such a from= entry ("inconsistent mask length").
   bool has_host_bits() const;
   /// "network/len", lower-case, v4-mapped prefixes as IPv4 ("10.0.0.0/8").

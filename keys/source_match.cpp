@@ -27,6 +27,18 @@ Entry entry_matches(std::string_view entry, const boost::asio::ip::address& clie
     }
     return cidr->contains(client) ? Entry::hit : Entry::miss;
   }
+  if (entry.find_first_of("*?") == std::string_view::npos) {
+    // A plain address is compared as an address, as OpenSSH does: `!0::1` and
+    // `!0:0:0:0:0:0:0:1` exclude ::1 however they are written.
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(std::string(entry), ec);
+    if (!ec) {
+      return gw::Cidr::parse(address.to_string() + (address.is_v4() ? "/32" : "/128"))
+                     ->contains(client)
+                 ? Entry::hit
+                 : Entry::miss;
+    }
+  }
   return match_pattern(client_text, entry, GlobOptions{.case_insensitive = true}) ? Entry::hit
                                                                                   : Entry::miss;
 }

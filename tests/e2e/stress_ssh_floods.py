@@ -106,9 +106,18 @@ def keepalive_request(m: paramiko.Message) -> None:
     m.add_boolean(True)
 
 
-def legit(gw, upstream, client_ctx):
-    gw.tunnel([fwd(NAME, upstream)]).start()
-    return lambda: https_get(gw.tls_port, NAME, client_ctx)
+class Scene:
+    """A gateway with one legitimate tunnel (its round trip measured idle first) and k hostile
+    paramiko connections, after key exchange."""
+
+    def __init__(self, gateway_factory, upstream, client_ctx, k: int):
+        self.gw = stress_gateway(gateway_factory)
+        self.gw.tunnel([fwd(NAME, upstream)]).start()
+        self.get = lambda: https_get(self.gw.tls_port, NAME, client_ctx)
+        self.proc = Proc(self.gw.proc.pid)
+        self.baseline = timed_ms(self.get, 20)
+        self.rss0 = self.proc.settled_rss_kib()
+        self.hostiles = [Hostile(self.gw.ssh_port) for _ in range(k)]
 
 
 def round_trips(figures, what: str, baseline: list[float], during: list[float]) -> bool:
@@ -127,13 +136,9 @@ def test_preauth_none_flood_is_cut_off_at_the_attempt_limit(gateway_factory, ups
     # they can without reading the answers, are disconnected after the 6 attempts every method
     # counts toward (the first "none" is free, as in OpenSSH), so the legitimate tunnel's round
     # trip and the gateway's memory don't move.
-    gw = stress_gateway(gateway_factory)
-    get = legit(gw, upstream, client_ctx)
-    proc = Proc(gw.proc.pid)
-    baseline = timed_ms(get, 20)
-    rss0 = proc.settled_rss_kib()
     k = scaled(full=4, ci=2)
-    hostiles = [Hostile(gw.ssh_port) for _ in range(k)]
+    sc = Scene(gateway_factory, upstream, client_ctx, k)
+    get, proc, baseline, rss0, hostiles = sc.get, sc.proc, sc.baseline, sc.rss0, sc.hostiles
     for h in hostiles:
         h.stop_reading()
         h.send(lambda m: (m.add_byte(cMSG_SERVICE_REQUEST), m.add_string("ssh-userauth")))
@@ -161,13 +166,9 @@ def test_authenticated_keepalive_flood_does_not_slow_other_tunnels(gateway_facto
     # as they can and never read the replies are stopped by the gateway (it reads no more from a
     # peer that doesn't read its output), so the legitimate tunnel's round trip stays within
     # 2x + 5 ms and the gateway's memory within 64 MiB, and both are back to baseline after.
-    gw = stress_gateway(gateway_factory)
-    get = legit(gw, upstream, client_ctx)
-    proc = Proc(gw.proc.pid)
-    baseline = timed_ms(get, 20)
-    rss0 = proc.settled_rss_kib()
     k = scaled(full=4, ci=2)
-    hostiles = [Hostile(gw.ssh_port) for _ in range(k)]
+    sc = Scene(gateway_factory, upstream, client_ctx, k)
+    get, proc, baseline, rss0, hostiles = sc.get, sc.proc, sc.baseline, sc.rss0, sc.hostiles
     for h in hostiles:
         h.auth(keys.path("alice"))
         h.stop_reading()

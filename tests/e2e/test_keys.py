@@ -497,6 +497,7 @@ def test_from_narrowed_while_running_closes_session(gateway_factory, keys, upstr
     ("--allow-cidr 127.0.0.0/8 --deny-cidr 127.0.0.1/32", False),
     ("--allow-cidr 127.0.0.0/8", True),
     ("--deny-cidr 10.0.0.0/8", True),
+    ("--deny-cidr ::/0", False),  # ::/0 is every client, IPv4 ones included
     ("--allow-cidr ::1/128 --allow-cidr 127.0.0.1", True),
 ])
 def test_cidr_rules_close_refused_clients_before_any_channel(gateway_factory, upstream_factory,
@@ -668,6 +669,14 @@ def test_keys_add_refuses_allow_patterns_that_never_match(tmp_path, keys, patter
 SHADOW_NAMES = ["*.zone.localhost", "*.deep.zone.localhost", "*.x.localhost", "*.alice.localhost"]
 
 
+def _refused_with(gw, name, upstream, key, text):
+    """`key`'s `tls` session asking for `name` is told `text` and announces nothing."""
+    t = attempt(gw, [fwd(name, upstream)], key=key, exit_on_forward_failure=False)
+    wait_for(lambda: text in t.stderr() or not t.running(), 20, f"the refusal: {text}")
+    assert text in t.stderr() and not t.urls(), t.describe()
+    t.close()
+
+
 def _shadow_gateway(gateway_factory, keys):
     """--domain localhost; alice is given *.alice.localhost explicitly, carol and dave only have
     the --domain default."""
@@ -684,11 +693,7 @@ def test_names_given_to_a_key_are_not_under_the_domain_default(gateway_factory, 
     # permitlisten can't be taken by another key through the --domain default, even while alice
     # is away: the forward is refused, saying why, and the name does not route.
     gw = _shadow_gateway(gateway_factory, keys)
-    t = attempt(gw, [fwd(name, upstream)], key="carol", exit_on_forward_failure=False)
-    wait_for(lambda: "another key (permitlisten)" in t.stderr() or not t.running(), 20,
-             "the refusal")
-    assert "another key (permitlisten)" in t.stderr() and not t.urls(), t.describe()
-    t.close()
+    _refused_with(gw, name, upstream, "carol", "another key (permitlisten)")
     probe_name = name.replace("*", "x")
     assert is_alert(gw.probe(probe_name), ALERT_UNRECOGNIZED_NAME)
 
@@ -700,13 +705,10 @@ def test_no_other_key_under_a_live_wildcard(gateway_factory, keys, upstream_fact
     # wildcard under it (routing prefers them, so they would take carol's visitors): refused at
     # forward time with the reason, and carol keeps every name.
     gw = _shadow_gateway(gateway_factory, keys)
-    ours, theirs = upstream_factory("http", "carol", names=SHADOW_NAMES), upstream_factory("http", "dave", names=SHADOW_NAMES)
+    ours = upstream_factory("http", "carol", names=SHADOW_NAMES)
+    theirs = upstream_factory("http", "dave", names=SHADOW_NAMES)
     carol = gw.tunnel([fwd("*.zone.localhost", ours)], key="carol").start()
-    t = attempt(gw, [fwd(name, theirs)], key="dave", exit_on_forward_failure=False)
-    wait_for(lambda: "is under *.zone.localhost" in t.stderr() or not t.running(), 20,
-             "the refusal")
-    assert "is under *.zone.localhost" in t.stderr() and not t.urls(), t.describe()
-    t.close()
+    _refused_with(gw, name, theirs, "dave", "is under *.zone.localhost")
     probe_name = name.replace("*", "x")
     assert https_get(gw.tls_port, probe_name, client_ctx).body.startswith("hello from carol")
     assert carol.running() and theirs.accepted == 0
@@ -720,11 +722,7 @@ def test_no_wildcard_over_another_keys_live_name(gateway_factory, keys, upstream
     gw = _shadow_gateway(gateway_factory, keys)
     d, c = upstream_factory("http", "dave", names=SHADOW_NAMES), upstream_factory("http", "carol", names=SHADOW_NAMES)
     gw.tunnel([fwd("app.x.localhost", d)], key="dave").start()
-    t = attempt(gw, [fwd("*.x.localhost", c)], key="carol", exit_on_forward_failure=False)
-    wait_for(lambda: "would cover app.x.localhost" in t.stderr() or not t.running(), 20,
-             "the refusal")
-    assert "would cover app.x.localhost" in t.stderr() and not t.urls(), t.describe()
-    t.close()
+    _refused_with(gw, "*.x.localhost", c, "carol", "would cover app.x.localhost")
     assert https_get(gw.tls_port, "app.x.localhost", client_ctx).body.startswith("hello from dave")
     own = gw.tunnel([fwd("*.alice.localhost", c), fwd("app.alice.localhost", d)], key="alice")
     own.start()

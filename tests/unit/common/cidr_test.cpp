@@ -69,6 +69,18 @@ TEST(Cidr, Contains) {
   EXPECT_TRUE(Cidr::parse("0.0.0.0/0")->contains(ip("203.0.113.9")));
 }
 
+// Proves: covers() lets an IPv6 prefix take IPv4 clients by their v4-mapped form (::/0 is
+// everyone, a real v6 prefix no v4 client), while contains() stays family-strict (from=).
+TEST(Cidr, Covers) {
+  const auto all6 = *Cidr::parse("::/0");
+  EXPECT_TRUE(all6.covers(ip("203.0.113.9")));
+  EXPECT_FALSE(all6.contains(ip("203.0.113.9")));
+  EXPECT_TRUE(all6.covers(ip("2001:db8::1")));
+  EXPECT_FALSE(Cidr::parse("2001:db8::/32")->covers(ip("203.0.113.9")));
+  EXPECT_TRUE(Cidr::parse("::ffff:0:0/96")->covers(ip("10.1.2.3")));
+  EXPECT_TRUE(Cidr::parse("10.0.0.0/8")->covers(ip("10.1.2.3")));
+}
+
 // Proves: bits past the prefix are reported (from= refuses them, as OpenSSH does).
 TEST(Cidr, HostBits) {
   struct Case {

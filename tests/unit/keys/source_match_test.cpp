@@ -60,6 +60,13 @@ TEST(SourceMatch, Table) {
       {"host names never match: no reverse DNS", {"*.corp.test"}, "10.1.2.3", false},
       {"ipv4 cidr does not match ipv6", {"0.0.0.0/0"}, "2001:db8::1", false},
       {"::/0 matches ipv6 only", {"::/0"}, "10.1.2.3", false},
+      {"a negated address written long-hand still excludes",
+       {"*", "!0:0:0:0:0:0:0:1"},
+       "::1",
+       false},
+      {"a negated address written with a zero group still excludes", {"*", "!0::1"}, "::1", false},
+      {"addresses compare as addresses, not text", {"0:0::1"}, "::1", true},
+      {"an address entry doesn't match another address", {"0::2"}, "::1", false},
   };
   for (const auto& c : cases) {
     EXPECT_EQ(allowed(c.from, c.client), c.expect) << c.label;
