@@ -96,6 +96,17 @@ bool ForwardedChannel::collect_open() {
   return true;
 }
 
+bool ForwardedChannel::window_overflowed() {
+  // Only our writes shrink the remote window: a smaller one than our last write left means the
+  // client's window adjusts overflowed it (libssh 0.10 adds them unchecked; RFC 4254 caps the
+  // window at 2^32-1).
+  if (ssh_channel_window_size(channel_) < window_after_write_) {
+    violation("window_overflow");
+    return true;
+  }
+  return false;
+}
+
 void ForwardedChannel::violation(const char* what) {
   if (violated_ == nullptr) {
     violated_ = what;
@@ -163,10 +174,7 @@ void ForwardedChannel::service() {
     }
   }
   if (want_writable_) {
-    if (ssh_channel_window_size(channel_) < window_after_write_) {
-      // Only our writes shrink the remote window: a smaller one means the client's window
-      // adjusts overflowed it (libssh 0.10 adds them unchecked; RFC 4254 caps it at 2^32-1).
-      violation("window_overflow");
+    if (window_overflowed()) {
       handler_->on_channel_failed(violated_);
       return;
     }
@@ -189,8 +197,7 @@ std::optional<std::size_t> ForwardedChannel::write(std::span<const std::byte> da
   if (channel_ == nullptr || state_ != State::open) {
     return std::nullopt;
   }
-  if (ssh_channel_window_size(channel_) < window_after_write_) {
-    violation("window_overflow");  // see service()
+  if (window_overflowed()) {
     return std::nullopt;
   }
   std::size_t done = 0;
@@ -298,10 +305,9 @@ void ForwardedChannel::grow_window() {
 }
 
 void ForwardedChannel::close() {
-  if (released_) {
-    return;
+  if (handler_ == nullptr) {
+    return;  // already released (or detached with its session)
   }
-  released_ = true;
   handler_ = nullptr;  // callbacks from now on discard (keeping the window moving)
   host_.adopt(shared_from_this());
 }
@@ -331,7 +337,6 @@ void ForwardedChannel::detach() {
   }
   channel_ = nullptr;
   handler_ = nullptr;
-  released_ = true;
 }
 
 // ---- libssh callbacks: record and hand over bytes, nothing more ------------------------

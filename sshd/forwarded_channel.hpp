@@ -90,6 +90,8 @@ class ForwardedChannel final : public tunnel::Channel,
   bool collect_open();
   void set_answered(int rc);
   void violation(const char* what);
+  /// True (and recorded as a violation) when the client's window adjusts overflowed the window.
+  bool window_overflowed();
   std::size_t deliver(std::span<const std::byte> data);
   void grow_window();
   void queue();
@@ -102,9 +104,8 @@ class ForwardedChannel final : public tunnel::Channel,
   std::uint32_t port_;
   std::string origin_;
   std::uint16_t origin_port_;
-  tunnel::ChannelHandler* handler_ = nullptr;  ///< null once released (or before start)
+  tunnel::ChannelHandler* handler_ = nullptr;  ///< null before start and once released
   State state_ = State::idle;
-  bool released_ = false;
   bool opened_reported_ = false;
   bool eof_seen_ = false, eof_reported_ = false;
   bool close_seen_ = false, close_reported_ = false;

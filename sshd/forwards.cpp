@@ -4,7 +4,6 @@
 #include <random>
 
 #include "common/printable.hpp"
-#include "sshd/policy.hpp"
 
 namespace gw::sshd {
 namespace {
@@ -19,6 +18,18 @@ std::uint64_t random_u64() {
 
 }  // namespace
 
+ForwardDecision ForwardTable::decide(const std::string& address, std::uint32_t port,
+                                     const keys::AuthorizedKey& key,
+                                     const keys::KeyStore* store) const {
+  return decide_forward(ForwardRequest{address, port}, key.options,
+                        ForwardPolicy{ctx_->domain, ctx_->advertise_port, store, key.fingerprint});
+}
+
+std::string ForwardTable::no_longer_allowed(const Forward& f, const keys::AuthorizedKey& key,
+                                            const keys::KeyStore& store) const {
+  return decide(f.bind_address, f.requested_port, key, &store).refusal;
+}
+
 ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::uint32_t port,
                                              const keys::AuthorizedKey& key) {
   Prepared p;
@@ -26,10 +37,7 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     p.refusal = "too many forwards in one session";
     return p;
   }
-  const auto store = ctx_->keys->get();
-  const ForwardDecision decision = decide_forward(
-      ForwardRequest{address, port}, key.options,
-      ForwardPolicy{ctx_->domain, ctx_->advertise_port, store.get(), key.fingerprint});
+  const ForwardDecision decision = decide(address, port, key, ctx_->keys->get().get());
   if (!decision.ok) {
     p.refusal = decision.refusal;
     return p;
@@ -46,6 +54,7 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     // same-key holders may still be joined, taken over or waited for once the command's
     // options arrive.
     if (ctx_->registry->probe(name, key.fingerprint) == tunnel::NameState::held) {
+      // held: another key's session has the name, or one its names would nest with.
       p.refusal = ctx_->registry->nesting(name, key.fingerprint);
       if (p.refusal.empty()) {
         p.refusal = name +
@@ -102,6 +111,15 @@ ForwardTable::Map::iterator ForwardTable::remove(Map::iterator it, std::string_v
   auto next = forwards_.erase(it);
   ctx_->sessions->set_endpoints(session_id_, forwards_.size());
   return next;
+}
+
+bool ForwardTable::remove(std::size_t key, std::string_view reason) {
+  const auto it = forwards_.find(key);
+  if (it == forwards_.end()) {
+    return false;
+  }
+  remove(it, reason);
+  return true;
 }
 
 void ForwardTable::remove_all(std::string_view reason) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "keys/authorized_keys.hpp"
+#include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
 #include "tunnel/endpoint.hpp"
@@ -65,12 +66,17 @@ class ForwardTable {
   };
   Prepared prepare(const std::string& address, std::uint32_t port, const keys::AuthorizedKey& key);
   void add(std::size_t key, Forward f);
+  /// Why `key`, as authorized_keys now has it, may no longer hold `f` ("" if it still may).
+  std::string no_longer_allowed(const Forward& f, const keys::AuthorizedKey& key,
+                                const keys::KeyStore& store) const;
   Forward* find(std::size_t key);
   /// The forward a cancel-tcpip-forward names, or end().
   Map::iterator find_bind(std::string_view address, std::uint32_t port);
   /// Every way a forward ends goes through here: log, event, per-key count.
   Map::iterator remove(Map::iterator it, std::string_view reason);
   void remove_all(std::string_view reason);
+  /// remove() by forward key; false if there is no such forward.
+  bool remove(std::size_t key, std::string_view reason);
 
   /// Claims f's name; returns the refusal, or "" when claimed (f.id set, event written).
   std::string claim(std::size_t key, Forward& f, const ClaimOptions& options);
@@ -90,6 +96,10 @@ class ForwardTable {
   bool empty() const { return forwards_.empty(); }
 
  private:
+  /// The policy decision for one request by `key`, against every key in `store`.
+  ForwardDecision decide(const std::string& address, std::uint32_t port,
+                         const keys::AuthorizedKey& key, const keys::KeyStore* store) const;
+
   std::shared_ptr<const ServerContext> ctx_;
   std::uint64_t session_id_;
   Map forwards_;

@@ -712,12 +712,7 @@ void Session::forward_displaced(std::size_t key) {
     self->terminal_.write("snigate: " + self->forwards_.url_for(*f) +
                               " was taken over by a newer session of your key (--takeover)",
                           true);
-    for (auto it = self->forwards_.begin(); it != self->forwards_.end(); ++it) {
-      if (it->first == key) {
-        self->forwards_.remove(it, "taken_over");
-        break;
-      }
-    }
+    self->forwards_.remove(key, "taken_over");
     self->info_dirty_ = true;
     if (self->forwards_.empty()) {
       // Exit status 0: the newer session serves the name now; a supervisor restarting this one
@@ -1028,14 +1023,12 @@ void Session::apply_keys(const keys::KeyStore& store) {
   }
   key_ = *now;  // new options (permitlisten, expiry, ...) apply from now on
   for (auto it = forwards_.begin(); it != forwards_.end();) {
-    const ForwardDecision d = decide_forward(
-        ForwardRequest{it->second.bind_address, it->second.requested_port}, key_->options,
-        ForwardPolicy{ctx_->domain, ctx_->advertise_port, &store, key_->fingerprint});
-    if (d.ok) {
+    const std::string refusal = forwards_.no_longer_allowed(it->second, *key_, store);
+    if (refusal.empty()) {
       ++it;
       continue;
     }
-    terminal_.write("snigate: " + forwards_.url_for(it->second) + " removed: " + d.refusal, true);
+    terminal_.write("snigate: " + forwards_.url_for(it->second) + " removed: " + refusal, true);
     // Its open connections end too, as when the key is removed: the key may no longer serve it.
     abort_connections("key_no_longer_allows", it->first);
     it = forwards_.remove(it, "key_no_longer_allows");

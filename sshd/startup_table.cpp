@@ -19,7 +19,11 @@ void StartupTable::Slot::bind(std::weak_ptr<SessionHandle> session) {
     return;
   }
   std::lock_guard lock(table_->mutex_);
-  for (auto& e : table_->by_ip_[ip_]) {
+  const auto it = table_->by_ip_.find(ip_);  // gone already if another thread evicted it
+  if (it == table_->by_ip_.end()) {
+    return;
+  }
+  for (auto& e : it->second) {
     if (e.token == token_) {
       e.session = std::move(session);
     }

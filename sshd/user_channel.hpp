@@ -37,8 +37,8 @@ class UserChannel {
   /// True once after the user pressed Ctrl-C/Ctrl-D or closed the channel.
   bool take_quit();
 
-  /// One message line (CRLF ends, so it reads right with and without a pty). Before the channel
-  /// exists, `later` keeps it for flush_notices().
+  /// One message line (CRLF ends, so it reads right with and without a pty). Dropped when there
+  /// is no open session channel (`ssh -N`); see notice() for lines from before the command.
   void write(std::string_view text, bool to_stderr);
   /// A message from before the command arrived (e.g. a forward refused at login).
   void notice(std::string text) { notices_.push_back(std::move(text)); }

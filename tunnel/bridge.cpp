@@ -356,10 +356,7 @@ void Bridge::on_channel_closed() {
     return;
   }
   peer_closed_channel_ = true;
-  flush_down();
-  if (!finished_) {
-    maybe_finish();
-  }
+  flush_down();  // shuts our side down once drained, and finishes when both are done
 }
 
 // ---- teardown --------------------------------------------------------------------------
