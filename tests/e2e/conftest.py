@@ -964,18 +964,23 @@ class Upstream:
       silent    completes the handshake, then reads and discards until EOF
       source    sends `source_bytes` of source_stream() (then close_notify and FIN)
       reset     sends 256 KiB, then resets the TCP connection (RST) without a TLS goodbye
-    Results (dicts) go to .results, handler exceptions to .errors."""
+    Results (dicts) go to .results, handler exceptions to .errors. cert=(chain.pem, key.pem) serves
+    that certificate instead of one from the test CA (e.g. one an ACME CA issued); port= listens on
+    that port instead of a free one (e.g. where an ssh -R already points)."""
 
     def __init__(self, pki: Pki, mode: str = "http", label: str = "upstream",
-                 names: Iterable[str] = UPSTREAM_NAMES, source_bytes: int = 0):
+                 names: Iterable[str] = UPSTREAM_NAMES, source_bytes: int = 0,
+                 cert: tuple[Path, Path] | None = None, port: int = 0):
         self.pki = pki
         self.mode = mode
         self.source_bytes = source_bytes
         self.label = label
         self.names = list(names)
+        self.cert = cert
         self.ctx = self._context(self.names)
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(1024)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -990,7 +995,11 @@ class Upstream:
         self._acceptor.start()
 
     def _context(self, names) -> ssl.SSLContext:
-        ctx = self.pki.server_context(names)
+        if self.cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(self.cert[0]), str(self.cert[1]))
+        else:
+            ctx = self.pki.server_context(names)
 
         def on_sni(obj, server_name, _ctx):
             try:
