@@ -90,8 +90,10 @@ class Supervisor:
         self._thread.start()
 
     def _loop(self):
-        while not self._stopping.is_set() and self.starts < self.max_starts:
+        while self.starts < self.max_starts:
             with self._lock, open(self.log, "ab") as out:
+                if self._stopping.is_set():  # checked under the lock stop() takes: no orphan
+                    return
                 self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, env=clean_env(),
                                              start_new_session=True)
