@@ -14,7 +14,6 @@ What it deliberately doesn't do: use pebble's "always valid" shortcut (PEBBLE_VA
 pebble-challtestsrv; the challenge is answered by lego, through the gateway, for real."""
 
 import json
-import os
 import shutil
 import socket
 import ssl

@@ -18,7 +18,6 @@ What it deliberately doesn't do: wait for the gateway to time the old session ou
 --takeover is not to), or sleep for anything it can poll."""
 
 import os
-import re
 import shlex
 import shutil
 import signal
