@@ -160,6 +160,24 @@ def test_rules_unit_tests_pass_and_cover_every_alert():
     assert alerts - tested == set(), f"alerts with no firing case in {RULES_TEST.name}"
 
 
+def test_readme_scrape_config_loads_the_rules(tmp_path):
+    # Proves: the prometheus.yml lines the README gives (scrape job, bearer token file,
+    # rule_files) are a config the real Prometheus accepts, with the rules file loading from it.
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Dashboards and alerts"):]
+    m = re.search(r"\n((?:    .*\n)*?    scrape_configs:\n(?:    .*\n)+)", section)
+    assert m, "README's Dashboards and alerts section has no indented scrape_configs block"
+    config = "\n".join(line[4:] for line in m.group(1).splitlines()) + "\n"
+    token = "/etc/prometheus/snigate-token"
+    assert token in config, config
+    (tmp_path / "token").write_text("t\n")
+    (tmp_path / "prometheus.yml").write_text(config.replace(token, str(tmp_path / "token")))
+    shutil.copy(RULES, tmp_path / RULES.name)
+    p = promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+    assert p.returncode == 0 and f"SUCCESS: {len(load_rules())} rules found" in p.stdout, \
+        p.stdout + p.stderr
+
+
 def test_dashboard_queries_are_valid_promql(tmp_path):
     # Proves: every dashboard query (panels and the instance variable, Grafana variables replaced)
     # is PromQL the real parser accepts: promtool checks them as recording rules. Also the
