@@ -7,7 +7,8 @@ What is here (tests import the helpers with `from conftest import ...`):
             stop expects exit 0 and no sanitizer report in its log. admin_listen="127.0.0.1:0" turns
             the admin API on (port from `admin=` in serve.ready; Gateway.admin() sends a request);
             env= adds environment variables (e.g. SNIGATE_ADMIN_TOKEN)
-  http_request (plain HTTP/1.1 to 127.0.0.1), read_events (the --event-log JSON lines)
+  http_request (plain HTTP/1.1 to 127.0.0.1), read_events (the --event-log JSON lines),
+            parse_prometheus and metric (/metrics, strictly parsed)
   Upstream  a TLS server in Python (threads) with scripted behaviours: http, echo, half-close
   Tunnel    `ssh -R NAME:443:127.0.0.1:UP ... tls` (or -N); ready when the banner shows every URL
   TLS helpers: https_get (Python ssl, verification on), curl_get, s_client_get, client_hello(),
@@ -24,6 +25,7 @@ import dataclasses
 import hashlib
 import http.client
 import json
+import math
 import os
 import random
 import re
@@ -386,6 +388,90 @@ def read_events(path: Path) -> list[dict]:
         if line.endswith("\n") and line.strip():
             out.append(json.loads(line))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Prometheus text format (the admin API's /metrics)
+
+
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)( -?\d+)?$')
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+
+
+def parse_prometheus(text: str) -> dict:
+    """Parses Prometheus text format 0.0.4 strictly enough for a test. Returns
+    {(name, ((label, value), ...)): float}. Fails on: a malformed line, a sample before its family's
+    TYPE, a duplicated HELP/TYPE/sample, histogram buckets out of order or not cumulative, +Inf
+    bucket != _count, a metric without the snigate_ prefix."""
+    assert text.endswith("\n"), "exposition must end with a newline"
+    types: dict[str, str] = {}
+    helps: set[str] = set()
+    seen_samples: set[str] = set()
+    samples: dict = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 2 and parts[1] in ("HELP", "TYPE"):
+                assert len(parts) >= 3, f"line {n}: {line!r}"
+                fam = parts[2]
+                assert fam not in seen_samples, f"line {n}: {parts[1]} after samples of {fam}"
+                if parts[1] == "TYPE":
+                    assert fam not in types, f"line {n}: second TYPE for {fam}"
+                    assert len(parts) == 4 and parts[3] in (
+                        "counter", "gauge", "histogram", "summary", "untyped"), f"line {n}: {line!r}"
+                    types[fam] = parts[3]
+                else:
+                    assert fam not in helps, f"line {n}: second HELP for {fam}"
+                    helps.add(fam)
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, f"line {n} is not `name{{labels}} value`: {line!r}"
+        name, _, raw_labels, raw_value = m.group(1), m.group(2), m.group(3), m.group(4)
+        assert name.startswith("snigate_"), f"line {n}: {name} lacks the snigate_ prefix"
+        labels = []
+        if raw_labels:
+            pos = 0
+            while pos < len(raw_labels):
+                lm = LABEL_RE.match(raw_labels, pos)
+                assert lm, f"line {n}: bad labels {raw_labels!r}"
+                labels.append((lm.group(1), lm.group(2)))
+                pos = lm.end()
+        value = float(raw_value)  # accepts NaN, +Inf, -Inf too
+        fam = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and types.get(name[:-len(suffix)]) in ("histogram", "summary"):
+                fam = name[:-len(suffix)]
+        assert fam in types, f"line {n}: sample {name} before (or without) its # TYPE"
+        if types[fam] == "counter":
+            assert value >= 0 and not math.isnan(value), f"line {n}: counter {name} = {value}"
+        key = (name, tuple(sorted(labels)))
+        assert key not in samples, f"line {n}: duplicate sample {key}"
+        samples[key] = value
+        seen_samples.add(fam)
+    for fam, typ in types.items():
+        if typ != "histogram":
+            continue
+        groups: dict = {}
+        for (name, labels), v in samples.items():
+            if name == fam + "_bucket":
+                le = dict(labels)["le"]
+                rest = tuple(kv for kv in labels if kv[0] != "le")
+                groups.setdefault(rest, []).append((float(le), v))
+        assert groups, f"histogram {fam} has no buckets"
+        for rest, buckets in groups.items():
+            les = [le for le, _ in buckets]
+            assert les == sorted(les) and les[-1] == math.inf, f"{fam}: buckets {les}"
+            counts = [v for _, v in buckets]
+            assert counts == sorted(counts), f"{fam}: bucket counts not cumulative: {counts}"
+            assert samples.get((fam + "_count", rest)) == counts[-1], f"{fam}: +Inf != _count"
+            assert (fam + "_sum", rest) in samples, f"{fam}: no _sum"
+    return samples
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -878,18 +964,23 @@ class Upstream:
       silent    completes the handshake, then reads and discards until EOF
       source    sends `source_bytes` of source_stream() (then close_notify and FIN)
       reset     sends 256 KiB, then resets the TCP connection (RST) without a TLS goodbye
-    Results (dicts) go to .results, handler exceptions to .errors."""
+    Results (dicts) go to .results, handler exceptions to .errors. cert=(chain.pem, key.pem) serves
+    that certificate instead of one from the test CA (e.g. one an ACME CA issued); port= listens on
+    that port instead of a free one (e.g. where an ssh -R already points)."""
 
     def __init__(self, pki: Pki, mode: str = "http", label: str = "upstream",
-                 names: Iterable[str] = UPSTREAM_NAMES, source_bytes: int = 0):
+                 names: Iterable[str] = UPSTREAM_NAMES, source_bytes: int = 0,
+                 cert: tuple[Path, Path] | None = None, port: int = 0):
         self.pki = pki
         self.mode = mode
         self.source_bytes = source_bytes
         self.label = label
         self.names = list(names)
+        self.cert = cert
         self.ctx = self._context(self.names)
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(1024)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -904,7 +995,11 @@ class Upstream:
         self._acceptor.start()
 
     def _context(self, names) -> ssl.SSLContext:
-        ctx = self.pki.server_context(names)
+        if self.cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(self.cert[0]), str(self.cert[1]))
+        else:
+            ctx = self.pki.server_context(names)
 
         def on_sni(obj, server_name, _ctx):
             try:

@@ -3,7 +3,6 @@ in their own ssh session (DESIGN section 6, issue 5, docs/events.md, docs/api.md
 
 import base64
 import hashlib
-import math
 import os
 import re
 import signal
@@ -17,7 +16,7 @@ import pytest
 
 from conftest import (ALERT_DECODE_ERROR, ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME,
                       START_TIMEOUT, MemTls, client_hello, clean_env, free_closed_port, fwd,
-                      is_alert, read_events, tail, wait_for)
+                      is_alert, metric, parse_prometheus, read_events, tail, wait_for)
 
 EVENTS = "events.jsonl"  # relative: snigate runs in the gateway's own directory
 TOKEN = "e2e-admin-token-0123456789"
@@ -544,86 +543,6 @@ def test_non_loopback_admin_without_token_refused_at_start(gateway_factory):
 
 
 # ---- /metrics -----------------------------------------------------------------------------------
-
-
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)( -?\d+)?$')
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
-
-
-def parse_prometheus(text: str) -> dict:
-    """Parses Prometheus text format 0.0.4 strictly enough for a test. Returns
-    {(name, ((label, value), ...)): float}. Fails on: a malformed line, a sample before its family's
-    TYPE, a duplicated HELP/TYPE/sample, histogram buckets out of order or not cumulative, +Inf
-    bucket != _count, a metric without the snigate_ prefix."""
-    assert text.endswith("\n"), "exposition must end with a newline"
-    types: dict[str, str] = {}
-    helps: set[str] = set()
-    seen_samples: set[str] = set()
-    samples: dict = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.startswith("#"):
-            parts = line.split(None, 3)
-            if len(parts) >= 2 and parts[1] in ("HELP", "TYPE"):
-                assert len(parts) >= 3, f"line {n}: {line!r}"
-                fam = parts[2]
-                assert fam not in seen_samples, f"line {n}: {parts[1]} after samples of {fam}"
-                if parts[1] == "TYPE":
-                    assert fam not in types, f"line {n}: second TYPE for {fam}"
-                    assert len(parts) == 4 and parts[3] in (
-                        "counter", "gauge", "histogram", "summary", "untyped"), f"line {n}: {line!r}"
-                    types[fam] = parts[3]
-                else:
-                    assert fam not in helps, f"line {n}: second HELP for {fam}"
-                    helps.add(fam)
-            continue
-        m = SAMPLE_RE.match(line)
-        assert m, f"line {n} is not `name{{labels}} value`: {line!r}"
-        name, _, raw_labels, raw_value = m.group(1), m.group(2), m.group(3), m.group(4)
-        assert name.startswith("snigate_"), f"line {n}: {name} lacks the snigate_ prefix"
-        labels = []
-        if raw_labels:
-            pos = 0
-            while pos < len(raw_labels):
-                lm = LABEL_RE.match(raw_labels, pos)
-                assert lm, f"line {n}: bad labels {raw_labels!r}"
-                labels.append((lm.group(1), lm.group(2)))
-                pos = lm.end()
-        value = float(raw_value)  # accepts NaN, +Inf, -Inf too
-        fam = name
-        for suffix in ("_bucket", "_sum", "_count"):
-            if name.endswith(suffix) and types.get(name[:-len(suffix)]) in ("histogram", "summary"):
-                fam = name[:-len(suffix)]
-        assert fam in types, f"line {n}: sample {name} before (or without) its # TYPE"
-        if types[fam] == "counter":
-            assert value >= 0 and not math.isnan(value), f"line {n}: counter {name} = {value}"
-        key = (name, tuple(sorted(labels)))
-        assert key not in samples, f"line {n}: duplicate sample {key}"
-        samples[key] = value
-        seen_samples.add(fam)
-    for fam, typ in types.items():
-        if typ != "histogram":
-            continue
-        groups: dict = {}
-        for (name, labels), v in samples.items():
-            if name == fam + "_bucket":
-                le = dict(labels)["le"]
-                rest = tuple(kv for kv in labels if kv[0] != "le")
-                groups.setdefault(rest, []).append((float(le), v))
-        assert groups, f"histogram {fam} has no buckets"
-        for rest, buckets in groups.items():
-            les = [le for le, _ in buckets]
-            assert les == sorted(les) and les[-1] == math.inf, f"{fam}: buckets {les}"
-            counts = [v for _, v in buckets]
-            assert counts == sorted(counts), f"{fam}: bucket counts not cumulative: {counts}"
-            assert samples.get((fam + "_count", rest)) == counts[-1], f"{fam}: +Inf != _count"
-            assert (fam + "_sum", rest) in samples, f"{fam}: no _sum"
-    return samples
-
-
-def metric(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_parse_and_counters_move(gateway_factory, upstream, client_ctx):
