@@ -233,6 +233,10 @@ std::optional<std::string> base64_decode(std::string_view text) {
       }
       n = n << 6 | static_cast<std::uint32_t>(d);
     }
+    // Bits the padding drops must be zero: only the canonical spelling of each value decodes.
+    if ((pad == 1 && (n & 0xff) != 0) || (pad == 2 && (n & 0xffff) != 0)) {
+      return std::nullopt;
+    }
     out += static_cast<char>(n >> 16 & 0xff);
     if (pad < 2) {
       out += static_cast<char>(n >> 8 & 0xff);
