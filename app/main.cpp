@@ -391,6 +391,7 @@ int serve(const gw::app::ServeConfig& config) {
 
   auto admin_stats = std::make_shared<gw::app::AdminStats>();
   gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, event_log, admin_stats);
+  backend.set_cluster(cluster);
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {

@@ -503,9 +503,13 @@ asio::awaitable<void> Registry::run_claim(std::uint64_t id, bool reclaim) {
     if (o.answer.verdict == tunnel::GateVerdict::unavailable) {
       co_return;  // kept: tried again when the lease is renewed or the watch resyncs
     }
+    // Claimed by someone else while this node's hold lapsed (its lease expired, or an operator
+    // deleted the key): the other claim stands.
     lose(id, o.answer.verdict == tunnel::GateVerdict::same_key_held
-                 ? "was taken over by another session of your key (--takeover)"
-                 : "is now held by another session: " + o.answer.message);
+                 ? "was taken over by another session of your key while this node was cut off "
+                   "from the registry"
+                 : "is now held by another session (this node was cut off from the registry "
+                   "meanwhile)");
     co_return;
   }
   Claim done = std::move(c);
@@ -564,7 +568,9 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
     const tunnel::ClaimDecision d =
         tunnel::decide_claim(req.name, req.pool, req.takeover && !reclaim, view);
     if (d.verdict == tunnel::ClaimVerdict::refuse) {
-      const bool wait = !req.takeover && !req.pool && view.all_same_key;
+      // As EndpointRegistry's callers decide (session.cpp): only a plain same-key holder is
+      // waited for; a pool is refused with its own message.
+      const bool wait = !req.takeover && !req.pool && view.all_same_key && !view.all_pool;
       o.answer = {wait ? tunnel::GateVerdict::same_key_held : tunnel::GateVerdict::refused,
                   d.refusal};
       co_return o;

@@ -3,6 +3,7 @@ real `ssh -R` (CLUSTER.md), lease TTL 2 s. The relay between nodes is not here: 
 registry side (one owner cluster-wide, takeover across nodes, a dead node's names freed, fail
 static through an etcd outage)."""
 
+import signal
 import time
 
 from clusterlib import LEASE_TTL, cluster, etcd  # noqa: F401 (fixtures)
@@ -137,3 +138,99 @@ def test_etcd_outage_fails_static(cluster, keys, upstream, client_ctx):
     wait_for(claimed, 20, "claims to work again after etcd restarted", interval=0.5)
     assert cluster.etcd.holders("app.alice.test") == ["n1"]
     assert https_get(n1.tls_port, "app.alice.test", client_ctx, host=n1.host).status == 200
+
+
+def test_pool_across_nodes(cluster, keys, upstream):
+    # Proves: `tls --pool` sessions of one key on two nodes both join the name's pool in etcd,
+    # and a session without --pool on a third node is refused with the single-node message.
+    n1 = cluster.node(1, authorized_keys=keys_text(keys))
+    n2 = cluster.node(2, authorized_keys=keys_text(keys))
+    n3 = cluster.node(3, authorized_keys=keys_text(keys))
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice", command="tls --pool").start()
+    n2.tunnel([fwd("app.alice.test", upstream)], key="alice", command="tls --pool").start()
+    cluster.wait_holders("app.alice.test", ["n1", "n2"], 10)
+    assert all("/pool/" in k for k in cluster.etcd.routes()), cluster.etcd.routes()
+    lone = n3.tunnel([fwd("app.alice.test", upstream)], key="alice", exit_on_forward_failure=False)
+    lone.start(wait=False)
+    wait_for(lambda: "app.alice.test" in lone.stderr() or not lone.running(), 20,
+             "the refusal on node 3")
+    assert "app.alice.test is pooled by other sessions: add --pool to share it" in lone.stderr(), \
+        lone.describe()
+    assert sorted(cluster.etcd.holders("app.alice.test")) == ["n1", "n2"]
+
+
+def test_admin_api_shows_the_cluster(cluster, keys, upstream):
+    # Proves: GET /api/cluster lists the nodes, the lease state and the registry revision;
+    # /api/endpoints on one node lists another node's endpoint with its owner; /metrics has the
+    # registry operations and the lease state.
+    n1 = cluster.node(1, authorized_keys=keys_text(keys), admin_listen="127.0.0.1:0")
+    n2 = cluster.node(2, authorized_keys=keys_text(keys), admin_listen="127.0.0.1:0")
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+
+    def remote_listed():
+        eps = n2.admin("GET", "/api/endpoints").json()["endpoints"]
+        return [e for e in eps if e["url"].startswith("tls://app.alice.test")]
+
+    listed = wait_for(remote_listed, 10, "node 2 to list node 1's endpoint")
+    assert listed[0]["node"] == "n1" and listed[0]["id"].startswith("n1:"), listed
+    local = n1.admin("GET", "/api/endpoints").json()["endpoints"]
+    assert [e["node"] for e in local] == ["n1"] and local[0]["id"].startswith("ep_"), local
+    view = n2.admin("GET", "/api/cluster").json()
+    assert view["node_id"] == "n2" and view["lease_state"] == "live", view
+    assert view["etcd"] == f"127.0.0.1:{cluster.etcd.client_port}"
+    assert view["revision"] > 0 and view["routes"] == 1, view
+    assert sorted(n["id"] for n in view["nodes"]) == ["n1", "n2"], view
+    assert [n["self"] for n in view["nodes"] if n["id"] == "n2"] == [True]
+    metrics = n1.admin("GET", "/metrics").body.decode()
+    assert 'snigate_cluster_lease_state{state="live"} 1' in metrics
+    claims = [l for l in metrics.splitlines()
+              if l.startswith('snigate_registry_operations_total{op="claim",result="ok"}')]
+    assert claims and int(claims[0].split()[-1]) >= 1, claims
+    assert "snigate_registry_operation_seconds_bucket" in metrics
+
+
+def test_single_node_has_no_cluster_api(gateway_factory):
+    # Proves: without --cluster-etcd, /api/cluster answers 404 with what to do, and /metrics
+    # has no cluster families (nothing changes on a single node).
+    gw = gateway_factory(admin_listen="127.0.0.1:0")
+    r = gw.admin("GET", "/api/cluster")
+    assert r.status == 404 and b"--cluster-etcd" in r.body, r
+    assert b"snigate_cluster_" not in gw.admin("GET", "/metrics").body
+
+
+def test_stopped_node_reclaims_or_closes_on_resume(cluster, keys, upstream):
+    # Proves: a node stopped (SIGSTOP) past its lease loses its names; on SIGCONT it gets a new
+    # lease, claims back the name nobody took and closes (telling its client) the one another
+    # node's session took meanwhile: one owner per name once it settles.
+    n1 = cluster.node(1, authorized_keys=keys_text(keys))
+    n2 = cluster.node(2, authorized_keys=keys_text(keys))
+    t = n1.tunnel([fwd("app.alice.test", upstream), fwd("b.alice.test", upstream)],
+                  key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    cluster.wait_holders("b.alice.test", ["n1"], 10)
+    n1.proc.send_signal(signal.SIGSTOP)
+    try:
+        cluster.wait_holders("app.alice.test", [], 3 * LEASE_TTL)
+        cluster.wait_holders("b.alice.test", [], 3 * LEASE_TTL)
+        n2.tunnel([fwd("app.alice.test", upstream)], key="dave").start()
+        cluster.wait_holders("app.alice.test", ["n2"], 10)
+    finally:
+        n1.proc.send_signal(signal.SIGCONT)
+    cluster.wait_holders("b.alice.test", ["n1"], 4 * LEASE_TTL)
+    wait_for(lambda: "app.alice.test" in t.stderr() and "now held by another session" in t.stderr(),
+             4 * LEASE_TTL, "node 1's client to be told it lost app.alice.test")
+    assert cluster.etcd.holders("app.alice.test") == ["n2"]
+    assert t.running(), t.describe()  # b.alice.test still served
+    n1.wait_unrouted("app.alice.test", 10)
+    assert n1.routed("b.alice.test")
+
+
+def test_etcd_endpoint_list_fails_over(cluster, keys, upstream):
+    # Proves: with several --cluster-etcd endpoints, a dead first one is skipped: the node
+    # starts and its claims land in etcd through the next.
+    dead = f"http://127.0.0.1:{free_closed_port()}"
+    n1 = cluster.node(1, authorized_keys=keys_text(keys),
+                      args=["--cluster-etcd", f"{dead},{cluster.etcd.url}"])
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
