@@ -428,11 +428,12 @@ const SettingSpec kSettings[] = {
     limit<&C::max_endpoints_per_key>("max_endpoints_per_key", kMaxSshLimit,
                                      "endpoints over all of one key's sessions"),
     SettingSpec{"cluster_etcd", ValueKind::string, "http://HOST:PORT[,...]",
-                "cluster mode: etcd endpoints of the shared registry (CLUSTER.md)", 0, 0,
-                &apply_etcd<&C::cluster_etcd>, &show_text<&C::cluster_etcd>}
+                "cluster mode: etcd endpoints of the shared registry (README: Running a cluster)",
+                0, 0, &apply_etcd<&C::cluster_etcd>, &show_text<&C::cluster_etcd>}
         .default_is("off: a single node")
         .unset_is("(a single node)"),
-    SettingSpec{"node_id", ValueKind::string, "ID", "this node's name in the cluster, unique", 0, 0,
+    SettingSpec{"node_id", ValueKind::string, "ID",
+                "this node's name in the cluster, unique (required there)", 0, 0,
                 &apply_node_id<&C::node_id>, &show_text<&C::node_id>}
         .unset_is("(required with cluster_etcd)"),
     listen_optional<&C::relay_listen>("relay_listen",
@@ -440,7 +441,7 @@ const SettingSpec kSettings[] = {
         .unset_is("(no relay)"),
     listen_optional<&C::relay_advertise>("relay_advertise",
                                          "cluster: the relay address other nodes dial")
-        .default_is("relay_listen")
+        .default_is("--relay-listen")
         .unset_is("(relay_listen)"),
     text<&C::cluster_ca>("cluster_ca", "FILE", "cluster: CA of the relay's mutual TLS")
         .unset_is("(none)"),
