@@ -444,7 +444,12 @@ int serve(const gw::app::ServeConfig& config) {
   std::function<void()> drain_poll = [&] {
     if (ctx->sessions->size() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
       log.app->info("serve.drained sessions_left={}", ctx->sessions->size());
-      stop_all();
+      if (cluster) {
+        // Revoke the node lease first: its names leave the cluster now, not a TTL later.
+        cluster->shutdown(stop_all);
+      } else {
+        stop_all();
+      }
       return;
     }
     drain_timer.expires_after(std::chrono::milliseconds(100));

@@ -106,6 +106,25 @@ void Registry::stop() {
   client_.cancel_watch();
 }
 
+void Registry::shutdown(std::function<void()> done) {
+  auto self = shared_from_this();
+  asio::post(ioc_, [self, done = std::move(done)]() mutable {
+    self->stop();
+    asio::co_spawn(
+        self->ioc_,
+        [self, done = std::move(done)]() -> asio::awaitable<void> {
+          if (const std::int64_t id = self->lease_.id(); id != 0) {
+            auto r = co_await self->call(RegistryStats::revoke, "/v3/lease/revoke",
+                                         "{\"ID\":\"" + std::to_string(id) + "\"}");
+            self->log_->info("cluster.lease_revoked node={} lease={:x} ok={}",
+                             self->config_.node_id, id, static_cast<bool>(r));
+          }
+          done();
+        },
+        asio::detached);
+  });
+}
+
 ClusterView Registry::view() const {
   ClusterView v;
   v.node_id = config_.node_id;

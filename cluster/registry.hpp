@@ -17,6 +17,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,9 +43,9 @@ struct RegistryConfig {
 
 /// Registry operations, for /metrics.
 struct RegistryStats {
-  enum Op { grant, keepalive, claim, release, takeover, range, watch, kOps };
+  enum Op { grant, keepalive, claim, release, takeover, range, watch, revoke, kOps };
   static constexpr const char* kOpNames[kOps] = {"grant",    "keepalive", "claim", "release",
-                                                 "takeover", "range",     "watch"};
+                                                 "takeover", "range",     "watch", "revoke"};
   std::atomic<std::uint64_t> ok[kOps]{};
   std::atomic<std::uint64_t> failed[kOps]{};
   std::atomic<std::uint64_t> values_skipped{0};  ///< etcd values that did not parse
@@ -80,8 +81,12 @@ class Registry final : public tunnel::ClusterRoutes,
   bool ready() const { return ready_.load(); }
   /// Why start has not finished ("" if it has): the last error, for the start-up refusal.
   std::string start_problem() const;
-  /// Deletes this node's keys (revokes the lease) within `timeout`; for a clean shutdown.
+  /// Stops the lease and watch loops (a refused start-up).
   void stop();
+  /// Thread-safe. A clean shutdown: stops the loops and revokes the lease, so etcd deletes
+  /// every key of this node at once (not a TTL later), then calls `done` on the registry's
+  /// executor. Bounded by the request timeout per endpoint.
+  void shutdown(std::function<void()> done);
 
   // tunnel::ClusterRoutes
   std::optional<tunnel::RemoteRoute> find_remote(std::string_view server_name) override {

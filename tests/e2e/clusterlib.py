@@ -93,14 +93,17 @@ class Etcd:
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
-    def routes(self) -> dict[str, dict]:
-        """Every route key now in etcd -> its value."""
-        prefix = KEY_PREFIX + "routes/"
+    def keys(self, prefix: str) -> dict[str, dict]:
+        """Every key under KEY_PREFIX + prefix now in etcd -> its JSON value."""
+        prefix = KEY_PREFIX + prefix
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         out = {}
         for kv in self.call("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)}).get("kvs", []):
             out[base64.b64decode(kv["key"]).decode()] = json.loads(base64.b64decode(kv.get("value", "")))
         return out
+
+    def routes(self) -> dict[str, dict]:
+        return self.keys("routes/")
 
     def holders(self, name: str) -> list[str]:
         """The node ids holding `name` in etcd."""

@@ -234,3 +234,15 @@ def test_etcd_endpoint_list_fails_over(cluster, keys, upstream):
                       args=["--cluster-etcd", f"{dead},{cluster.etcd.url}"])
     n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
     cluster.wait_holders("app.alice.test", ["n1"], 10)
+
+
+def test_clean_stop_frees_names_at_once(cluster, keys, upstream):
+    # Proves: SIGTERM revokes the node lease before exiting: its names and node key leave etcd
+    # at once, not a TTL later.
+    n1 = cluster.node(1, authorized_keys=keys_text(keys))
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    assert list(cluster.etcd.keys("nodes/")) == ["/snigate/v1/nodes/n1"]
+    assert n1.stop() == 0
+    assert cluster.etcd.routes() == {} and cluster.etcd.keys("nodes/") == {}
+    assert "cluster.lease_revoked node=n1" in n1.log_text() and " ok=true" in n1.log_text()
