@@ -356,6 +356,15 @@ void Registry::on_watch_message(std::string_view text) {
   const WatchMessage& m = *p.message;
   log_->debug("cluster.watch revision={} events={} created={}", m.revision, m.events.size(),
               m.created);
+  if (m.created && m.revision + 1 < watch_from_) {
+    // etcd is behind what we saw: a new or restored data dir. Our copy may hold keys it never
+    // had; read everything again.
+    log_->warn("cluster.watch_behind revision={} expected_from={} (reading everything again)",
+               m.revision, watch_from_);
+    need_resync_ = true;
+    client_.cancel_watch();
+    return;
+  }
   if (m.compact_revision > 0 || m.canceled) {
     log_->warn(
         "cluster.watch_canceled compact_revision={} reason=\"{}\" (reading everything "
