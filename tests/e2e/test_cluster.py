@@ -246,3 +246,20 @@ def test_clean_stop_frees_names_at_once(cluster, keys, upstream):
     assert n1.stop() == 0
     assert cluster.etcd.routes() == {} and cluster.etcd.keys("nodes/") == {}
     assert "cluster.lease_revoked node=n1" in n1.log_text() and " ok=true" in n1.log_text()
+
+
+def test_per_key_limit_counts_the_cluster(cluster, keys, upstream):
+    # Proves: --max-endpoints-per-key counts the key's endpoints on every node: with a limit of
+    # 1 and one name held on node 1, the same key is refused a second name on node 2.
+    limit = ["--max-endpoints-per-key", "1"]
+    n1 = cluster.node(1, args=limit, authorized_keys=keys_text(keys))
+    n2 = cluster.node(2, args=limit, authorized_keys=keys_text(keys), admin_listen="127.0.0.1:0")
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    wait_for(lambda: n2.admin("GET", "/api/cluster").json()["routes"] == 1, 10,
+             "node 2 to see node 1's route")
+    t = n2.tunnel([fwd("b.alice.test", upstream)], key="alice", exit_on_forward_failure=False)
+    t.start(wait=False)
+    wait_for(lambda: "b.alice.test" in t.stderr() or not t.running(), 20, "the refusal")
+    assert "this key already holds 1 endpoints (the limit): cancel one first" in t.stderr(), \
+        t.describe()
+    assert cluster.etcd.holders("b.alice.test") == []
