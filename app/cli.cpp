@@ -116,6 +116,12 @@ std::string check_cluster(const ParseResult& r) {
     return "snigate: --relay-listen needs --cluster-ca, --cluster-cert and --cluster-key (the "
            "relay is mutual TLS under the cluster CA)";
   }
+  if (c.relay_listen && !c.relay_advertise &&
+      (c.relay_listen->host == "0.0.0.0" || c.relay_listen->host == "::")) {
+    return "snigate: --relay-listen " + format_listen_addr(*c.relay_listen) +
+           " listens on every address: add --relay-advertise HOST:PORT (the address other "
+           "nodes dial)";
+  }
   if (any_tls && !c.relay_listen) {
     return "snigate: --cluster-ca/--cluster-cert/--cluster-key need --relay-listen HOST:PORT";
   }

@@ -539,6 +539,12 @@ TEST(Settings, ClusterOptionsNeedEachOther) {
                    "0.0.0.0:9444"})
                 .error.find("--relay-listen needs --cluster-ca"),
             std::string::npos);
+  EXPECT_EQ(
+      parse({"serve", "--cluster-etcd", "http://a:1", "--node-id", "n1", "--relay-listen",
+             "0.0.0.0:9444", "--cluster-ca", "c", "--cluster-cert", "c", "--cluster-key", "k"})
+          .error,
+      "snigate: --relay-listen 0.0.0.0:9444 listens on every address: add --relay-advertise "
+      "HOST:PORT (the address other nodes dial)");
   const auto ok = parse({"serve", "--cluster-etcd", "http://a:1, http://[::1]:2", "--node-id", "n1",
                          "--cluster-lease-ttl", "2"});
   EXPECT_EQ(ok.error, "");
