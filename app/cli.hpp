@@ -71,6 +71,14 @@ struct ServeConfig {
   std::uint64_t max_unauthenticated_per_ip = 32;
   std::uint64_t max_sessions_per_key = 20;  ///< a runaway autossh loop must not exhaust us
   std::uint64_t max_endpoints_per_key = 50;
+  // Cluster mode (CLUSTER.md): all empty = a single node, exactly as without these.
+  std::string cluster_etcd;  ///< "http://HOST:PORT[,...]"; empty: not a cluster
+  std::string node_id;
+  std::optional<ListenAddr> relay_listen;
+  std::optional<ListenAddr> relay_advertise;          ///< nullopt: relay_listen's address
+  std::string cluster_ca, cluster_cert, cluster_key;  ///< the relay's mutual TLS
+  /// The node lease's TTL (advanced: tests use 2 s); keepalive every 30 %, lost at 80 %.
+  std::chrono::seconds cluster_lease_ttl{10};
 };
 
 enum class Command { serve, hostkey, keys, help, version };

@@ -1,6 +1,7 @@
 #include "app/gateway_backend.hpp"
 
 #include "app/event_log.hpp"
+#include "app/json.hpp"
 #include "app/metrics.hpp"
 #include "sshd/session_handle.hpp"
 
@@ -8,15 +9,67 @@ namespace gw::app {
 
 std::vector<EndpointView> GatewayBackend::endpoints() {
   std::vector<EndpointView> out;
+  const std::string node = cluster_ ? cluster_->node_id() : "";
   for (const auto& session : ctx_->sessions->all()) {
     const sshd::SessionInfo info = session->info();
     for (const auto& e : info.endpoints) {
       out.push_back(EndpointView{e.id, e.url, "tls", rfc3339(e.created_at), e.pool, info.id,
                                  info.key_fingerprint, info.key_name, info.peer, e.open_connections,
-                                 e.bytes_in, e.bytes_out});
+                                 e.bytes_in, e.bytes_out, node, ""});
     }
   }
+  if (!cluster_) {
+    return out;
+  }
+  // Other nodes' endpoints, from the registry's copy: what etcd holds (no counters, no key
+  // name: those live on the owner). The URL uses this node's advertised port, which a cluster
+  // behind one DNS name shares.
+  for (const cluster::Holder& h : cluster_->cache().all_holders()) {
+    if (h.key.node == node) {
+      continue;
+    }
+    EndpointView v;
+    v.id = h.key.node + ":" + h.key.session + ":" + h.key.host;
+    v.url = "tls://" + h.key.host +
+            (ctx_->advertise_port == 443 ? "" : ":" + std::to_string(ctx_->advertise_port));
+    v.created_at =
+        rfc3339(std::chrono::system_clock::time_point(std::chrono::milliseconds(h.value.opened)));
+    v.pool = h.key.kind == cluster::RouteKind::pool;
+    v.key_fingerprint = h.value.fpr;
+    v.node = h.key.node;
+    v.node_session = h.key.session;
+    out.push_back(std::move(v));
+  }
   return out;
+}
+
+std::optional<std::string> GatewayBackend::cluster_json() {
+  if (!cluster_) {
+    return std::nullopt;
+  }
+  const cluster::ClusterView v = cluster_->view();
+  std::string nodes = "[";
+  for (std::size_t i = 0; i < v.nodes.size(); ++i) {
+    const cluster::NodeRecord& n = v.nodes[i];
+    nodes += (i == 0 ? "" : ",") + JsonObject()
+                                       .str("id", n.id)
+                                       .str_or_null("relay", n.value.relay)
+                                       .str("version", n.value.version)
+                                       .str("boot", n.value.boot)
+                                       .boolean("self", n.id == v.node_id)
+                                       .num("lease", n.lease)
+                                       .take();
+  }
+  nodes += "]";
+  return JsonObject()
+      .str("node_id", v.node_id)
+      .str("etcd", v.etcd)
+      .str("lease_state", v.lease_state)
+      .num("lease_id", v.lease_id)
+      .num("revision", v.revision)
+      .num("routes", static_cast<std::uint64_t>(v.routes))
+      .raw("nodes", nodes)
+      .take();
 }
 
 std::vector<SessionView> GatewayBackend::sessions() {
@@ -102,6 +155,23 @@ std::string GatewayBackend::metrics_text() {
   m.channel_open_latency = ssh.channel_open_latency.snapshot();
   m.events_dropped = events_ ? events_->dropped() : 0;
   m.version = version_;
+  if (cluster_) {
+    const cluster::RegistryStats& st = cluster_->stats();
+    ClusterMetrics& c = m.cluster.emplace();
+    for (int op = 0; op < cluster::RegistryStats::kOps; ++op) {
+      c.ops_ok[cluster::RegistryStats::kOpNames[op]] = st.ok[op];
+      c.ops_failed[cluster::RegistryStats::kOpNames[op]] = st.failed[op];
+    }
+    c.latency = st.latency.snapshot();
+    const cluster::ClusterView v = cluster_->view();
+    c.lease_state = v.lease_state;
+    c.routes = v.routes;
+    c.nodes = v.nodes.size();
+    c.revision = static_cast<std::uint64_t>(std::max<std::int64_t>(0, v.revision));
+    c.values_skipped = st.values_skipped;
+    c.reclaims = st.reclaims;
+    c.routes_lost = st.routes_lost;
+  }
   return render_metrics(m);
 }
 

@@ -8,6 +8,7 @@
 
 #include "app/admin_http.hpp"
 #include "app/event_log.hpp"
+#include "cluster/registry.hpp"
 #include "sni_router/listener.hpp"
 #include "sshd/server_context.hpp"
 
@@ -30,6 +31,11 @@ class GatewayBackend final : public AdminBackend {
   std::vector<SessionView> sessions() override;
   bool close_session(std::uint64_t id, std::string message) override;
   std::string metrics_text() override;
+  std::optional<std::string> cluster_json() override;
+  /// Cluster mode: endpoints of every node, /api/cluster and the registry's metrics.
+  void set_cluster(std::shared_ptr<const cluster::Registry> registry) {
+    cluster_ = std::move(registry);
+  }
 
  private:
   std::shared_ptr<const sshd::ServerContext> ctx_;
@@ -37,6 +43,7 @@ class GatewayBackend final : public AdminBackend {
   std::string version_;
   std::shared_ptr<const JsonEventLog> events_;
   std::shared_ptr<const AdminStats> admin_;
+  std::shared_ptr<const cluster::Registry> cluster_;
 };
 
 }  // namespace gw::app

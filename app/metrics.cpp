@@ -149,6 +149,40 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.histogram("channel_open_seconds",
               "Time from forwarded-tcpip channel open request to the client's answer.",
               s.channel_open_latency);
+  if (s.cluster) {
+    const ClusterMetrics& c = *s.cluster;
+    w.family("registry_operations_total", "counter",
+             "Cluster registry calls to etcd, by operation and result.");
+    for (const auto& [op, n] : c.ops_ok) {
+      w.sample("registry_operations_total", "op=\"" + escape_label_value(op) + "\",result=\"ok\"",
+               n);
+    }
+    for (const auto& [op, n] : c.ops_failed) {
+      w.sample("registry_operations_total",
+               "op=\"" + escape_label_value(op) + "\",result=\"failed\"", n);
+    }
+    w.histogram("registry_operation_seconds",
+                "Latency of the cluster registry's etcd calls (the watch stream aside).",
+                c.latency);
+    w.family("cluster_lease_state", "gauge",
+             "1 for the node lease's current state (live: keepalives answered; suspect, lost: "
+             "etcd not answering; expired: being re-granted).");
+    for (const char* state : {"none", "live", "suspect", "lost", "expired"}) {
+      w.sample("cluster_lease_state", std::string("state=\"") + state + "\"",
+               std::uint64_t{c.lease_state == state ? 1u : 0u});
+    }
+    w.gauge("cluster_routes", "Routes of every node in this node's copy of the registry.",
+            c.routes);
+    w.gauge("cluster_nodes", "Nodes registered in etcd, this one included.", c.nodes);
+    w.gauge("cluster_revision", "The etcd revision this node's copy has seen.", c.revision);
+    w.counter("registry_values_skipped", "Registry keys or values from etcd that did not parse.",
+              c.values_skipped);
+    w.counter("cluster_reclaims", "Local routes claimed again after the lease was lost.",
+              c.reclaims);
+    w.counter("cluster_routes_lost",
+              "Local forwards closed because the registry gave their name to someone else.",
+              c.routes_lost);
+  }
   if (!s.version.empty()) {
     w.family("build_info", "gauge", "Always 1; the version label says which snigate runs.");
     w.sample("build_info", "version=\"" + escape_label_value(s.version) + "\"", 1);

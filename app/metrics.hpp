@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,15 @@
 namespace gw::app {
 
 /// Everything /metrics shows. Counters only ever grow; gauges are current values.
+/// Cluster mode's registry (cluster/registry.hpp), for /metrics.
+struct ClusterMetrics {
+  std::map<std::string, std::uint64_t> ops_ok, ops_failed;  ///< by operation (grant, claim...)
+  HistogramSnapshot latency;  ///< every etcd call but the watch stream
+  std::string lease_state;    ///< none, live, suspect, lost or expired
+  std::uint64_t routes = 0, nodes = 0, values_skipped = 0, reclaims = 0, routes_lost = 0;
+  std::uint64_t revision = 0;
+};
+
 struct MetricsSnapshot {
   // TLS side (SNI router)
   std::uint64_t connections_accepted = 0;  ///< counter: TLS connections accepted
@@ -52,6 +62,7 @@ struct MetricsSnapshot {
   HistogramSnapshot client_hello_wait;     ///< accept -> complete ClientHello
   HistogramSnapshot channel_open_latency;  ///< open request -> confirmation
   std::string version;                     ///< non-empty: adds snigate_build_info{version="..."} 1
+  std::optional<ClusterMetrics> cluster;   ///< cluster mode only: adds the registry's families
 };
 
 /// Returns the exposition text: every family has `# HELP` and `# TYPE` before its samples,

@@ -17,6 +17,7 @@
 #include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
+#include "tunnel/claim_gate.hpp"
 #include "tunnel/endpoint.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
@@ -35,6 +36,10 @@ struct Forward {
   bool pool = false;
   /// Another session of the same key holds the name: claimed the moment that one lets go.
   bool waiting = false;
+  /// Cluster mode: the cluster registry's hold on the name (released with the forward), and
+  /// whether its claim is still in flight (the forward routes nothing until it is won).
+  std::unique_ptr<tunnel::GateTicket> gate_ticket;
+  bool gate_pending = false;
   std::uint64_t open_connections = 0;
   std::uint64_t bytes_in = 0;  ///< over finished connections
   std::uint64_t bytes_out = 0;

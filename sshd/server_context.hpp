@@ -17,6 +17,7 @@
 #include "sshd/session_directory.hpp"
 #include "sshd/startup_table.hpp"
 #include "tunnel/bridge.hpp"
+#include "tunnel/claim_gate.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 #include "tunnel/hostname.hpp"
@@ -61,6 +62,8 @@ struct SshStats : tunnel::BridgeStats {
 
 struct ServerContext {
   std::shared_ptr<tunnel::EndpointRegistry> registry;
+  /// Cluster mode only (--cluster-etcd): claims must also win there; null on a single node.
+  std::shared_ptr<tunnel::ClaimGate> claim_gate;
   std::shared_ptr<KeySource> keys;
   tunnel::Hostname domain = *tunnel::Hostname::parse("localhost", false);
   std::uint16_t advertise_port = 443;

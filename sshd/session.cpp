@@ -511,7 +511,10 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
   }
   key_ = *d.key;
   authenticated_at_ = Clock::now();
-  if (ctx_->sessions->set_key(id_, d.key->fingerprint) > ctx_->max_sessions_per_key) {
+  // Cluster mode: the key's sessions holding names on other nodes count too.
+  const std::size_t elsewhere =
+      ctx_->claim_gate ? ctx_->claim_gate->remote_usage(d.key->fingerprint).sessions : 0;
+  if (ctx_->sessions->set_key(id_, d.key->fingerprint) + elsewhere > ctx_->max_sessions_per_key) {
     // Accepted, so the user can be told why (a refused auth only says "Permission denied");
     // the session ends as soon as it can show the message.
     over_limit_ = "this key already has " + std::to_string(ctx_->max_sessions_per_key) +
@@ -665,14 +668,18 @@ void Session::claim_forwards() {
   const ClaimOptions options = claim_options();
   for (auto it = forwards_.begin(); it != forwards_.end();) {
     Forward& f = it->second;
-    if (f.registration) {
-      ++it;
+    if (f.registration || (f.waiting && ctx_->claim_gate &&
+                           ctx_->claim_gate->probe(f.hostname, options.key_fingerprint) ==
+                               tunnel::NameState::held_same_key)) {
+      ++it;  // claimed, or still held by the key's session on another node
       continue;
     }
     const std::string refusal = forwards_.claim(it->first, f, options);
     if (refusal.empty()) {
       info_dirty_ = true;
-      terminal_.write(forwards_.banner_for(f), false);
+      if (!gate_claim(it->first, f)) {
+        terminal_.write(forwards_.banner_for(f), false);
+      }
       ++it;
       continue;
     }
@@ -705,23 +712,94 @@ void Session::claim_forwards() {
 
 void Session::forward_displaced(std::size_t key) {
   boost::asio::post(ioc_, [self = shared_from_this(), key] {
-    Forward* f = self->forwards_.find(key);
-    if (f == nullptr) {
-      return;
-    }
-    self->terminal_.write("snigate: " + self->forwards_.url_for(*f) +
-                              " was taken over by a newer session of your key (--takeover)",
-                          true);
-    self->forwards_.remove(key, "taken_over");
-    self->info_dirty_ = true;
-    if (self->forwards_.empty()) {
-      // Exit status 0: the newer session serves the name now; a supervisor restarting this one
-      // would only take it back and forth.
-      self->close_reason_ = "taken_over";
-      self->begin_close();
-    }
-    self->request_pump();
+    self->end_forward(key, "was taken over by a newer session of your key (--takeover)", true);
   });
+}
+
+void Session::end_forward(std::size_t key, const std::string& why, bool taken_over) {
+  Forward* f = forwards_.find(key);
+  if (f == nullptr) {
+    return;
+  }
+  terminal_.write("snigate: " + forwards_.url_for(*f) + " " + why, true);
+  forwards_.remove(key, taken_over ? "taken_over" : "route_lost");
+  info_dirty_ = true;
+  if (forwards_.empty()) {
+    // Exit status 0 after a takeover: the newer session serves the name now; a supervisor
+    // restarting this one would only take it back and forth. A name lost otherwise (the
+    // cluster registry gave it to someone else) is worth retrying: 1.
+    close_reason_ = taken_over ? "taken_over" : "route_lost";
+    exit_status_ = taken_over ? 0 : 1;
+    begin_close();
+  }
+  request_pump();
+}
+
+bool Session::gate_claim(std::size_t key, Forward& f) {
+  if (!ctx_->claim_gate) {
+    return false;
+  }
+  const ClaimOptions o = claim_options();
+  tunnel::GateCallbacks callbacks;
+  // Both arrive on the gate's thread: post to ours.
+  callbacks.decided = [weak = weak_from_this(), key](tunnel::GateAnswer answer) {
+    if (auto s = weak.lock()) {
+      boost::asio::post(s->ioc_,
+                        [s, key, answer = std::move(answer)] { s->gate_decided(key, answer); });
+    }
+  };
+  callbacks.lost = [weak = weak_from_this(), key](std::string why, bool taken_over) {
+    if (auto s = weak.lock()) {
+      boost::asio::post(s->ioc_, [s, key, why = std::move(why), taken_over] {
+        s->end_forward(key, why, taken_over);
+      });
+    }
+  };
+  f.gate_pending = true;
+  f.gate_ticket = ctx_->claim_gate->claim(
+      tunnel::GateClaim{f.hostname, o.key_fingerprint, o.pool_group, o.pool, o.takeover, id_},
+      std::move(callbacks));
+  return true;
+}
+
+void Session::gate_decided(std::size_t key, const tunnel::GateAnswer& answer) {
+  Forward* f = forwards_.find(key);
+  if (f == nullptr || !f->gate_pending) {
+    return;
+  }
+  f->gate_pending = false;
+  info_dirty_ = true;
+  if (answer.verdict == tunnel::GateVerdict::won) {
+    terminal_.write(forwards_.banner_for(*f), false);
+    return;
+  }
+  if (answer.verdict == tunnel::GateVerdict::same_key_held && !f->waiting) {
+    // As on one node: the key's other session (on another node) keeps the name until it ends.
+    f->registration = {};
+    f->gate_ticket.reset();
+    f->waiting = true;
+    ctx_->log->info(
+        "forward.waiting conn=s{} name={} reason=\"held by another session of "
+        "the same key on another node\"",
+        id_, f->hostname);
+    terminal_.write("snigate: waiting for " + f->hostname +
+                        ": another session of your key holds it; it moves here the moment that "
+                        "session ends (or run `tls --takeover` to move it now)",
+                    true);
+    return;
+  }
+  if (answer.verdict == tunnel::GateVerdict::same_key_held) {
+    f->registration = {};
+    f->gate_ticket.reset();
+    return;  // still waiting: the tick tries again
+  }
+  ctx_->stats->forwards_refused++;
+  ctx_->log->warn("forward.refuse conn=s{} name={} reason=\"{}\"", id_, f->hostname,
+                  answer.message);
+  terminal_.write("snigate: cannot forward " + f->hostname + ": " + answer.message, true);
+  forwards_.remove(key, "refused");
+  end_if_nothing_served();
+  request_pump();
 }
 
 // ---- forwards --------------------------------------------------------------------------
@@ -795,7 +873,9 @@ void Session::handle_tcpip_forward(ssh_message msg) {
       refuse_forward(msg, address, port, refusal);
       return;
     }
-    terminal_.write(forwards_.banner_for(f), false);
+    if (!gate_claim(p.key, f)) {
+      terminal_.write(forwards_.banner_for(f), false);
+    }
   }
   ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
   forwards_.add(p.key, std::move(f));
@@ -847,9 +927,9 @@ tunnel::EndpointLabel Session::label_for(const Forward& f) const {
 
 void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn) {
   Forward* f = forwards_.find(forward_key);
-  if (f == nullptr || state_ != State::ready) {
+  if (f == nullptr || state_ != State::ready || f->gate_pending) {
     // The endpoint went away between routing and now (names are only claimed once ready, so
-    // any other state is a session just ending).
+    // any other state is a session just ending), or the cluster has not given it the name yet.
     tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
     return;
   }

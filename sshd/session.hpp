@@ -117,6 +117,13 @@ class Session final : public SessionHandle,
   /// key's other session holds); tells the user what was refused.
   void claim_forwards();
   ClaimOptions claim_options() const;
+  /// Cluster mode: after the local claim, asks the cluster registry too; the banner (or the
+  /// refusal) follows in gate_decided(). False on a single node (nothing to wait for).
+  bool gate_claim(std::size_t key, Forward& f);
+  void gate_decided(std::size_t key, const tunnel::GateAnswer& answer);
+  /// Ends one forward, telling the user `why` after its URL (taken over, or lost in the
+  /// cluster); ends the session when it was the last.
+  void end_forward(std::size_t key, const std::string& why, bool taken_over);
   /// Ends the session: it has no endpoint left and none to wait for.
   void end_if_nothing_served();
   /// Ends the session with `why` shown to the user; `reason` goes to session_ended.
