@@ -213,6 +213,7 @@ std::optional<std::size_t> ForwardedChannel::write(std::span<const std::byte> da
     done += static_cast<std::size_t>(n);
   }
   window_after_write_ = ssh_channel_window_size(channel_);
+  host_.note_data_sent(done);
   host_.after_channel_write();
   return done;
 }
@@ -344,6 +345,7 @@ void ForwardedChannel::detach() {
 int ForwardedChannel::on_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len,
                                  int is_stderr, void* self) {
   auto* c = static_cast<ForwardedChannel*>(self);
+  c->host_.note_data_packet();
   if (is_stderr || c->handler_ == nullptr || c->violated_ != nullptr) {
     return static_cast<int>(len);  // no stderr on forwarded channels; released: discard
   }

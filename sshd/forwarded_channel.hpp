@@ -48,6 +48,15 @@ class ChannelHost {
   virtual void count_open_in_flight(int delta) = 0;
   /// The client broke a channel's rules: counted and logged by the session.
   virtual void channel_violation(const char* what) = 0;
+  /// A channel data packet arrived from the client (called from the data callback): what the
+  /// session's per-turn and per-second budgets for control messages leave out.
+  virtual void note_data_packet() = 0;
+  /// `n` bytes of channel data were sent to the client: its window adjusts for them are
+  /// earned, not taken from the session's budget.
+  virtual void note_data_sent(std::size_t n) = 0;
+  /// A channel request (pty-req, env, window-change, ...) arrived: false when the session has
+  /// spent its budget of requests for this second, and the request is refused (counted).
+  virtual bool request_allowed() = 0;
 };
 
 class ForwardedChannel final : public tunnel::Channel,
