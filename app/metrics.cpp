@@ -143,6 +143,10 @@ std::string render_metrics(const MetricsSnapshot& s) {
             "Tunnelled connections closed because their endpoint or key held more buffered bytes "
             "than its budget and their public client had read nothing for a second.",
             s.buffer_budget_closes);
+  w.gauge("buffered_bytes",
+          "Bytes tunnelled connections hold buffered toward public clients that read slower "
+          "than their upstream sends (the bridges' buffers and what the channels keep).",
+          s.buffered_bytes);
   w.counter("events_dropped",
             "Events not written to the event log: its queue was full or the write failed.",
             s.events_dropped);

@@ -17,6 +17,7 @@
 #include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
+#include "tunnel/buffer_budget.hpp"
 #include "tunnel/endpoint.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
@@ -36,6 +37,8 @@ struct Forward {
   /// Another session of the same key holds the name: claimed the moment that one lets go.
   bool waiting = false;
   std::uint64_t open_connections = 0;
+  /// What its connections hold buffered toward their public clients (session.cpp's budget).
+  std::shared_ptr<tunnel::BufferBudget> buffered;
   std::uint64_t bytes_in = 0;  ///< over finished connections
   std::uint64_t bytes_out = 0;
 };

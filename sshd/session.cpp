@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 
 #include "common/printable.hpp"
@@ -60,6 +61,23 @@ constexpr int kMaxOpensInFlight = 256;
 /// A client that has answered no open for this long, with some waiting, is stopped or wedged:
 /// the session is closed (its visitors have had alert 80 after the 10 s open deadline anyway).
 constexpr auto kUnansweredOpensLimit = std::chrono::seconds(60);
+
+/// What the connections of one endpoint (one session's forward) may hold buffered toward
+/// public clients that read slower than their upstream sends, and those of one key over all its
+/// sessions. Each connection holds at most ~2.27 MiB (the 2 MiB window plus the bridge's 256 KiB),
+/// so 20 stalled visitors on one endpoint pinned 45 MiB, and the 10,000 allowed 22 GiB.
+/// 16 MiB is 7 connections at full window: several slow downloads at once go untouched. 64 MiB
+/// per key is 4 such endpoints and the most one flood may cost (issue 16's figure).
+constexpr std::size_t kEndpointBufferBudget = 16 * 1024 * 1024;
+constexpr std::size_t kKeyBufferBudget = 64 * 1024 * 1024;
+/// Over budget, a connection whose public client has taken none of what we hold for it for
+/// this long is closed, the longest stalled first, until the budget holds again; while over,
+/// the session looks every kOverBudgetTick. libssh 0.10 grants every channel 1.28 MB of window
+/// on its first packet (no API withholds it), so closing is the only hard bound, and what
+/// stalls within this time is over the budget until then (~1.5 MiB a connection). A reading
+/// client, however slow, takes bytes whenever its TCP window opens: it is chosen last.
+constexpr auto kStalledBeforeClose = std::chrono::milliseconds(500);
+constexpr auto kOverBudgetTick = std::chrono::milliseconds(100);
 
 using Clock = std::chrono::steady_clock;
 
@@ -383,6 +401,9 @@ void Session::after_pump() {
   }
   servicing_ = false;
   std::erase_if(adopted_, [](const auto& channel) { return channel->settle(); });
+  if (state_ == State::ready) {
+    enforce_buffer_budgets();
+  }
   for (const auto id : finished_bridges_) {
     bridges_.erase(id);
   }
@@ -465,6 +486,61 @@ void Session::count_open_in_flight(int delta) {
   opens_in_flight_ += delta;
 }
 
+bool Session::enforce_buffer_budgets() {
+  const bool key_over = key_budget_ && key_budget_->over();
+  const auto over = [&](const BridgeEntry& e) {
+    if (key_over) {
+      return true;
+    }
+    const Forward* f = forwards_.find(e.forward_key);
+    return f != nullptr && f->buffered && f->buffered->over();
+  };
+  bool any = key_over;
+  for (const auto& [key, f] : forwards_) {
+    any = any || (f.buffered && f.buffered->over());
+  }
+  if (!any) {
+    return false;  // the usual case: two atomic loads per forward
+  }
+  // Over: the stalled connections of what is over, longest stalled first, until it holds. The
+  // key's budget may be over because of another session's connections: each session closes
+  // only its own, so the one whose connections stall is the one that acts.
+  const auto now = Clock::now();
+  std::vector<std::pair<Clock::time_point, std::shared_ptr<tunnel::Bridge>>> stalled;
+  for (const auto& [id, entry] : bridges_) {
+    const auto since = entry.bridge->stalled_since();
+    if (!entry.bridge->finished() && since && now - *since >= kStalledBeforeClose && over(entry)) {
+      stalled.emplace_back(*since, entry.bridge);
+    }
+  }
+  std::sort(stalled.begin(), stalled.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [since, bridge] : stalled) {
+    const auto it = bridges_.find(bridge->id());
+    if (it == bridges_.end() || !over(it->second)) {
+      continue;  // what it counted against holds again
+    }
+    const Forward* f = forwards_.find(it->second.forward_key);
+    ctx_->stats->buffer_budget_closes++;
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "tunnel.buffer_budget conn=t{} s={} fp={} reason=\"the public client read "
+                 "nothing for {} ms while {} held over its budget of buffered bytes; closed\"{}",
+                 bridge->id(), id_, key_ ? key_->fingerprint : "-",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count(),
+                 key_over ? "the key's connections" : "the endpoint's connections");
+    if (f != nullptr) {
+      terminal_.connection_line(
+          "snigate: a connection to " + f->hostname +
+          " was closed: its client stopped reading while the endpoint's "
+          "connections held over " +
+          std::to_string(kEndpointBufferBudget >> 20) +
+          " MiB buffered (the key's limit: " + std::to_string(kKeyBufferBudget >> 20) + " MiB)");
+    }
+    bridge->abort("buffer_budget");  // gives its bytes back to the budgets at once
+  }
+  return true;
+}
+
 void Session::channel_violation(const char* what) {
   ctx_->stats->channel_violations++;
   warn_thinned(*ctx_->log, *ctx_->refusal_lines,
@@ -516,6 +592,9 @@ void Session::on_tick() {
       }
       for (auto& [id, entry] : bridges_) {
         entry.bridge->check_deadlines(now);
+      }
+      if (enforce_buffer_budgets()) {
+        next_tick = kOverBudgetTick;  // stalls mature without any pump: look again soon
       }
       if (opens_in_flight_ > 0 && now - unanswered_since_ > kUnansweredOpensLimit) {
         terminal_.write("snigate: your ssh client has answered no connection for " +
@@ -613,6 +692,7 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
   key_ = *d.key;
+  key_budget_ = ctx_->sessions->key_budget(key_->fingerprint, kKeyBufferBudget);
   authenticated_at_ = Clock::now();
   if (ctx_->sessions->set_key(id_, d.key->fingerprint) > ctx_->max_sessions_per_key) {
     // Accepted, so the user can be told why (a refused auth only says "Permission denied");
@@ -898,6 +978,7 @@ void Session::handle_tcpip_forward(ssh_message msg) {
   }
   Forward& f = *p.forward;
   f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key);
+  f.buffered = std::make_shared<tunnel::BufferBudget>(kEndpointBufferBudget);
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
     if (const std::string refusal = forwards_.claim(p.key, f, claim_options()); !refusal.empty()) {
@@ -982,9 +1063,10 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
-  auto channel =
-      std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address, f->bind_port,
-                                         conn.client.address().to_string(), conn.client.port());
+  const tunnel::BufferBudgets budgets{f->buffered, key_budget_};
+  auto channel = std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address,
+                                                    f->bind_port, conn.client.address().to_string(),
+                                                    conn.client.port(), budgets);
   boost::system::error_code ec;
   conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
   const tunnel::ConnectionStart start = conn.start();
@@ -995,7 +1077,8 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
         if (auto self = weak.lock()) {
           self->bridge_closed(forward_key, ev);
         }
-      });
+      },
+      budgets);
   bridges_.emplace(bridge->id(), BridgeEntry{bridge, forward_key});
   ++f->open_connections;
   info_dirty_ = true;

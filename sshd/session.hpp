@@ -145,6 +145,10 @@ class Session final : public SessionHandle,
   void refuse_routed(tunnel::IncomingConnection conn, const Forward& f, const char* refusal,
                      std::optional<std::uint8_t> alert, const std::string& why);
   void bridge_closed(std::size_t forward_key, const tunnel::ConnectionClosed& ev);
+  /// While an endpoint's or the key's BufferBudget is over: closes this session's connections
+  /// whose public clients stopped reading, longest stalled first, until it holds. True when
+  /// some budget was over.
+  bool enforce_buffer_budgets();
   tunnel::EndpointLabel label_for(const Forward& f) const;
 
   boost::asio::io_context& ioc_;
@@ -182,6 +186,7 @@ class Session final : public SessionHandle,
   UserChannel terminal_;  ///< the user's terminal (the session channel), if any
   ForwardTable forwards_;
   std::optional<keys::AuthorizedKey> key_;
+  std::shared_ptr<tunnel::BufferBudget> key_budget_;  ///< shared by the key's sessions
   std::optional<TlsCommand> command_;
   gw::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
   tunnel::BridgeConfig bridge_config_;
