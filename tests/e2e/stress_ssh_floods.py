@@ -367,5 +367,8 @@ def test_reading_client_flooding_channel_messages_gets_bounded_work(gateway_fact
     figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
     assert ok and back and (cpu <= 0.4 or SANITIZED)
     assert rss_peak - rss0 <= 64 * KiB or SANITIZED
+    # The budgets acted (counted): requests refused over 100 a second, and sessions paused over
+    # their message budget (window adjusts need no answer, so only the pause can stop them).
     if kind == "env":
         assert delta["snigate_ssh_requests_refused_total"] > 0
+    assert delta["snigate_ssh_sessions_paused_total"] > 0
