@@ -137,11 +137,11 @@ std::string render_metrics(const MetricsSnapshot& s) {
             s.ssh_requests_refused);
   w.counter("ssh_sessions_paused",
             "Times an SSH session's input was paused until the next second: it sent more than "
-            "20,000 messages other than channel data in one second.",
+            "1,000 messages without data (beyond those its traffic earns) in one second.",
             s.ssh_sessions_paused);
   w.counter("buffer_budget_closes",
             "Tunnelled connections closed because their endpoint or key held more buffered bytes "
-            "than its budget and their public client had read nothing for a second.",
+            "than its budget and their public client had read nothing for 500 ms.",
             s.buffer_budget_closes);
   w.gauge("buffered_bytes",
           "Bytes tunnelled connections hold buffered toward public clients that read slower "

@@ -20,6 +20,7 @@ import time
 import pytest
 
 from conftest import SNIGATE_BIN, fwd, wait_for
+from stress_ssh_floods import Hostile
 from stresslib import SANITIZED, figures, scaled  # noqa: F401
 
 NAME = "app.alice.test"
@@ -49,6 +50,21 @@ def under_valgrind(gateway_factory, tmp_path):
     return gw.start(), log
 
 
+DELETERS = 4
+
+
+def delete_until_gone(gw, sid: int, answers: dict, most: int = 400) -> None:
+    for _ in range(most):
+        status = gw.admin("DELETE", f"/api/sessions/{sid}?message=race").status
+        with LOCK:
+            answers[status] = answers.get(status, 0) + 1
+        if status == 404:
+            return
+
+
+LOCK = threading.Lock()
+
+
 def session_id(gw, deadline: float = 30.0) -> int:
     def one():
         sessions = [s for s in gw.admin("GET", "/api/sessions").json()["sessions"]
@@ -58,8 +74,9 @@ def session_id(gw, deadline: float = 30.0) -> int:
 
 
 def test_admin_delete_racing_the_gateways_own_teardown_under_valgrind(gateway_factory, upstream,
-                                                                      tmp_path, figures):
-    # Proves: DELETE /api/sessions/ID sent at the same moment as the session ends on its own
+                                                                      keys, tmp_path, figures):
+    # Proves: DELETE /api/sessions/ID sent (from 4 clients, until it answers 404) at the same
+    # moment as the session ends on its own
     # (the ssh client killed, or its key removed and SIGHUP) never touches freed memory
     # (valgrind: 0 errors) and never takes the gateway down, in every order the race produces.
     rounds = scaled(full=50, ci=20)
@@ -84,11 +101,17 @@ def test_admin_delete_racing_the_gateways_own_teardown_under_valgrind(gateway_fa
                 gw.authorized_keys.write_text(without_alice)
                 gw.proc.send_signal(signal.SIGHUP)
         racer = threading.Thread(target=teardown)
+        # DELETEs from several clients until the session is gone: each one that finds it posts
+        # a close to its thread, so some land while (or just after) it tears itself down.
+        deleters = [threading.Thread(target=delete_until_gone, args=(gw, sid, answers))
+                    for _ in range(DELETERS)]
         racer.start()
         time.sleep(delete_after)
-        status = gw.admin("DELETE", f"/api/sessions/{sid}?message=race").status
+        for d in deleters:
+            d.start()
         racer.join(10)
-        answers[status] = answers.get(status, 0) + 1
+        for d in deleters:
+            d.join(30)
         wait_for(lambda: not any(s["id"] == sid
                                  for s in gw.admin("GET", "/api/sessions").json()["sessions"]),
                  30, f"session {sid} to be gone")
@@ -100,6 +123,29 @@ def test_admin_delete_racing_the_gateways_own_teardown_under_valgrind(gateway_fa
             wait_for(lambda: gw.log_text().count("keys.reload path=") > reloads, 30,
                      "authorized_keys to be reloaded with alice back")
         assert gw.running(), f"the gateway died in round {r}"
+    # The other teardown: a client that ignores the close (paramiko, which answers the channel
+    # close but never disconnects) is disconnected by the gateway after the 5 s linger, with
+    # ssh_disconnect, which frees the session's channels while the session lives on; DELETEs
+    # keep coming across that moment.
+    lingering = scaled(full=4, ci=2)
+    for r in range(lingering):
+        h = Hostile(gw.ssh_port)
+        h.auth(keys.path("alice"))
+        h.t.request_port_forward(f"linger{r}.alice.test", 443)
+        h.t.open_session().exec_command("tls")
+        sid = session_id(gw)
+        assert gw.admin("DELETE", f"/api/sessions/{sid}?message=linger").status == 204
+        t0 = time.monotonic()
+        time.sleep(4.5)  # the close linger is 5 s: start hammering just before it ends
+        deleters = [threading.Thread(target=delete_until_gone, args=(gw, sid, answers))
+                    for _ in range(DELETERS)]
+        for d in deleters:
+            d.start()
+        for d in deleters:
+            d.join(30)
+        lingered = time.monotonic() - t0
+        h.close()
+        assert gw.running(), f"the gateway died in lingering round {r}"
     healthy = gw.admin("GET", "/healthz").status == 200
     rc = gw.stop()
     text = log.read_text(errors="replace")
@@ -107,10 +153,13 @@ def test_admin_delete_racing_the_gateways_own_teardown_under_valgrind(gateway_fa
     errors = int(m[-1]) if m else -1
     invalid = len(re.findall(r"Invalid (read|write)", text))
     figures("rounds (DELETE racing a kill or a key removal), under valgrind", rounds, "")
+    figures("rounds where the gateway disconnects a lingering client, DELETEs across it",
+            lingering, "")
+    figures("lingering session gone after", lingered, "s", "5-7", 5 <= lingered <= 7)
     figures("DELETE answers", " ".join(f"{k}x{v}" for k, v in sorted(answers.items())), "")
     figures("valgrind errors", errors, "", "= 0", errors == 0)
     figures("invalid reads or writes", invalid, "", "= 0", invalid == 0)
     figures("gateway healthy after, exit status", f"{int(healthy)}, {rc}", "", "1, 0",
             healthy and rc == 0)
     assert errors == 0 and invalid == 0, text[-4000:]
-    assert healthy and rc == 0
+    assert healthy and rc == 0 and 5 <= lingered <= 7
