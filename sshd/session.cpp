@@ -21,9 +21,10 @@ constexpr int kMaxPollRounds = 64;
 /// SSH messages other than channel data one session may have processed in one turn of its
 /// thread before yielding. Rounds bound bytes, not work: 64 rounds of 4 KiB are 8 bulk data
 /// packets but ~6,000 tiny ones (window adjusts, want-reply requests), which took a turn of
-/// 10-20 ms and put another user's round trip at 36-59 ms (measured, 4 such sessions). 128
-/// is a fraction of a millisecond; one round (4 KiB, ~100 small messages) may overshoot it.
-constexpr std::uint64_t kControlMessagesPerTurn = 128;
+/// 10-20 ms and put another user's round trip at 36-59 ms (measured, 4 such sessions). 64 is
+/// about one round of small messages (a 4 KiB read holds ~60-100; a round is never split), a
+/// fraction of a millisecond.
+constexpr std::uint64_t kControlMessagesPerTurn = 64;
 /// Messages other than channel data a session may send in one second, beyond those our own
 /// traffic earns; past it, its input is not read until the second is over (counted). What it
 /// bounds is the CPU one session can make us spend on messages that carry no data: each costs
