@@ -137,7 +137,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
             s.ssh_requests_refused);
   w.counter("ssh_sessions_paused",
             "Times an SSH session's input was paused until the next second: it sent more than "
-            "1,000 messages without data (beyond those its traffic earns) in one second.",
+            "500 messages without data (beyond those its traffic earns) in one second.",
             s.ssh_sessions_paused);
   w.counter("buffer_budget_closes",
             "Tunnelled connections closed because their endpoint or key held more buffered bytes "

@@ -32,7 +32,7 @@ constexpr std::uint64_t kControlMessagesPerTurn = 64;
 /// second each took 70-80 % of a core (measured). A client's answers to our own traffic are
 /// earned on top (kEarnedPerDataBytes, kEarnedPerOpen), so a busy legitimate session is never
 /// paused: the base is for keepalives, requests and the odd message.
-constexpr std::uint64_t kControlMessagesPerSecond = 1000;
+constexpr std::uint64_t kControlMessagesPerSecond = 500;
 /// One message earned per this many bytes of channel data we send the client: its window
 /// adjusts (OpenSSH sends one every 3 packets, ~96 KiB; a client adjusting per 32 KiB packet
 /// is covered 4 times over).
