@@ -289,8 +289,10 @@ void Session::pump() {
   const int max_rounds = paused ? 0 : output_congested() ? 1 : kMaxPollRounds;
   const std::uint64_t packets_before = packets_.in_packets;
   const std::uint64_t data_before = data_packets_;
-  const auto control_this_turn = [&] {
-    return (packets_.in_packets - packets_before) - (data_packets_ - data_before);
+  const auto control_this_turn = [&]() -> std::uint64_t {
+    const std::uint64_t packets = packets_.in_packets - packets_before;
+    const std::uint64_t data = data_packets_ - data_before;
+    return packets > data ? packets - data : 0;
   };
   int rounds = 0;
   bool turn_spent = false;
