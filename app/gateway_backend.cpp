@@ -151,6 +151,11 @@ std::string GatewayBackend::metrics_text() {
   m.forwards_refused = ssh.forwards_refused;
   m.channel_violations = ssh.channel_violations;
   m.channel_open_failures = ssh.channel_open_failures;
+  m.ssh_requests_refused = ssh.requests_refused;
+  m.ssh_sessions_paused = ssh.sessions_paused;
+  m.buffer_budget_closes = ssh.buffer_budget_closes;
+  m.buffered_bytes =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, ctx_->sessions->buffered_bytes()));
   m.client_hello_wait = tls.client_hello_wait.snapshot();
   m.channel_open_latency = ssh.channel_open_latency.snapshot();
   m.events_dropped = events_ ? events_->dropped() : 0;

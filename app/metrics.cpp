@@ -132,6 +132,21 @@ std::string render_metrics(const MetricsSnapshot& s) {
             s.channel_violations);
   w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",
             s.channel_open_failures);
+  w.counter("ssh_requests_refused",
+            "SSH channel and global requests refused: the session sent more than 100 in a second.",
+            s.ssh_requests_refused);
+  w.counter("ssh_sessions_paused",
+            "Times an SSH session's input was paused until the next second: it sent more than "
+            "500 messages without data (beyond those its traffic earns) in one second.",
+            s.ssh_sessions_paused);
+  w.counter("buffer_budget_closes",
+            "Tunnelled connections closed because their endpoint or key held more buffered bytes "
+            "than its budget and their public client had read nothing for 500 ms.",
+            s.buffer_budget_closes);
+  w.gauge("buffered_bytes",
+          "Bytes tunnelled connections hold buffered toward public clients that read slower "
+          "than their upstream sends (the bridges' buffers and what the channels keep).",
+          s.buffered_bytes);
   w.counter("events_dropped",
             "Events not written to the event log: its queue was full or the write failed.",
             s.events_dropped);

@@ -18,6 +18,7 @@
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
 #include "tunnel/claim_gate.hpp"
+#include "tunnel/buffer_budget.hpp"
 #include "tunnel/endpoint.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
@@ -41,6 +42,8 @@ struct Forward {
   std::unique_ptr<tunnel::GateTicket> gate_ticket;
   bool gate_pending = false;
   std::uint64_t open_connections = 0;
+  /// What its connections hold buffered toward their public clients (session.cpp's budget).
+  std::shared_ptr<tunnel::BufferBudget> buffered;
   std::uint64_t bytes_in = 0;  ///< over finished connections
   std::uint64_t bytes_out = 0;
 };

@@ -57,6 +57,12 @@ struct SshStats : tunnel::BridgeStats {
   /// Channels closed because the client broke the protocol (data past the window, window
   /// overflow).
   std::atomic<std::uint64_t> channel_violations{0};
+  /// Channel and global requests refused over a session's per-second budget (session.cpp).
+  std::atomic<std::uint64_t> requests_refused{0};
+  /// Times a session's input was paused for sending too many non-data messages in a second.
+  std::atomic<std::uint64_t> sessions_paused{0};
+  /// Connections closed to keep an endpoint's or key's buffered bytes within budget.
+  std::atomic<std::uint64_t> buffer_budget_closes{0};
   std::atomic<std::uint64_t> next_endpoint_id{1};
 };
 

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 
 #include "common/printable.hpp"
@@ -17,6 +18,31 @@ namespace {
 
 /// dopoll rounds per wake-up (libssh reads 4 KiB a round) before yielding to other work.
 constexpr int kMaxPollRounds = 64;
+/// SSH messages other than channel data one session may have processed in one turn of its
+/// thread before yielding. Rounds bound bytes, not work: 64 rounds of 4 KiB are 8 bulk data
+/// packets but ~6,000 tiny ones (window adjusts, want-reply requests), which took a turn of
+/// 10-20 ms and put another user's round trip at 36-59 ms (measured, 4 such sessions). 64 is
+/// about one round of small messages (a 4 KiB read holds ~60-100; a round is never split), a
+/// fraction of a millisecond.
+constexpr std::uint64_t kControlMessagesPerTurn = 64;
+/// Messages other than channel data a session may send in one second, beyond those our own
+/// traffic earns; past it, its input is not read until the second is over (counted). What it
+/// bounds is the CPU one session can make us spend on messages that carry no data: each costs
+/// a decryption, a dispatch and often a reply (one write each): 4 sessions sending ~6,000 a
+/// second each took 70-80 % of a core (measured). A client's answers to our own traffic are
+/// earned on top (kEarnedPerDataBytes, kEarnedPerOpen), so a busy legitimate session is never
+/// paused: the base is for keepalives, requests and the odd message.
+constexpr std::uint64_t kControlMessagesPerSecond = 500;
+/// One message earned per this many bytes of channel data we send the client: its window
+/// adjusts (OpenSSH sends one every 3 packets, ~96 KiB; a client adjusting per 32 KiB packet
+/// is covered 4 times over).
+constexpr std::uint64_t kEarnedPerDataBytes = 8 * 1024;
+/// Messages earned per channel we open: the answer, EOF, close, a window adjust or two.
+constexpr std::uint64_t kEarnedPerOpen = 8;
+/// Channel and global requests (pty-req, env, window-change, keepalive, ...; not the command,
+/// not forwards) one session may send a second: a client sends a handful at login, one per
+/// terminal resize and one per ServerAliveInterval. More are refused, counted.
+constexpr std::uint32_t kRequestsPerSecond = 100;
 /// tcpip-forward and cancel requests one session may send a second: room for every forward at
 /// login, while a client churning forwards (work, log lines and notices for nothing) is cut off.
 constexpr std::uint32_t kForwardRequestsPerSecond = 100;
@@ -36,6 +62,23 @@ constexpr int kMaxOpensInFlight = 256;
 /// A client that has answered no open for this long, with some waiting, is stopped or wedged:
 /// the session is closed (its visitors have had alert 80 after the 10 s open deadline anyway).
 constexpr auto kUnansweredOpensLimit = std::chrono::seconds(60);
+
+/// What the connections of one endpoint (one session's forward) may hold buffered toward
+/// public clients that read slower than their upstream sends, and those of one key over all its
+/// sessions. Each connection holds at most ~2.27 MiB (the 2 MiB window plus the bridge's 256 KiB),
+/// so 20 stalled visitors on one endpoint pinned 45 MiB, and the 10,000 allowed 22 GiB.
+/// 16 MiB is 7 connections at full window: several slow downloads at once go untouched. 64 MiB
+/// per key is 4 such endpoints and the most one flood may cost (issue 16's figure).
+constexpr std::size_t kEndpointBufferBudget = 16 * 1024 * 1024;
+constexpr std::size_t kKeyBufferBudget = 64 * 1024 * 1024;
+/// Over budget, a connection whose public client has taken none of what we hold for it for
+/// this long is closed, the longest stalled first, until the budget holds again; while over,
+/// the session looks every kOverBudgetTick. libssh 0.10 grants every channel 1.28 MB of window
+/// on its first packet (no API withholds it), so closing is the only hard bound, and what
+/// stalls within this time is over the budget until then (~1.5 MiB a connection). A reading
+/// client, however slow, takes bytes whenever its TCP window opens: it is chosen last.
+constexpr auto kStalledBeforeClose = std::chrono::milliseconds(500);
+constexpr auto kOverBudgetTick = std::chrono::milliseconds(100);
 
 using Clock = std::chrono::steady_clock;
 
@@ -112,9 +155,18 @@ int auth_none_cb(ssh_session, const char*, void* self) {
 }
 int message_cb(ssh_session, ssh_message msg, void* self) {
   // Requests no callback took: libssh answers them with the default refusal once we return 1.
-  // Authentication requests among them (password, keyboard-interactive, ...) count too.
-  if (ssh_message_type(msg) == SSH_REQUEST_AUTH) {
-    static_cast<Session*>(self)->on_auth_other("other");
+  // Authentication requests among them (password, keyboard-interactive, ...) count too, and
+  // channel requests (env, signal, ...) and other channel opens take from the request budget.
+  switch (ssh_message_type(msg)) {
+    case SSH_REQUEST_AUTH:
+      static_cast<Session*>(self)->on_auth_other("other");
+      break;
+    case SSH_REQUEST_CHANNEL:
+    case SSH_REQUEST_CHANNEL_OPEN:
+      static_cast<Session*>(self)->request_allowed();  // refused either way: only counted
+      break;
+    default:
+      break;
   }
   return 1;
 }
@@ -128,9 +180,11 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
       id_(id),
       fd_watch_(ioc),
       tick_(ioc),
+      resume_(ioc),
       terminal_(*this),
       forwards_(ctx_, id),
-      forward_requests_(kForwardRequestsPerSecond) {
+      forward_requests_(kForwardRequestsPerSecond),
+      requests_(kRequestsPerSecond) {
   started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
   bridge_config_.idle_timeout = ctx_->idle_timeout;
 }
@@ -196,6 +250,8 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
   ssh_set_callbacks(session_.get(), &session_cb_);
   ssh_set_auth_methods(session_.get(), SSH_AUTH_METHOD_PUBLICKEY);
   ssh_set_blocking(session_.get(), 0);
+  // Counts every packet libssh reads (in_packets): the per-turn and per-second message budgets.
+  ssh_set_counters(session_.get(), nullptr, &packets_);
 
   // Called once: in non-blocking mode it may report SSH_AGAIN forever; the event loop and
   // callbacks drive the rest of the exchange.
@@ -224,9 +280,22 @@ void Session::pump() {
   }
   // A peer that doesn't read what we send must not make us read (and answer) more: while our
   // output is backed up, one round per wake-up, and the next wake-up only when the socket takes
-  // output again (arm_waits). Otherwise up to kMaxPollRounds, then others get a turn.
-  const int max_rounds = output_congested() ? 1 : kMaxPollRounds;
+  // output again (arm_waits). Otherwise up to kMaxPollRounds, then others get a turn; a turn
+  // also ends after kControlMessagesPerTurn messages that carried no data. A session paused
+  // for its per-second message budget is not polled at all (a poll reads as well as writes):
+  // its output waits with its input, for the resume timer.
+  const auto now = Clock::now();
+  const bool paused = now < paused_until_;
+  const int max_rounds = paused ? 0 : output_congested() ? 1 : kMaxPollRounds;
+  const std::uint64_t packets_before = packets_.in_packets;
+  const std::uint64_t data_before = data_packets_;
+  const auto control_this_turn = [&]() -> std::uint64_t {
+    const std::uint64_t packets = packets_.in_packets - packets_before;
+    const std::uint64_t data = data_packets_ - data_before;
+    return packets > data ? packets - data : 0;
+  };
   int rounds = 0;
+  bool turn_spent = false;
   for (; rounds < max_rounds; ++rounds) {
     const int rc = ssh_event_dopoll(event_.get(), 0);
     if (rc != SSH_OK) {
@@ -237,7 +306,12 @@ void Session::pump() {
       ++rounds;
       break;
     }
+    if (control_this_turn() >= kControlMessagesPerTurn) {
+      turn_spent = true;
+      break;
+    }
   }
+  charge_control_messages(control_this_turn(), now);
   if (state_ == State::key_exchange && ssh_get_status(session_.get()) == 0 &&
       ssh_get_kex_algo(session_.get()) != nullptr) {
     set_state(State::authenticating);
@@ -255,10 +329,55 @@ void Session::pump() {
   if (state_ == State::closed) {
     return;
   }
-  if (rounds == kMaxPollRounds) {
+  if ((rounds == kMaxPollRounds || turn_spent) && Clock::now() >= paused_until_) {
     request_pump();  // more is waiting: continue after other connections had a turn
   }
   arm_waits();
+}
+
+void Session::charge_control_messages(std::uint64_t n, Clock::time_point now) {
+  if (now - control_window_start_ >= std::chrono::seconds(1)) {
+    control_window_start_ = now;
+    control_messages_ = 0;
+    control_earned_ = 0;
+    data_sent_earning_ = 0;
+  }
+  control_messages_ += n;
+  if (control_messages_ <=
+          kControlMessagesPerSecond + control_earned_ + data_sent_earning_ / kEarnedPerDataBytes ||
+      now < paused_until_) {
+    return;
+  }
+  // Over the budget: nothing more is read from this client until the second is over. Its
+  // TCP window closes, so its sends block; its channels wait too (they are its own).
+  paused_until_ = control_window_start_ + std::chrono::seconds(1);
+  ctx_->stats->sessions_paused++;
+  warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+               "session.paused conn=s{} peer={} reason=\"over {} SSH messages without data in a "
+               "second: input paused until the second is over\"{}",
+               id_, peer_, kControlMessagesPerSecond);
+  arm_resume();
+}
+
+void Session::arm_resume() {
+  resume_.expires_at(paused_until_);
+  resume_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) {
+      self->pump();
+    }
+  });
+}
+
+bool Session::request_allowed() {
+  if (std::uint64_t ignored = 0; requests_.allow(ignored)) {
+    return true;
+  }
+  ctx_->stats->requests_refused++;
+  warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+               "session.request_refused conn=s{} peer={} reason=\"over {} channel and global "
+               "requests a second\"{}",
+               id_, peer_, kRequestsPerSecond);
+  return false;
 }
 
 void Session::after_pump() {
@@ -285,6 +404,9 @@ void Session::after_pump() {
   }
   servicing_ = false;
   std::erase_if(adopted_, [](const auto& channel) { return channel->settle(); });
+  if (state_ == State::ready) {
+    enforce_buffer_budgets();
+  }
   for (const auto id : finished_bridges_) {
     bridges_.erase(id);
   }
@@ -299,7 +421,8 @@ void Session::after_pump() {
 
 void Session::arm_waits() {
   // No read wait while our output is backed up (see pump()): the write wait brings us back.
-  if (!read_armed_ && !output_congested()) {
+  // Nor while paused (charge_control_messages): the resume timer does.
+  if (!read_armed_ && !output_congested() && Clock::now() >= paused_until_) {
     read_armed_ = true;
     fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -311,7 +434,8 @@ void Session::arm_waits() {
                            self->pump();
                          });
   }
-  if (!write_armed_ && (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
+  if (!write_armed_ && Clock::now() >= paused_until_ &&
+      (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
     write_armed_ = true;
     fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
                          [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -356,10 +480,68 @@ void Session::adopt(std::shared_ptr<ForwardedChannel> channel) {
 }
 
 void Session::count_open_in_flight(int delta) {
+  if (delta > 0) {
+    control_earned_ += kEarnedPerOpen;
+  }
   if (delta < 0 || opens_in_flight_ == 0) {
     unanswered_since_ = Clock::now();  // an answer (or the first open): the clock restarts
   }
   opens_in_flight_ += delta;
+}
+
+bool Session::enforce_buffer_budgets() {
+  const bool key_over = key_budget_ && key_budget_->over();
+  const auto over = [&](const BridgeEntry& e) {
+    if (key_over) {
+      return true;
+    }
+    const Forward* f = forwards_.find(e.forward_key);
+    return f != nullptr && f->buffered && f->buffered->over();
+  };
+  bool any = key_over;
+  for (const auto& [key, f] : forwards_) {
+    any = any || (f.buffered && f.buffered->over());
+  }
+  if (!any) {
+    return false;  // the usual case: two atomic loads per forward
+  }
+  // Over: the stalled connections of what is over, longest stalled first, until it holds. The
+  // key's budget may be over because of another session's connections: each session closes
+  // only its own, so the one whose connections stall is the one that acts.
+  const auto now = Clock::now();
+  std::vector<std::pair<Clock::time_point, std::shared_ptr<tunnel::Bridge>>> stalled;
+  for (const auto& [id, entry] : bridges_) {
+    const auto since = entry.bridge->stalled_since();
+    if (!entry.bridge->finished() && since && now - *since >= kStalledBeforeClose && over(entry)) {
+      stalled.emplace_back(*since, entry.bridge);
+    }
+  }
+  std::sort(stalled.begin(), stalled.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [since, bridge] : stalled) {
+    const auto it = bridges_.find(bridge->id());
+    if (it == bridges_.end() || !over(it->second)) {
+      continue;  // what it counted against holds again
+    }
+    const Forward* f = forwards_.find(it->second.forward_key);
+    ctx_->stats->buffer_budget_closes++;
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "tunnel.buffer_budget conn=t{} s={} fp={} reason=\"the public client read "
+                 "nothing for {} ms while {} held over its budget of buffered bytes; closed\"{}",
+                 bridge->id(), id_, key_ ? key_->fingerprint : "-",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count(),
+                 key_over ? "the key's connections" : "the endpoint's connections");
+    if (f != nullptr) {
+      terminal_.connection_line(
+          "snigate: a connection to " + f->hostname +
+          " was closed: its client stopped reading while the endpoint's "
+          "connections held over " +
+          std::to_string(kEndpointBufferBudget >> 20) +
+          " MiB buffered (the key's limit: " + std::to_string(kKeyBufferBudget >> 20) + " MiB)");
+    }
+    bridge->abort("buffer_budget");  // gives its bytes back to the budgets at once
+  }
+  return true;
 }
 
 void Session::channel_violation(const char* what) {
@@ -413,6 +595,9 @@ void Session::on_tick() {
       }
       for (auto& [id, entry] : bridges_) {
         entry.bridge->check_deadlines(now);
+      }
+      if (enforce_buffer_budgets()) {
+        next_tick = kOverBudgetTick;  // stalls mature without any pump: look again soon
       }
       if (opens_in_flight_ > 0 && now - unanswered_since_ > kUnansweredOpensLimit) {
         terminal_.write("snigate: your ssh client has answered no connection for " +
@@ -510,6 +695,7 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
   key_ = *d.key;
+  key_budget_ = ctx_->sessions->key_budget(key_->fingerprint, kKeyBufferBudget);
   authenticated_at_ = Clock::now();
   // Cluster mode: the key's sessions holding names on other nodes count too.
   const std::size_t elsewhere =
@@ -821,10 +1007,16 @@ void Session::on_global_request(ssh_message msg) {
       }
       break;
     case SSH_GLOBAL_REQUEST_KEEPALIVE:
-      // Once this callback is installed, client keepalives are ours to answer.
-      ssh_message_global_request_reply_success(msg, 0);
+      // Once this callback is installed, client keepalives are ours to answer (over the
+      // request budget with a refusal, which a keepalive client takes as an answer too).
+      if (request_allowed()) {
+        ssh_message_global_request_reply_success(msg, 0);
+      } else {
+        ssh_message_reply_default(msg);
+      }
       break;
     default:
+      request_allowed();  // refused either way: only counted
       ssh_message_reply_default(msg);
       break;
   }
@@ -867,6 +1059,7 @@ void Session::handle_tcpip_forward(ssh_message msg) {
   }
   Forward& f = *p.forward;
   f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key);
+  f.buffered = std::make_shared<tunnel::BufferBudget>(kEndpointBufferBudget);
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
     if (const std::string refusal = forwards_.claim(p.key, f, claim_options()); !refusal.empty()) {
@@ -953,9 +1146,10 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
-  auto channel =
-      std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address, f->bind_port,
-                                         conn.client.address().to_string(), conn.client.port());
+  const tunnel::BufferBudgets budgets{f->buffered, key_budget_};
+  auto channel = std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address,
+                                                    f->bind_port, conn.client.address().to_string(),
+                                                    conn.client.port(), budgets);
   boost::system::error_code ec;
   conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
   const tunnel::ConnectionStart start = conn.start();
@@ -966,7 +1160,8 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
         if (auto self = weak.lock()) {
           self->bridge_closed(forward_key, ev);
         }
-      });
+      },
+      budgets);
   bridges_.emplace(bridge->id(), BridgeEntry{bridge, forward_key});
   ++f->open_connections;
   info_dirty_ = true;
@@ -1210,6 +1405,7 @@ void Session::finish_close() {
   boost::system::error_code ec;
   fd_watch_.close(ec);
   tick_.cancel();
+  resume_.cancel();
   ctx_->log->info("session.close conn=s{} peer={} reason=\"{}\"{}", id_, peer_, close_reason_,
                   was_open ? "" : " (before auth)");
 }

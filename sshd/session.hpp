@@ -84,6 +84,8 @@ class Session final : public SessionHandle,
   /// An authentication request of any other method ("none", password, ...): refused, counted.
   int on_auth_other(const char* method);
   void on_global_request(ssh_message msg);
+  /// ChannelHost: public, as libssh's message callback (a trampoline) counts requests too.
+  bool request_allowed() override;
 
  private:
   // ChannelHost (this thread)
@@ -95,6 +97,8 @@ class Session final : public SessionHandle,
   bool input_processed() const override { return input_processed_; }
   void count_open_in_flight(int delta) override;
   void channel_violation(const char* what) override;
+  void note_data_packet() override { ++data_packets_; }
+  void note_data_sent(std::size_t n) override { data_sent_earning_ += n; }
 
   void handle_tcpip_forward(ssh_message msg);
   void handle_cancel_forward(ssh_message msg);
@@ -108,6 +112,10 @@ class Session final : public SessionHandle,
   void after_pump();
   void arm_waits();
   void on_tick();
+  /// Adds a turn's messages without data to this second's count; over the budget, pauses the
+  /// session's input until the second is over.
+  void charge_control_messages(std::uint64_t n, std::chrono::steady_clock::time_point now);
+  void arm_resume();
 
   // Lifecycle.
   void set_state(State next);
@@ -144,6 +152,10 @@ class Session final : public SessionHandle,
   void refuse_routed(tunnel::IncomingConnection conn, const Forward& f, const char* refusal,
                      std::optional<std::uint8_t> alert, const std::string& why);
   void bridge_closed(std::size_t forward_key, const tunnel::ConnectionClosed& ev);
+  /// While an endpoint's or the key's BufferBudget is over: closes this session's connections
+  /// whose public clients stopped reading, longest stalled first, until it holds. True when
+  /// some budget was over.
+  bool enforce_buffer_budgets();
   tunnel::EndpointLabel label_for(const Forward& f) const;
 
   boost::asio::io_context& ioc_;
@@ -157,6 +169,15 @@ class Session final : public SessionHandle,
   State state_ = State::key_exchange;
   StartupTable::Slot startup_;  ///< held while key_exchange or authenticating
 
+  /// libssh counts the packets it reads here (ssh_set_counters): declared before session_,
+  /// which points at it, so it outlives it.
+  ssh_counter_struct packets_{};
+  std::uint64_t data_packets_ = 0;  ///< channel data packets among them (note_data_packet)
+  std::chrono::steady_clock::time_point control_window_start_;
+  std::uint64_t control_messages_ = 0;   ///< this second's messages without data
+  std::uint64_t control_earned_ = 0;     ///< this second's allowance earned by channel opens
+  std::uint64_t data_sent_earning_ = 0;  ///< channel data bytes sent to the client this second
+  std::chrono::steady_clock::time_point paused_until_;  ///< input not read before this
   // libssh handles: session_ first, so the channels (owned by it) are freed before it.
   SshSessionPtr session_;
   SshEventPtr event_;
@@ -167,10 +188,12 @@ class Session final : public SessionHandle,
   bool write_armed_ = false;
   bool pump_posted_ = false;
   boost::asio::steady_timer tick_;
+  boost::asio::steady_timer resume_;  ///< ends a pause (charge_control_messages)
 
   UserChannel terminal_;  ///< the user's terminal (the session channel), if any
   ForwardTable forwards_;
   std::optional<keys::AuthorizedKey> key_;
+  std::shared_ptr<tunnel::BufferBudget> key_budget_;  ///< shared by the key's sessions
   std::optional<TlsCommand> command_;
   gw::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
   tunnel::BridgeConfig bridge_config_;
@@ -189,6 +212,7 @@ class Session final : public SessionHandle,
   std::uint64_t bytes_in_total_ = 0;
   std::uint64_t bytes_out_total_ = 0;
   PerSecondBudget forward_requests_;  ///< tcpip-forward + cancel requests
+  PerSecondBudget requests_;          ///< channel and global requests (request_allowed)
   std::chrono::system_clock::time_point started_wall_ = std::chrono::system_clock::now();
   bool info_dirty_ = true;
   mutable std::mutex info_mutex_;

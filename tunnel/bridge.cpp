@@ -64,7 +64,7 @@ bool channel_may_move(Bridge::ChannelState from, Bridge::ChannelState to) {
 Bridge::Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart start,
                EndpointLabel label, std::shared_ptr<Channel> channel, const BridgeConfig& config,
                std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
-               OnClosed on_closed)
+               OnClosed on_closed, BufferBudgets budgets)
     : socket_(std::move(socket)),
       start_(std::move(start)),
       label_(std::move(label)),
@@ -73,8 +73,9 @@ Bridge::Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart sta
       stats_(std::move(stats)),
       log_(std::move(log)),
       on_closed_(std::move(on_closed)),
-      up_pending_(std::move(peeked)) {
-  last_up_ = last_down_ = open_sent_ = std::chrono::steady_clock::now();
+      up_pending_(std::move(peeked)),
+      down_held_(std::move(budgets)) {
+  last_up_ = last_down_ = open_sent_ = last_drained_ = std::chrono::steady_clock::now();
   boost::system::error_code ec;
   socket_.non_blocking(true, ec);
 }
@@ -266,6 +267,7 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
       return data.size();
     }
     sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+    last_drained_ = last_down_;  // it was keeping up: a stall, if any, starts now
   }
   const std::size_t room = config_.down_buffer_cap > down_pending_.size()
                                ? config_.down_buffer_cap - down_pending_.size()
@@ -274,6 +276,7 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
   down_pending_.insert(down_pending_.end(), data.begin() + static_cast<std::ptrdiff_t>(sent),
                        data.begin() + static_cast<std::ptrdiff_t>(sent + keep));
   count_down(sent + keep);
+  update_held();
   if (sent + keep < data.size()) {
     down_refused_ = true;
   }
@@ -316,9 +319,10 @@ void Bridge::flush_down() {
         finish("client_reset");
         return;
       }
-      last_down_ = std::chrono::steady_clock::now();
+      last_down_ = last_drained_ = std::chrono::steady_clock::now();
       down_pending_.erase(down_pending_.begin(),
                           down_pending_.begin() + static_cast<std::ptrdiff_t>(n));
+      update_held();
     }
     if (!down_refused_ || channel_state_ != ChannelState::open) {
       break;
@@ -436,6 +440,7 @@ void Bridge::finish(const char* reason) {
   set_channel(ChannelState::released);
   std::vector<std::byte>().swap(up_pending_);
   std::vector<std::byte>().swap(down_pending_);
+  update_held();
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start_.accepted_at)
                       .count();
