@@ -63,6 +63,7 @@ std::string GatewayBackend::metrics_text() {
       {"too_large", tls.too_large},
       {"timeout", tls.timeout},
       {"closed_early", tls.closed_early},
+      {"bad_proxy_header", tls.bad_proxy_header},
       {"cidr_denied", ssh.connections_cidr_denied},
       {"upstream_refused", ssh.channel_open_failures},
       {"limit",

@@ -27,6 +27,7 @@
 #include "app/event_log.hpp"
 #include "app/gateway_backend.hpp"
 #include "app/keys_command.hpp"
+#include "common/cidr.hpp"
 #include "keys/host_keys.hpp"
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
@@ -304,6 +305,9 @@ int serve(const gw::app::ServeConfig& config) {
       std::chrono::duration_cast<std::chrono::milliseconds>(config.client_hello_timeout);
   router.max_pending = static_cast<std::int64_t>(config.max_pending_hellos);
   router.max_pending_per_ip = static_cast<int>(config.max_pending_hellos_per_ip);
+  for (const auto& cidr : config.trusted_proxy) {
+    router.trusted_proxies.push_back(*gw::Cidr::parse(cidr));  // checked by the settings table
+  }
   gw::sni::Listener tls(registry, router, log.sni, events);
   std::vector<tcp::endpoint> tls_bound;
   for (const auto& a : config.tls_listen) {

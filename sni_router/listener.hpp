@@ -1,7 +1,10 @@
 // The public TLS listener: accepts on every I/O thread, reads each ClientHello without
 // blocking anything else (3 s deadline, 64 KiB cap, one memory budget shared by all the
 // hellos being read), routes it by SNI through the endpoint
-// registry, and hands the socket plus the bytes read to the endpoint. Refusals get the TLS
+// registry, and hands the socket plus the bytes read to the endpoint. A connection from a
+// `--trusted-proxy` CIDR (an L4 balancer) must start with a PROXY v2 header, read inside the
+// same deadline and caps; its source address is the visitor's from then on (CIDR rules,
+// events, the channel's originator, logs). Refusals get the TLS
 // alert of DESIGN.md section 4, a counter and a log line. Deliberately no TLS termination:
 // the gateway never sees plaintext.
 #pragma once
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cidr.hpp"
 #include "common/histogram.hpp"
 #include "common/listen.hpp"
 #include "common/per_ip.hpp"
@@ -39,6 +43,8 @@ struct RouterStats {
   std::atomic<std::uint64_t> timeout{0};
   std::atomic<std::uint64_t> closed_early{0};
   std::atomic<std::uint64_t> over_limit{0};
+  /// From a trusted proxy: no PROXY v2 header, or a malformed one.
+  std::atomic<std::uint64_t> bad_proxy_header{0};
   std::atomic<std::int64_t> pending{0};
   std::atomic<std::int64_t> pending_bytes{0};  ///< buffer capacity those pending hellos hold
   LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
@@ -63,6 +69,8 @@ struct RouterConfig {
   int max_pending_per_ip = 0;    ///< ... from one IP
   std::int64_t pending_bytes_budget = kPendingHelloBudgetBytes;
   std::int64_t pending_bytes_reserve = kPendingHelloReserveBytes;
+  /// Sources that must send a PROXY v2 header first (--trusted-proxy); empty: nobody may.
+  std::vector<Cidr> trusted_proxies;
 };
 
 class Listener {
