@@ -226,8 +226,15 @@ class Peek : public std::enable_shared_from_this<Peek> {
     done_ = true;
     timer_.cancel();
     release_budget();  // the bytes are the tunnel's now, bounded by its own limits
-    endpoint->deliver(tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,
-                                                 client_, id_, accepted_at_, accepted_wall_});
+    endpoint->deliver(tunnel::IncomingConnection{std::move(socket_),
+                                                 std::move(buffer_),
+                                                 sni_,
+                                                 client_,
+                                                 id_,
+                                                 accepted_at_,
+                                                 accepted_wall_,
+                                                 nullptr,
+                                                 {}});
   }
 
   /// `reason` is the stable name events and metrics use; `why` is for people.

@@ -14,6 +14,9 @@
 // Memory per connection is bounded by the cap plus what the channel holds, whatever the peers
 // do; an idle connection holds no transfer buffer (reads go through a per-thread scratch).
 //
+// The public side is a PublicStream (tunnel/public_stream.hpp): the visitor's socket, or on a
+// cluster owner node the relay's TLS stream; the pump is the same for both.
+//
 // Runs on the socket's thread only; knows nothing of SSH. Deliberately no retries: a channel
 // the far end refuses gets a TLS internal_error alert and the connection ends. Deadlines are
 // checked by the owner's timer through check_deadlines(), so tests can drive the clock.
@@ -32,6 +35,7 @@
 #include "common/histogram.hpp"
 #include "tunnel/channel.hpp"
 #include "tunnel/events.hpp"
+#include "tunnel/public_stream.hpp"
 
 namespace spdlog {
 class logger;
@@ -70,11 +74,19 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   /// label). The bridge may still be on the stack: the owner must not destroy it from inside.
   using OnClosed = std::function<void(const ConnectionClosed&)>;
 
-  /// `peeked`: bytes already read from the socket (the ClientHello), sent up first.
+  /// `peeked`: bytes already read from the stream (the ClientHello), sent up first.
+  Bridge(std::unique_ptr<PublicStream> stream, std::vector<std::byte> peeked, ConnectionStart start,
+         EndpointLabel label, std::shared_ptr<Channel> channel, const BridgeConfig& config,
+         std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
+         OnClosed on_closed);
+  /// The same over a plain socket (the single-node path).
   Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart start, EndpointLabel label,
          std::shared_ptr<Channel> channel, const BridgeConfig& config,
          std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
-         OnClosed on_closed);
+         OnClosed on_closed)
+      : Bridge(std::make_unique<SocketStream>(std::move(socket)), std::move(peeked),
+               std::move(start), std::move(label), std::move(channel), config, std::move(stats),
+               std::move(log), std::move(on_closed)) {}
   ~Bridge() override;
   Bridge(const Bridge&) = delete;
   Bridge& operator=(const Bridge&) = delete;
@@ -123,7 +135,7 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   void count_up(std::uint64_t n);
   void count_down(std::uint64_t n);
 
-  Socket socket_;
+  std::unique_ptr<PublicStream> stream_;
   ConnectionStart start_;
   EndpointLabel label_;
   std::shared_ptr<Channel> channel_;
