@@ -252,10 +252,10 @@ class Peek : public std::enable_shared_from_this<Peek> {
   /// sample: a slow or silent client shows up in the histogram, not only routed ones.
   void emit_refused(const char* refusal, const char* close_reason, std::size_t bytes_out) {
     stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
-    events_->emit(
-        tunnel::connection_closed(tunnel::ConnectionStart{id_, client_ip(), client_.port(), sni_,
-                                                          accepted_at_, accepted_wall_},
-                                  nullptr, buffer_.size(), bytes_out, close_reason, refusal));
+    events_->emit(tunnel::connection_closed(
+        tunnel::ConnectionStart{
+            id_, client_ip(), client_.port(), sni_, accepted_at_, accepted_wall_, {}},
+        nullptr, buffer_.size(), bytes_out, close_reason, refusal));
   }
 
   void finish() {
@@ -381,7 +381,8 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
                                                           remote.port(),
                                                           {},
                                                           std::chrono::steady_clock::now(),
-                                                          std::chrono::system_clock::now()},
+                                                          std::chrono::system_clock::now(),
+                                                          {}},
                                   nullptr, 0, 0, "refused", "limit"));
     return;
   }

@@ -55,8 +55,13 @@ struct IncomingConnection {
 
   /// What its ConnectionClosed event starts from.
   ConnectionStart start() const {
-    return ConnectionStart{
-        id, client.address().to_string(), client.port(), server_name, accepted_at, accepted_wall};
+    return ConnectionStart{id,
+                           client.address().to_string(),
+                           client.port(),
+                           server_name,
+                           accepted_at,
+                           accepted_wall,
+                           ingress_node};
   }
 };
 
