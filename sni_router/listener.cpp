@@ -31,7 +31,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
        std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip,
-       std::shared_ptr<PerSecondBudget> log_budget, bool from_trusted_proxy)
+       std::shared_ptr<PerSecondBudget> log_budget, bool from_trusted_proxy,
+       std::shared_ptr<const Listener::Cluster> cluster)
       : socket_(std::move(socket)),
         client_(std::move(client)),
         timer_(socket_.get_executor()),
@@ -42,7 +43,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
         stats_(std::move(stats)),
         per_ip_(std::move(per_ip)),
         log_budget_(std::move(log_budget)),
-        expect_proxy_header_(from_trusted_proxy) {
+        expect_proxy_header_(from_trusted_proxy),
+        cluster_(std::move(cluster)) {
     accepted_at_ = std::chrono::steady_clock::now();
     accepted_wall_ = std::chrono::system_clock::now();
     boost::system::error_code ec;
@@ -214,27 +216,37 @@ class Peek : public std::enable_shared_from_this<Peek> {
       return;
     }
     sni_ = name->str();
+    if (cluster_) {
+      if (auto remote = cluster_->routes->find_remote(sni_)) {
+        stats_->relayed++;
+        hand_over();
+        cluster_->relay->relay(incoming(), std::move(*remote));
+        return;
+      }
+    }
     auto endpoint = registry_->find(sni_);
     if (!endpoint) {
       stats_->no_route++;
       refuse("no_route", "no_route", gw::kAlertUnrecognizedName, "no tunnel serves this name");
       return;
     }
+    hand_over();
+    endpoint->deliver(incoming());
+  }
+
+  /// Routed (here or to another node): counted, the deadline and the budget let go.
+  void hand_over() {
     stats_->routed++;
     stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
     log_->debug("sni.route conn=t{} client={} sni={}", id_, client_ip(), sni_);
     done_ = true;
     timer_.cancel();
     release_budget();  // the bytes are the tunnel's now, bounded by its own limits
-    endpoint->deliver(tunnel::IncomingConnection{std::move(socket_),
-                                                 std::move(buffer_),
-                                                 sni_,
-                                                 client_,
-                                                 id_,
-                                                 accepted_at_,
-                                                 accepted_wall_,
-                                                 nullptr,
-                                                 {}});
+  }
+
+  tunnel::IncomingConnection incoming() {
+    return tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,    client_, id_,
+                                      accepted_at_,       accepted_wall_,     nullptr, {}};
   }
 
   /// `reason` is the stable name events and metrics use; `why` is for people.
@@ -313,6 +325,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::shared_ptr<PerIpCounter> per_ip_;  ///< counted by the listener before construction
   std::shared_ptr<PerSecondBudget> log_budget_;
   bool expect_proxy_header_;  ///< from a trusted proxy, and its header is not read yet
+  std::shared_ptr<const Listener::Cluster> cluster_;  ///< null on a single node
   /// The address counted in per_ip_: the socket's peer, or for a trusted proxy the visitor
   /// once its header named one (the balancer itself would hit the per-IP cap at once).
   std::optional<boost::asio::ip::address> counted_ip_;
@@ -387,7 +400,7 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
-                         stats_, per_ip_, log_budget_, trusted)
+                         stats_, per_ip_, log_budget_, trusted, cluster_)
       ->start();
 }
 

@@ -25,6 +25,7 @@
 #include "common/listen.hpp"
 #include "common/per_ip.hpp"
 #include "common/per_second_budget.hpp"
+#include "tunnel/cluster_routes.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 
@@ -34,6 +35,7 @@ namespace gw::sni {
 struct RouterStats {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> routed{0};
+  std::atomic<std::uint64_t> relayed{0};  ///< of those, to another cluster node (cluster mode)
   std::atomic<std::uint64_t> no_route{0};
   std::atomic<std::uint64_t> no_sni{0};
   std::atomic<std::uint64_t> bad_sni{0};
@@ -75,9 +77,21 @@ struct RouterConfig {
 
 class Listener {
  public:
+  struct Cluster {
+    std::shared_ptr<tunnel::ClusterRoutes> routes;
+    std::shared_ptr<tunnel::Relay> relay;
+  };
+
   Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
            std::shared_ptr<spdlog::logger> log,
            std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>());
+
+  /// Cluster mode (before listen()): a name whose winning route lives on another node goes to
+  /// `relay` instead of the local registry. Without it (a single node) nothing else is asked.
+  void set_cluster(std::shared_ptr<tunnel::ClusterRoutes> routes,
+                   std::shared_ptr<tunnel::Relay> relay) {
+    cluster_ = std::make_shared<const Cluster>(Cluster{std::move(routes), std::move(relay)});
+  }
 
   /// Thread-safe: stops accepting.
   void stop() { acceptors_.stop(); }
@@ -98,6 +112,7 @@ class Listener {
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
   std::shared_ptr<PerIpCounter> per_ip_ = std::make_shared<PerIpCounter>();
   std::shared_ptr<PerSecondBudget> log_budget_;
+  std::shared_ptr<const Cluster> cluster_;  ///< null on a single node
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };

@@ -23,6 +23,7 @@
 #include "cluster/relay_listener.hpp"
 #include "common/proxy_v2.hpp"
 #include "common/tls_alert.hpp"
+#include "sni_router/listener.hpp"
 
 namespace gw::cluster {
 namespace {
@@ -163,11 +164,15 @@ struct Node {
   boost::asio::io_context ioc{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{ioc.get_executor()};
   std::thread thread{[this] { ioc.run(); }};
-  ~Node() {
+  /// Idempotent; after it, what the thread used may be destroyed from the test's thread.
+  void stop() {
     work.reset();
     ioc.stop();
-    thread.join();
+    if (thread.joinable()) {
+      thread.join();
+    }
   }
+  ~Node() { stop(); }
 };
 
 class RelayTest : public ::testing::Test {
@@ -206,7 +211,8 @@ class RelayTest : public ::testing::Test {
         std::make_unique<tcp::acceptor>(ingress_.ioc, tcp::endpoint(make_address("127.0.1.1"), 0));
   }
   void TearDown() override {
-    listener_->stop();
+    owner_.stop();  // the I/O threads first: then nothing races the objects they used
+    ingress_.stop();
     fs::remove_all(dir_);
   }
 
@@ -317,6 +323,9 @@ class RelayTest : public ::testing::Test {
     return *proxy::build(h);
   }
 
+  // First: each io_context outlives every socket and timer on it (TearDown stops the threads).
+  Node owner_;
+  Node ingress_;
   fs::path dir_;
   std::unique_ptr<Pki> pki_;
   std::shared_ptr<spdlog::logger> log_;
@@ -330,8 +339,6 @@ class RelayTest : public ::testing::Test {
   std::shared_ptr<RelayDialer> dialer_;
   SslCtxPtr ctx_;
   SslPtr ssl_;
-  Node owner_;  // threads last in, first out: they stop before what they use goes
-  Node ingress_;
   std::unique_ptr<RelayListener> listener_;
   std::unique_ptr<tcp::acceptor> public_;
   tcp::endpoint relay_addr_;
@@ -466,6 +473,51 @@ TEST_F(RelayTest, UnreachablePeerGetsAlert80AndIsQuarantined) {
   EXPECT_EQ(ingress_stats_->out_unreachable.load(), 1u);
   EXPECT_EQ(ingress_stats_->out_quarantined.load(), 1u);  // the second did not even dial
   EXPECT_TRUE(dialer_->quarantined("node-2"));
+}
+
+/// A real ClientHello for `sni`, made by OpenSSL into a memory BIO.
+std::string real_client_hello(const std::string& sni) {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+  SslPtr ssl(SSL_new(ctx.get()));
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl.get(), in, out);  // ssl owns both BIOs from here
+  SSL_set_tlsext_host_name(ssl.get(), sni.c_str());
+  SSL_connect(ssl.get());  // WANT_READ: the hello is in `out`
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(out, &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+// Proves the public listener's cluster hook: a name whose route ClusterRoutes says is remote is
+// relayed (not looked up locally), and the owner gets the exact ClientHello the listener read.
+TEST_F(RelayTest, PublicListenerRelaysARemoteRoute) {
+  sni::RouterConfig rc;
+  rc.client_hello_timeout = std::chrono::milliseconds(3000);
+  rc.max_pending = 100;
+  rc.max_pending_per_ip = 10;
+  sni::Listener tls(std::make_shared<tunnel::EndpointRegistry>(), rc, log_);
+  tls.set_cluster(routes_, dialer_);
+  const auto at = tls.listen({&ingress_.ioc}, tcp::endpoint(make_address("127.0.1.1"), 0));
+  const std::string hello = real_client_hello("app.test");
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(at.port());
+  inet_pton(AF_INET, "127.0.1.1", &to.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  send_all(fd, hello);
+  ASSERT_TRUE(eventually([&] { return owner_stats_->relayed_in.load() == 1; }));
+  send_all(fd, "ping");
+  EXPECT_EQ(read_n(fd, 9), "echo:ping");
+  ::close(fd);
+  ingress_.stop();  // before `tls` goes: its acceptor lives on that thread
+  EXPECT_EQ(tls.stats().relayed.load(), 1u);
+  std::lock_guard lock(endpoint_->mutex);
+  EXPECT_EQ(endpoint_->peeked, bytes_of(hello));
+  EXPECT_EQ(endpoint_->server_name, "app.test");
 }
 
 }  // namespace
