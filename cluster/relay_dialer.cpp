@@ -127,11 +127,6 @@ class RelayChannel final : public tunnel::Channel,
       }
       std::vector<std::byte>().swap(held_);
     }
-    if (eof_pending_) {
-      eof_pending_ = false;
-      handler_->on_channel_eof();
-      return;
-    }
     if (!read_waiting_) {
       boost::asio::post(stream_->executor(), [self = shared_from_this()] { self->pull(); });
     }
@@ -188,7 +183,6 @@ class RelayChannel final : public tunnel::Channel,
   std::vector<std::byte> held_;  ///< from the owner, not yet taken by the bridge
   bool blocked_ = false;
   bool paused_ = false;
-  bool eof_pending_ = false;
   bool read_waiting_ = false;
   bool write_waiting_ = false;
   bool closed_ = false;
@@ -237,15 +231,14 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
            "relay address is not IP:PORT (--relay-advertise must be numeric)");
       return;
     }
-    arm(c.connect_timeout, "connect");
+    arm(c.connect_timeout);
     socket_.async_connect(
         boost::asio::ip::tcp::endpoint(address, static_cast<std::uint16_t>(port)),
         [self = shared_from_this()](const boost::system::error_code& e) { self->on_connect(e); });
   }
 
  private:
-  void arm(std::chrono::milliseconds after, const char* phase) {
-    phase_ = phase;
+  void arm(std::chrono::milliseconds after) {
     timer_.expires_after(after);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
       if (e || self->done_) {
@@ -276,7 +269,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       return;
     }
     stream_ = std::make_unique<TlsStream>(std::move(socket_), std::move(ssl), false);
-    arm(dialer_->config_.handshake_timeout, "handshake");
+    arm(dialer_->config_.handshake_timeout);
     stream_->handshake([self = shared_from_this()](bool ok) { self->on_handshake(ok); });
   }
 
@@ -467,7 +460,6 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   std::unique_ptr<TlsStream> stream_;
   std::vector<std::byte> out_;
   std::size_t sent_ = 0;
-  const char* phase_ = "";
   bool timed_out_ = false;
   bool done_ = false;
 };
