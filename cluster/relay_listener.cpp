@@ -28,7 +28,7 @@ std::optional<std::uint64_t> parse_session(const std::string& s) {
 /// One relay connection from accept until it is handed to an endpoint or refused.
 class Inbound : public std::enable_shared_from_this<Inbound> {
  public:
-  Inbound(boost::asio::ip::tcp::socket socket, std::uint64_t id, std::shared_ptr<RelayTls> tls,
+  Inbound(boost::asio::ip::tcp::socket socket, std::uint64_t id, SslPtr ssl,
           const RelayConfig& config, std::shared_ptr<tunnel::EndpointRegistry> registry,
           std::shared_ptr<RelayStats> stats, std::shared_ptr<spdlog::logger> log)
       : timer_(socket.get_executor()),
@@ -42,7 +42,7 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
     accepted_at_ = std::chrono::steady_clock::now();
     accepted_wall_ = std::chrono::system_clock::now();
-    stream_ = std::make_unique<TlsStream>(std::move(socket), SslPtr(SSL_new(tls->server())), true);
+    stream_ = std::make_unique<TlsStream>(std::move(socket), std::move(ssl), true);
     stats_->in_pending++;
   }
   ~Inbound() { stats_->in_pending--; }
@@ -223,7 +223,15 @@ void RelayListener::on_accept(boost::asio::ip::tcp::socket socket) {
     socket.close(ec);
     return;
   }
-  std::make_shared<Inbound>(std::move(socket), next_id_++, tls_, config_, registry_, stats_, log_)
+  SslPtr ssl(SSL_new(tls_->server()));
+  if (!ssl) {
+    log_->error("relay.accept_failed error=\"SSL_new failed (out of memory?)\"");
+    boost::system::error_code ec;
+    socket.close(ec);
+    return;
+  }
+  std::make_shared<Inbound>(std::move(socket), next_id_++, std::move(ssl), config_, registry_,
+                            stats_, log_)
       ->start();
 }
 
