@@ -120,6 +120,7 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
   Bytes peeked;
   std::string ingress_node;
   int delivered = 0;
+  std::string after_own_eof;  ///< bytes read after "close-first" made us half-close first
 
  private:
   void pump() {
@@ -135,9 +136,25 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
         return;
       }
       if (r.status != tunnel::PublicStream::Io::ok) {
-        (void)stream_->write_some(bytes_of("bye"));
-        stream_->shutdown_send();
+        if (!half_closed_) {
+          (void)stream_->write_some(bytes_of("bye"));
+          stream_->shutdown_send();
+        }
+        std::lock_guard lock(mutex);
+        saw_eof = true;
         return;
+      }
+      const std::string got(reinterpret_cast<const char*>(buf.data()), r.bytes);
+      if (half_closed_) {
+        std::lock_guard lock(mutex);
+        after_own_eof += got;
+        continue;
+      }
+      if (got == "close-first") {  // the upstream half-closes first and still reads
+        (void)stream_->write_some(bytes_of("closing"));
+        stream_->shutdown_send();
+        half_closed_ = true;
+        continue;
       }
       Bytes out = bytes_of("echo:");
       out.insert(out.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(r.bytes));
@@ -145,6 +162,10 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
     }
   }
   std::unique_ptr<tunnel::PublicStream> stream_;
+  bool half_closed_ = false;
+
+ public:
+  bool saw_eof = false;
 };
 
 class FakeRoutes final : public tunnel::ClusterRoutes {
@@ -376,6 +397,26 @@ TEST_F(RelayTest, BytesFlowBothWaysWithTheVisitorsAddressSniAndHello) {
   ::close(again);
   EXPECT_EQ(ingress_stats_->relayed_out.load(), 2u);
   EXPECT_EQ(ingress_stats_->resumed.load(), 1u);
+}
+
+// Proves half-close the other way: the owner's side ends first (TLS close_notify, then the
+// visitor reads EOF), and what the visitor sends afterwards still reaches the owner.
+TEST_F(RelayTest, OwnerHalfClosesFirstAndStillReads) {
+  const std::string hello = "hello";
+  accept_one(hello.size(), route(17));
+  const int fd = visitor();
+  send_all(fd, hello);
+  send_all(fd, "close-first");
+  EXPECT_EQ(read_all(fd), "closing");  // then EOF: the visitor's read side is done
+  send_all(fd, "late");
+  ::shutdown(fd, SHUT_WR);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(endpoint_->mutex);
+    return endpoint_->saw_eof;
+  }));
+  ::close(fd);
+  std::lock_guard lock(endpoint_->mutex);
+  EXPECT_EQ(endpoint_->after_own_eof, "late");
 }
 
 TEST_F(RelayTest, ClientWithoutAValidCertificateIsRefusedAndCounted) {
