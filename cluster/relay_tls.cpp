@@ -26,6 +26,11 @@ constexpr unsigned char kSessionIdContext[] = "snigate-relay";
 void common_setup(SSL_CTX* ctx, const RelayConfig& c) {
   // Only TLS 1.3: one round trip, and resumption without a second signature.
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  // AES-128-GCM first: the relay is bulk between our own nodes, and with AES-NI it is the
+  // fastest suite (`openssl speed -evp` here: 3.35 GB/s against AES-256-GCM's 2.87).
+  SSL_CTX_set_ciphersuites(ctx,
+                           "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
+                           "TLS_AES_256_GCM_SHA384");
   // Partial and moving writes: the Bridge writes what the socket takes and retries from its own
   // buffer. Released buffers: an idle relayed connection holds no 34 KiB of TLS buffers.
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |

@@ -13,7 +13,9 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -514,6 +516,100 @@ TEST_F(RelayTest, UnreachablePeerGetsAlert80AndIsQuarantined) {
   EXPECT_EQ(ingress_stats_->out_unreachable.load(), 1u);
   EXPECT_EQ(ingress_stats_->out_quarantined.load(), 1u);  // the second did not even dial
   EXPECT_TRUE(dialer_->quarantined("node-2"));
+}
+
+/// Reads a relayed stream to EOF, then answers the byte count: a sink for the bulk figure.
+class SinkEndpoint final : public tunnel::TunnelEndpoint,
+                           public std::enable_shared_from_this<SinkEndpoint> {
+ public:
+  void deliver(tunnel::IncomingConnection conn) override {
+    total_ = conn.peeked.size();
+    stream_ = conn.take_stream();
+    pump();
+  }
+  void displaced(const std::string&) override {}
+  std::uint64_t session_id() const override { return 17; }
+
+ private:
+  void pump() {
+    static thread_local std::array<std::byte, 64 * 1024> buf;
+    for (;;) {
+      const auto r = stream_->read_some(buf);
+      if (r.status == tunnel::PublicStream::Io::would_block) {
+        stream_->wait_readable([self = shared_from_this()](bool ok) {
+          if (ok) {
+            self->pump();
+          }
+        });
+        return;
+      }
+      if (r.status != tunnel::PublicStream::Io::ok) {
+        (void)stream_->write_some(bytes_of(std::to_string(total_)));
+        stream_->shutdown_send();
+        return;
+      }
+      total_ += r.bytes;
+    }
+  }
+  std::unique_ptr<tunnel::PublicStream> stream_;
+  std::uint64_t total_ = 0;
+};
+
+// Not a timed test (run by hand with --gtest_also_run_disabled_tests): MB/s of 256 MiB sent
+// by a visitor through the relay (dialer, TLS 1.3, listener, a sink on the owner), against
+// the same bytes over plain loopback TCP to a sink thread. Prints both.
+TEST_F(RelayTest, DISABLED_BulkThroughRelayVersusDirect) {
+  constexpr std::size_t kTotal = 256u << 20;
+  const std::string block(1 << 20, 'x');
+  const auto send_total = [&](int fd) {
+    for (std::size_t sent = 0; sent < kTotal; sent += block.size()) {
+      send_all(fd, block);
+    }
+    ::shutdown(fd, SHUT_WR);
+  };
+  // Through the relay (the endpoint replaced by the sink).
+  registration_ = tunnel::Registration{};
+  auto sink = std::make_shared<SinkEndpoint>();
+  auto claim =
+      registry_->claim(tunnel::ClaimRequest{"app.test", sink, "SHA256:k", false, false, ""});
+  ASSERT_TRUE(claim.registration);
+  accept_one(5, route(17));
+  const int fd = visitor();
+  const auto t0 = std::chrono::steady_clock::now();
+  send_all(fd, "hello");
+  send_total(fd);
+  EXPECT_EQ(read_all(fd), std::to_string(kTotal + 5));
+  const double relay_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::close(fd);
+  // Direct: loopback TCP to a thread that reads to EOF.
+  tcp::acceptor direct(ingress_.ioc, tcp::endpoint(make_address("127.0.1.1"), 0));
+  std::thread reader([&] {
+    tcp::socket s(ingress_.ioc);
+    direct.accept(s);
+    std::vector<char> buf(64 * 1024);
+    boost::system::error_code ec;
+    std::size_t total = 0;
+    while (!ec) {
+      total += s.read_some(boost::asio::buffer(buf), ec);
+    }
+    boost::asio::write(s, boost::asio::buffer(std::to_string(total)), ec);
+  });
+  const int d = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(direct.local_endpoint().port());
+  inet_pton(AF_INET, "127.0.1.1", &to.sin_addr);
+  ASSERT_EQ(::connect(d, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+  const auto t1 = std::chrono::steady_clock::now();
+  send_total(d);
+  EXPECT_EQ(read_all(d), std::to_string(kTotal));
+  const double direct_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  ::close(d);
+  reader.join();
+  std::printf("bulk 256 MiB: relay %.0f MB/s, direct %.0f MB/s, ratio %.2f\n",
+              kTotal / relay_s / 1e6, kTotal / direct_s / 1e6, direct_s / relay_s);
 }
 
 /// A real ClientHello for `sni`, made by OpenSSL into a memory BIO.
