@@ -55,6 +55,9 @@ struct ServeConfig {
   std::string admin_token_file;
   std::string admin_token;  ///< --admin-token VALUE (visible in `ps`: prefer the file)
   std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
+  /// CIDRs (normalised, "10.0.0.0/8") whose connections to the TLS listener start with a
+  /// PROXY v2 header naming the visitor (an L4 load balancer); empty: nobody's.
+  std::vector<std::string> trusted_proxy;
   // Limits against floods and runaway clients (docs/security.md); each is a row of the settings
   // table (config.cpp) with its range and --help line.
   /// A flood at one name, or a client that never answers channel opens, can't take every

@@ -23,6 +23,7 @@
 #include <memory>
 
 #include "cluster/registry_codec.hpp"
+#include "common/cidr.hpp"
 #include "common/printable.hpp"
 #include "common/unique_handle.hpp"
 #include "tunnel/hostname.hpp"
@@ -309,12 +310,34 @@ std::string apply_node_id(const SettingSpec&, const std::string& value, bool, Se
   return {};
 }
 
+template <auto M>
+std::string apply_cidr_list(const SettingSpec&, const std::string& value, bool first,
+                            ServeConfig& c) {
+  const auto cidr = Cidr::parse(value);
+  if (!cidr) {
+    return "expected an address or CIDR (10.0.0.0/8, 2001:db8::/32), got " + quoted(value);
+  }
+  if (first) {
+    (c.*M).clear();
+  }
+  (c.*M).push_back(cidr->str());
+  return {};
+}
+template <auto M>
+std::vector<std::string> show_list(const ServeConfig& c) {
+  return c.*M;
+}
+
 // ---- row builders: one per value type ---------------------------------------------------
 
 template <auto M>
 constexpr SettingSpec listen_list(std::string_view key, std::string_view help) {
   return {key, ValueKind::list,       "HOST:PORT",         help, 0,
           0,   &apply_listen_list<M>, &show_listen_list<M>};
+}
+template <auto M>
+constexpr SettingSpec cidr_list(std::string_view key, std::string_view help) {
+  return {key, ValueKind::list, "CIDR", help, 0, 0, &apply_cidr_list<M>, &show_list<M>};
 }
 template <auto M>
 constexpr SettingSpec listen_or_off(std::string_view key, std::string_view help) {
@@ -377,6 +400,11 @@ const SettingSpec kSettings[] = {
                                 "SSH listener; repeatable; IPv6 as [::]:2222; port 0 picks a "
                                 "free port"),
     listen_list<&C::tls_listen>("tls_listen", "public TLS listener; repeatable"),
+    cidr_list<&C::trusted_proxy>("trusted_proxy",
+                                 "load balancers whose connections to the TLS listener start "
+                                 "with a PROXY v2 header naming the visitor; repeatable")
+        .default_is("none")
+        .unset_is("(no PROXY headers accepted)"),
     listen_or_off<&C::admin_listen>("admin_listen", "HTTP admin API and /metrics"),
     text<&C::state_dir>("state_dir", "DIR", "host keys live here, generated on first start")
         .in(kServe | kHostkey | kKeys),

@@ -3,6 +3,7 @@
 #include "app/event_log.hpp"
 #include "app/json.hpp"
 #include "app/metrics.hpp"
+#include "cluster/relay_stats.hpp"
 #include "sshd/session_handle.hpp"
 
 namespace gw::app {
@@ -116,6 +117,7 @@ std::string GatewayBackend::metrics_text() {
       {"too_large", tls.too_large},
       {"timeout", tls.timeout},
       {"closed_early", tls.closed_early},
+      {"bad_proxy_header", tls.bad_proxy_header},
       {"cidr_denied", ssh.connections_cidr_denied},
       {"upstream_refused", ssh.channel_open_failures},
       {"limit",
@@ -176,6 +178,19 @@ std::string GatewayBackend::metrics_text() {
     c.values_skipped = st.values_skipped;
     c.reclaims = st.reclaims;
     c.routes_lost = st.routes_lost;
+    if (relay_) {
+      const cluster::RelayStats& r = *relay_;
+      c.relayed_out = r.relayed_out;
+      c.relayed_in = r.relayed_in;
+      c.relay_failures = {
+          {"out", "unreachable", r.out_unreachable}, {"out", "handshake", r.out_handshake},
+          {"out", "quarantined", r.out_quarantined}, {"out", "stale", r.out_stale},
+          {"out", "overloaded", r.out_overloaded},   {"out", "denied", r.out_denied},
+          {"out", "protocol", r.out_protocol},       {"in", "certificate", r.in_certificate},
+          {"in", "bad_header", r.in_bad_header},     {"in", "stale", r.in_stale},
+          {"in", "timeout", r.in_timeout},           {"in", "overloaded", r.in_overloaded},
+      };
+    }
   }
   return render_metrics(m);
 }

@@ -12,6 +12,10 @@
 #include "sni_router/listener.hpp"
 #include "sshd/server_context.hpp"
 
+namespace gw::cluster {
+struct RelayStats;
+}
+
 namespace gw::app {
 
 class GatewayBackend final : public AdminBackend {
@@ -32,9 +36,12 @@ class GatewayBackend final : public AdminBackend {
   bool close_session(std::uint64_t id, std::string message) override;
   std::string metrics_text() override;
   std::optional<std::string> cluster_json() override;
-  /// Cluster mode: endpoints of every node, /api/cluster and the registry's metrics.
-  void set_cluster(std::shared_ptr<const cluster::Registry> registry) {
+  /// Cluster mode: endpoints of every node, /api/cluster, the registry's and the relay's
+  /// metrics (`relay` null when this node has no --relay-listen).
+  void set_cluster(std::shared_ptr<const cluster::Registry> registry,
+                   std::shared_ptr<const cluster::RelayStats> relay) {
     cluster_ = std::move(registry);
+    relay_ = std::move(relay);
   }
 
  private:
@@ -44,6 +51,7 @@ class GatewayBackend final : public AdminBackend {
   std::shared_ptr<const JsonEventLog> events_;
   std::shared_ptr<const AdminStats> admin_;
   std::shared_ptr<const cluster::Registry> cluster_;
+  std::shared_ptr<const cluster::RelayStats> relay_;
 };
 
 }  // namespace gw::app

@@ -28,6 +28,9 @@
 #include "app/gateway_backend.hpp"
 #include "app/keys_command.hpp"
 #include "cluster/registry.hpp"
+#include "cluster/relay_dialer.hpp"
+#include "cluster/relay_listener.hpp"
+#include "common/cidr.hpp"
 #include "keys/host_keys.hpp"
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
@@ -349,20 +352,51 @@ int serve(const gw::app::ServeConfig& config) {
       std::chrono::duration_cast<std::chrono::milliseconds>(config.client_hello_timeout);
   router.max_pending = static_cast<std::int64_t>(config.max_pending_hellos);
   router.max_pending_per_ip = static_cast<int>(config.max_pending_hellos_per_ip);
-  gw::sni::Listener tls(registry, router, log.sni, events);
-  std::vector<tcp::endpoint> tls_bound;
-  for (const auto& a : config.tls_listen) {
-    tls_bound.push_back(bind_listener(
-        "--tls-listen", a, [&](const tcp::endpoint& where) { return tls.listen(raw, where); }));
+  for (const auto& cidr : config.trusted_proxy) {
+    router.trusted_proxies.push_back(*gw::Cidr::parse(cidr));  // checked by the settings table
   }
+  gw::sni::Listener tls(registry, router, log.sni, events);
 
   // The key watcher stats and reads files: it gets a thread of its own, so a slow filesystem
   // never stalls an I/O thread (sessions only ever read the in-memory KeyStore). The cluster
   // registry's etcd calls run there too: parsing a large watch answer stalls no session.
   boost::asio::io_context control(1);
   std::shared_ptr<gw::cluster::Registry> cluster;
+  std::unique_ptr<gw::cluster::RelayListener> relay_in;
+  auto relay_stats = std::make_shared<gw::cluster::RelayStats>();
   if (!config.cluster_etcd.empty()) {
+    // The relay's files are checked before the node registers: a wrong certificate is a
+    // start-up error, not a node other nodes would dial in vain.
+    std::shared_ptr<gw::cluster::RelayTls> relay_tls;
+    gw::cluster::RelayConfig rc;
+    rc.node_id = config.node_id;
+    rc.ca_file = config.cluster_ca;
+    rc.cert_file = config.cluster_cert;
+    rc.key_file = config.cluster_key;
+    if (config.relay_listen) {
+      try {
+        relay_tls = gw::cluster::RelayTls::load(rc);
+      } catch (const std::runtime_error& e) {
+        throw BadOption(e.what());
+      }
+    }
     cluster = start_cluster(config, control, log.cluster);
+    if (relay_tls) {
+      relay_in = std::make_unique<gw::cluster::RelayListener>(relay_tls, rc, registry, relay_stats,
+                                                              log.tunnel);
+      bind_listener("--relay-listen", *config.relay_listen,
+                    [&](const tcp::endpoint& where) { return relay_in->listen(raw, where); });
+      // Before tls.listen(): the accepting threads read it without a lock.
+      tls.set_cluster(cluster,
+                      std::make_shared<gw::cluster::RelayDialer>(
+                          relay_tls, rc, cluster, registry, raw,
+                          gw::tunnel::BridgeConfig{config.idle_timeout}, relay_stats, log.tunnel));
+    }
+  }
+  std::vector<tcp::endpoint> tls_bound;
+  for (const auto& a : config.tls_listen) {
+    tls_bound.push_back(bind_listener(
+        "--tls-listen", a, [&](const tcp::endpoint& where) { return tls.listen(raw, where); }));
   }
 
   auto ctx = std::make_shared<gw::sshd::ServerContext>();
@@ -391,7 +425,7 @@ int serve(const gw::app::ServeConfig& config) {
 
   auto admin_stats = std::make_shared<gw::app::AdminStats>();
   gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, event_log, admin_stats);
-  backend.set_cluster(cluster);
+  backend.set_cluster(cluster, relay_in ? relay_stats : nullptr);
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {
@@ -490,6 +524,9 @@ int serve(const gw::app::ServeConfig& config) {
                       drain_deadline_after.count());
         ssh.stop();
         tls.stop();
+        if (relay_in) {
+          relay_in->stop();
+        }
         if (admin) {
           admin->stop();
         }

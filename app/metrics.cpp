@@ -197,6 +197,18 @@ std::string render_metrics(const MetricsSnapshot& s) {
     w.counter("cluster_routes_lost",
               "Local forwards closed because the registry gave their name to someone else.",
               c.routes_lost);
+    w.family("relay_connections_total", "counter",
+             "Visitor connections relayed between nodes: out (this node was the ingress) and "
+             "in (this node owns the route).");
+    w.sample("relay_connections_total", "direction=\"out\"", c.relayed_out);
+    w.sample("relay_connections_total", "direction=\"in\"", c.relayed_in);
+    w.family("relay_failures_total", "counter",
+             "Relay connections that failed, by side (out: dialing a peer; in: from a peer) and "
+             "reason.");
+    for (const auto& f : c.relay_failures) {
+      w.sample("relay_failures_total",
+               std::string("side=\"") + f.side + "\",reason=\"" + f.reason + "\"", f.count);
+    }
   }
   if (!s.version.empty()) {
     w.family("build_info", "gauge", "Always 1; the version label says which snigate runs.");

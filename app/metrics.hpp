@@ -27,6 +27,14 @@ struct ClusterMetrics {
   std::string lease_state;    ///< none, live, suspect, lost or expired
   std::uint64_t routes = 0, nodes = 0, values_skipped = 0, reclaims = 0, routes_lost = 0;
   std::uint64_t revision = 0;
+  // The relay (nodes with --relay-listen): connections spliced, failures by side and reason.
+  std::uint64_t relayed_out = 0, relayed_in = 0;
+  struct RelayFailure {
+    const char* side;    ///< "out": this node dialed; "in": a peer dialed this node
+    const char* reason;  ///< cluster/relay_stats.hpp
+    std::uint64_t count;
+  };
+  std::vector<RelayFailure> relay_failures;
 };
 
 struct MetricsSnapshot {

@@ -17,8 +17,8 @@
 #include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
-#include "tunnel/claim_gate.hpp"
 #include "tunnel/buffer_budget.hpp"
+#include "tunnel/claim_gate.hpp"
 #include "tunnel/endpoint.hpp"
 #include "tunnel/endpoint_registry.hpp"
 

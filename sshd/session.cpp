@@ -103,15 +103,16 @@ const char* to_string(Session::State s) {
 /// Routes to one forward of one session; the registry holds it weakly.
 class ForwardEndpoint final : public tunnel::TunnelEndpoint {
  public:
-  ForwardEndpoint(std::weak_ptr<Session> session, std::size_t key)
-      : session_(std::move(session)), key_(key) {}
+  ForwardEndpoint(std::weak_ptr<Session> session, std::size_t key, std::uint64_t session_id)
+      : session_(std::move(session)), key_(key), session_id_(session_id) {}
   void deliver(tunnel::IncomingConnection conn) override {
     if (auto s = session_.lock()) {
       s->deliver(key_, std::move(conn));
     } else {
-      tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+      conn.alert_and_close(gw::kAlertUnrecognizedName);
     }
   }
+  std::uint64_t session_id() const override { return session_id_; }
   void displaced(const std::string&) override {
     if (auto s = session_.lock()) {
       s->forward_displaced(key_);
@@ -121,6 +122,7 @@ class ForwardEndpoint final : public tunnel::TunnelEndpoint {
  private:
   std::weak_ptr<Session> session_;
   std::size_t key_;
+  std::uint64_t session_id_;
 };
 
 void set_socket_options(int fd) {
@@ -1058,7 +1060,7 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     return;
   }
   Forward& f = *p.forward;
-  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key);
+  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key, id_);
   f.buffered = std::make_shared<tunnel::BufferBudget>(kEndpointBufferBudget);
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
@@ -1092,7 +1094,20 @@ void Session::handle_cancel_forward(ssh_message msg) {
 // ---- public connections ----------------------------------------------------------------
 
 void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) {
-  // Runs on the accepting thread: move the socket to this session's io_context.
+  // Runs on the accepting thread: move the socket (or the relay stream) to this session's
+  // io_context.
+  if (conn.stream) {
+    if (!conn.stream->detach()) {
+      return;
+    }
+    boost::asio::post(ioc_,
+                      [self = shared_from_this(), forward_key, conn = std::move(conn)]() mutable {
+                        if (conn.stream->attach(self->ioc_)) {
+                          self->start_bridge(forward_key, std::move(conn));
+                        }
+                      });
+    return;
+  }
   boost::system::error_code ec;
   const auto protocol = conn.client.protocol();
   const int fd = conn.socket.release(ec);
@@ -1123,7 +1138,7 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   if (f == nullptr || state_ != State::ready || f->gate_pending) {
     // The endpoint went away between routing and now (names are only claimed once ready, so
     // any other state is a session just ending), or the cluster has not given it the name yet.
-    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+    conn.alert_and_close(gw::kAlertUnrecognizedName);
     return;
   }
   if (std::string why; !access_.permits(conn.client.address(), &why)) {
@@ -1150,12 +1165,14 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   auto channel = std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address,
                                                     f->bind_port, conn.client.address().to_string(),
                                                     conn.client.port(), budgets);
-  boost::system::error_code ec;
-  conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+  if (!conn.stream) {
+    boost::system::error_code ec;
+    conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+  }
   const tunnel::ConnectionStart start = conn.start();
   auto bridge = std::make_shared<tunnel::Bridge>(
-      tunnel::Bridge::Socket(std::move(conn.socket)), std::move(conn.peeked), start, label_for(*f),
-      std::move(channel), bridge_config_, ctx_->stats, ctx_->tunnel_log,
+      conn.take_stream(), std::move(conn.peeked), start, label_for(*f), std::move(channel),
+      bridge_config_, ctx_->stats, ctx_->tunnel_log,
       [weak = weak_from_this(), forward_key](const tunnel::ConnectionClosed& ev) {
         if (auto self = weak.lock()) {
           self->bridge_closed(forward_key, ev);
@@ -1175,10 +1192,9 @@ void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f, c
                          conn.server_name, ip, why);
   std::size_t sent = 0;
   if (alert) {
-    sent = tunnel::send_alert_and_close(conn.socket, *alert);
+    sent = conn.alert_and_close(*alert);
   } else {
-    boost::system::error_code ec;
-    conn.socket.close(ec);
+    conn.close();
   }
   const auto label = label_for(f);
   ctx_->events->emit(tunnel::connection_closed(conn.start(), &label, conn.peeked.size(), sent,

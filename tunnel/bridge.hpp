@@ -16,6 +16,9 @@
 // What the down buffer holds also counts against the endpoint's and key's BufferBudgets
 // (tunnel/buffer_budget.hpp); the owner closes stalled connections when one is over.
 //
+// The public side is a PublicStream (tunnel/public_stream.hpp): the visitor's socket, or on a
+// cluster owner node the relay's TLS stream; the pump is the same for both.
+//
 // Runs on the socket's thread only; knows nothing of SSH. Deliberately no retries: a channel
 // the far end refuses gets a TLS internal_error alert and the connection ends. Deadlines are
 // checked by the owner's timer through check_deadlines(), so tests can drive the clock.
@@ -36,6 +39,7 @@
 #include "tunnel/buffer_budget.hpp"
 #include "tunnel/channel.hpp"
 #include "tunnel/events.hpp"
+#include "tunnel/public_stream.hpp"
 
 namespace spdlog {
 class logger;
@@ -74,11 +78,19 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   /// label). The bridge may still be on the stack: the owner must not destroy it from inside.
   using OnClosed = std::function<void(const ConnectionClosed&)>;
 
-  /// `peeked`: bytes already read from the socket (the ClientHello), sent up first.
+  /// `peeked`: bytes already read from the stream (the ClientHello), sent up first.
+  Bridge(std::unique_ptr<PublicStream> stream, std::vector<std::byte> peeked, ConnectionStart start,
+         EndpointLabel label, std::shared_ptr<Channel> channel, const BridgeConfig& config,
+         std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
+         OnClosed on_closed, BufferBudgets budgets = {});
+  /// The same over a plain socket (the single-node path).
   Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart start, EndpointLabel label,
          std::shared_ptr<Channel> channel, const BridgeConfig& config,
          std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
-         OnClosed on_closed, BufferBudgets budgets = {});
+         OnClosed on_closed, BufferBudgets budgets = {})
+      : Bridge(std::make_unique<SocketStream>(std::move(socket)), std::move(peeked),
+               std::move(start), std::move(label), std::move(channel), config, std::move(stats),
+               std::move(log), std::move(on_closed), std::move(budgets)) {}
   ~Bridge() override;
   Bridge(const Bridge&) = delete;
   Bridge& operator=(const Bridge&) = delete;
@@ -137,7 +149,7 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   /// After down_pending_ changed: its size to the budgets.
   void update_held() { down_held_.set(down_pending_.size()); }
 
-  Socket socket_;
+  std::unique_ptr<PublicStream> stream_;
   ConnectionStart start_;
   EndpointLabel label_;
   std::shared_ptr<Channel> channel_;

@@ -7,10 +7,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "tunnel/events.hpp"
+#include "tunnel/public_stream.hpp"
+#include "tunnel/tls_alert.hpp"
 
 namespace gw::tunnel {
 
@@ -19,15 +22,46 @@ struct IncomingConnection {
   boost::asio::ip::tcp::socket socket;  ///< bound to the accepting thread's io_context
   std::vector<std::byte> peeked;        ///< bytes already read (the ClientHello): replay first
   std::string server_name;              ///< normalised SNI
+  /// The visitor's address: the socket's peer, or what a trusted PROXY header named.
   boost::asio::ip::tcp::endpoint client;
   std::uint64_t id = 0;                                 ///< connection id, logged as conn=t<id>
   std::chrono::steady_clock::time_point accepted_at{};  ///< the router's accept stamps
   SystemTime accepted_wall{};
+  /// Set for a connection relayed from another cluster node: its bytes come over this stream
+  /// (the relay's TLS), and `socket` is unused. The helpers below pick the right one.
+  std::unique_ptr<PublicStream> stream;
+  std::string ingress_node;  ///< with `stream`: the node the visitor reached
+
+  /// The transport for a Bridge: the relay stream, or the socket wrapped.
+  std::unique_ptr<PublicStream> take_stream() {
+    if (stream) {
+      return std::move(stream);
+    }
+    return std::make_unique<SocketStream>(SocketStream::Socket(std::move(socket)));
+  }
+  /// Refuses with a TLS alert (for the visitor, through the relay when relayed); the bytes sent.
+  std::size_t alert_and_close(std::uint8_t description) {
+    return stream ? stream->alert_and_close(description)
+                  : send_alert_and_close(socket, description);
+  }
+  void close() {
+    if (stream) {
+      stream->close();
+    } else {
+      boost::system::error_code ec;
+      socket.close(ec);
+    }
+  }
 
   /// What its ConnectionClosed event starts from.
   ConnectionStart start() const {
-    return ConnectionStart{
-        id, client.address().to_string(), client.port(), server_name, accepted_at, accepted_wall};
+    return ConnectionStart{id,
+                           client.address().to_string(),
+                           client.port(),
+                           server_name,
+                           accepted_at,
+                           accepted_wall,
+                           ingress_node};
   }
 };
 
@@ -39,6 +73,8 @@ class TunnelEndpoint {
   virtual void deliver(IncomingConnection conn) = 0;
   /// Thread-safe: another session of the same key took `name` over (--takeover).
   virtual void displaced(const std::string& name) = 0;
+  /// The SSH session holding it (0: none); the cluster relay checks the route it was sent for.
+  virtual std::uint64_t session_id() const { return 0; }
 };
 
 }  // namespace gw::tunnel

@@ -145,6 +145,30 @@ std::shared_ptr<TunnelEndpoint> EndpointRegistry::find(std::string_view server_n
   return nullptr;
 }
 
+std::shared_ptr<TunnelEndpoint> EndpointRegistry::find_held_by(std::string_view server_name,
+                                                               std::uint64_t session_id) const {
+  std::vector<std::shared_ptr<TunnelEndpoint>> holders;
+  {
+    std::lock_guard lock(mutex_);
+    const Entry* e = routes_.find(server_name);
+    if (e == nullptr) {
+      return nullptr;
+    }
+    for (const Holder& h : e->holders) {
+      if (auto ep = h.endpoint.lock()) {
+        holders.push_back(std::move(ep));
+      }
+    }
+  }
+  // session_id() is the endpoint's own code: called outside the lock.
+  for (auto& ep : holders) {
+    if (ep->session_id() == session_id) {
+      return ep;
+    }
+  }
+  return nullptr;
+}
+
 std::size_t EndpointRegistry::size() const {
   std::lock_guard lock(mutex_);
   return routes_.size();

@@ -84,6 +84,10 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
   /// Routes a normalised server name: exact match, then the longest wildcard suffix; among
   /// pooled holders, round-robin.
   std::shared_ptr<TunnelEndpoint> find(std::string_view server_name) const;
+  /// The holder of the route `server_name` wins whose session_id() is `session_id`, or null:
+  /// a relayed connection goes to the pool member the ingress chose, not the next in turn.
+  std::shared_ptr<TunnelEndpoint> find_held_by(std::string_view server_name,
+                                               std::uint64_t session_id) const;
 
   std::size_t size() const;  ///< names held
 

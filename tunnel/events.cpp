@@ -27,6 +27,7 @@ ConnectionClosed connection_closed(const ConnectionStart& start, const EndpointL
   ev.close_reason = close_reason;
   ev.refusal_reason = refusal_reason;
   ev.conn_id = start.conn_id;
+  ev.ingress_node = start.ingress_node;
   return ev;
 }
 

@@ -48,6 +48,8 @@ struct ConnectionClosed {
   std::string key_name;          ///< authorized_keys comment/name; may be empty
   std::uint64_t conn_id = 0;     ///< the router's connection number (logs show it as t<id>)
   std::uint64_t session_id = 0;  ///< owning SSH session; 0 when refused before routing
+  /// Cluster mode: the node the visitor reached when it was relayed here; empty otherwise.
+  std::string ingress_node;
 };
 
 /// A public connection as the router accepted it: what every ConnectionClosed starts from.
@@ -58,6 +60,7 @@ struct ConnectionStart {
   std::string server_name;  ///< empty until the ClientHello named one
   std::chrono::steady_clock::time_point accepted_at{};
   SystemTime accepted_wall{};
+  std::string ingress_node;  ///< cluster mode: the node that relayed it here; empty otherwise
 };
 
 /// Who served a routed connection: the endpoint and the session (and key) holding it.

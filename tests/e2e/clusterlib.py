@@ -2,9 +2,9 @@
 data dir and ports the test picks, and snigate nodes on 127.0.1.1, 127.0.1.2, ... each with its own
 --node-id and the short test lease (2 s). Fixtures: `etcd` (one member, stopped after the test) and
 `cluster` (cluster.node(i) starts node i against that etcd through gateway_factory, so the usual
-checks on stop apply: exit 0, no sanitizer report).
-
-Deliberately not here: the relay between nodes (visitors reaching a tunnel on another node).
+checks on stop apply: exit 0, no sanitizer report). cluster.node(i, relay=True) also gives the node
+a relay port on its address and a certificate naming it (subjectAltName DNS:n<i>) under a cluster CA
+made for the test, so visitors reach its tunnels from every other relaying node.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_text, tail, wait_for
+from conftest import Pki, read_text, tail, wait_for
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 LEASE_TTL = 2  # seconds; the nodes' --cluster-lease-ttl in these tests
@@ -111,16 +111,38 @@ class Etcd:
 
 
 class Cluster:
-    def __init__(self, etcd: Etcd, gateway_factory):
+    def __init__(self, etcd: Etcd, gateway_factory, directory: Path):
         self.etcd = etcd
         self.factory = gateway_factory
+        self.dir = directory
         self.nodes = {}
+        self.relay_ports = {}
+        self._pki: Pki | None = None
 
-    def node(self, i: int, args=(), **kw):
-        """Starts node n<i> on 127.0.1.<i> against the test's etcd."""
+    @property
+    def pki(self) -> Pki:
+        """The cluster CA (made on first use: only relay tests need it)."""
+        if self._pki is None:
+            d = self.dir / "cluster-pki"
+            d.mkdir()
+            self._pki = Pki(d)
+        return self._pki
+
+    def relay_args(self, i: int, advertise: str | None = None) -> list[str]:
+        """--relay-listen on 127.0.1.<i> and node n<i>'s certificate; `advertise`: a different
+        --relay-advertise (e.g. a closed port, for an unreachable peer)."""
+        port = self.relay_ports.setdefault(i, _free_port(f"127.0.1.{i}"))
+        cert, key = self.pki.leaf([f"n{i}"], usage="serverAuth,clientAuth")
+        args = ["--relay-listen", f"127.0.1.{i}:{port}", "--cluster-ca", str(self.pki.ca),
+                "--cluster-cert", str(cert), "--cluster-key", str(key)]
+        return args + (["--relay-advertise", advertise] if advertise else [])
+
+    def node(self, i: int, args=(), relay: bool = False, **kw):
+        """Starts node n<i> on 127.0.1.<i> against the test's etcd (with a relay if asked)."""
+        extra = self.relay_args(i) if relay else []
         gw = self.factory(host=f"127.0.1.{i}",
                           args=["--cluster-etcd", self.etcd.url, "--node-id", f"n{i}",
-                                "--cluster-lease-ttl", str(LEASE_TTL), *args], **kw)
+                                "--cluster-lease-ttl", str(LEASE_TTL), *extra, *args], **kw)
         self.nodes[i] = gw
         return gw
 
@@ -139,5 +161,5 @@ def etcd(tmp_path):
 
 
 @pytest.fixture
-def cluster(etcd, gateway_factory) -> Cluster:
-    return Cluster(etcd, gateway_factory)
+def cluster(etcd, gateway_factory, tmp_path) -> Cluster:
+    return Cluster(etcd, gateway_factory, tmp_path)

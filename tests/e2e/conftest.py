@@ -146,7 +146,7 @@ class Pki:
         self.dir = directory
         self.ca_key = directory / "ca.key"
         self.ca = directory / "ca.pem"
-        self._leaves: dict[tuple[str, ...], tuple[Path, Path]] = {}
+        self._leaves: dict[tuple[tuple[str, ...], str], tuple[Path, Path]] = {}
         self._lock = threading.Lock()
         run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-keyout", str(self.ca_key), "-out", str(self.ca), "-days", "3",
@@ -154,18 +154,19 @@ class Pki:
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
 
-    def leaf(self, names: Iterable[str]) -> tuple[Path, Path]:
-        """(cert, key) for a certificate whose SANs are exactly `names` (cached)."""
+    def leaf(self, names: Iterable[str], usage: str = "serverAuth") -> tuple[Path, Path]:
+        """(cert, key) for a certificate whose SANs are exactly `names` (cached); `usage`: its
+        extendedKeyUsage (the cluster relay's node certificates are "serverAuth,clientAuth")."""
         key = tuple(sorted(set(names)))
         with self._lock:
-            if key in self._leaves:
-                return self._leaves[key]
+            if (key, usage) in self._leaves:
+                return self._leaves[(key, usage)]
             base = self.dir / f"leaf{len(self._leaves)}"
             ext = base.with_suffix(".ext")
             ext.write_text(
                 "basicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\n"
+                f"extendedKeyUsage={usage}\n"
                 "subjectAltName=" + ",".join(f"DNS:{n}" for n in key) + "\n")
             run([OPENSSL, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                  "-nodes", "-keyout", str(base.with_suffix(".key")), "-out",
@@ -173,8 +174,8 @@ class Pki:
             run([OPENSSL, "x509", "-req", "-in", str(base.with_suffix(".csr")), "-CA", str(self.ca),
                  "-CAkey", str(self.ca_key), "-set_serial", str(random.getrandbits(62)), "-days", "3",
                  "-extfile", str(ext), "-out", str(base.with_suffix(".pem"))])
-            self._leaves[key] = (base.with_suffix(".pem"), base.with_suffix(".key"))
-            return self._leaves[key]
+            self._leaves[(key, usage)] = (base.with_suffix(".pem"), base.with_suffix(".key"))
+            return self._leaves[(key, usage)]
 
     def client_context(self) -> ssl.SSLContext:
         """Verifying client context: our CA only, hostname checked."""
@@ -911,9 +912,11 @@ class HttpAnswer:
 
 
 def https_get(port: int, name: str, ctx: ssl.SSLContext, timeout: float = 20.0,
-              host: str = "127.0.0.1") -> HttpAnswer:
-    """GET / with Python's ssl, certificate and hostname verified against the test CA."""
-    with socket.create_connection((host, port), timeout=timeout) as raw:
+              host: str = "127.0.0.1", source: str | None = None) -> HttpAnswer:
+    """GET / with Python's ssl, certificate and hostname verified against the test CA; from
+    the address `source` when given (a visitor the events can tell from the gateway's own)."""
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as raw:
         with ctx.wrap_socket(raw, server_hostname=name) as s:
             s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             data = bytearray()

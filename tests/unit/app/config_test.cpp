@@ -437,7 +437,8 @@ TEST(Settings, EveryRowWorksThroughEveryLayer) {
     EXPECT_NE(usage.find("  " + flag + " " + std::string(s.metavar)), std::string::npos);
     // A value each kind accepts (within every row's range): what the flag sets, the others
     // set too.
-    const std::string value = s.kind == ValueKind::list      ? "127.0.0.1:7"
+    const std::string value = s.metavar == "CIDR"            ? "10.0.0.0/8"
+                              : s.kind == ValueKind::list    ? "127.0.0.1:7"
                               : s.key == "admin_listen"      ? "127.0.0.2:7"
                               : s.key == "log_level"         ? "warn"
                               : s.key == "domain"            ? "seven.test"
@@ -468,6 +469,22 @@ TEST(Settings, EveryRowWorksThroughEveryLayer) {
       EXPECT_EQ(s.show(by_flag.config), std::vector<std::string>{value});
     }
   }
+}
+
+// Proves --trusted-proxy takes CIDRs and bare addresses (stored normalised), is repeatable
+// and refuses anything else naming the option.
+TEST(Settings, TrustedProxyIsACidrList) {
+  const auto r =
+      parse({"serve", "--trusted-proxy", "10.1.2.3/8", "--trusted-proxy", "2001:DB8::1"});
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.config.trusted_proxy, (std::vector<std::string>{"10.1.2.3/8", "2001:db8::1/128"}));
+  EXPECT_EQ(parse({"serve"}, {{"SNIGATE_TRUSTED_PROXY", "10.0.0.1, 10.0.0.2"}})
+                .config.trusted_proxy.size(),
+            2u);
+  EXPECT_EQ(parse({"serve", "--trusted-proxy", "lb.example.com"}).error,
+            "snigate: --trusted-proxy: expected an address or CIDR (10.0.0.0/8, 2001:db8::/32), "
+            "got \"lb.example.com\"");
+  EXPECT_TRUE(parse({"serve"}).config.trusted_proxy.empty());
 }
 
 // Proves the flags each subcommand takes come from the table's scopes: hostkey takes only

@@ -119,7 +119,8 @@ class BridgeTest : public ::testing::Test {
                           40000,
                           "app.example.test",
                           std::chrono::steady_clock::now(),
-                          std::chrono::system_clock::now()};
+                          std::chrono::system_clock::now(),
+                          {}};
     bridge_ = std::make_shared<Bridge>(
         Bridge::Socket(std::move(ours)), std::move(peeked), start,
         EndpointLabel{"ep_1", "tls://app.example.test", 3, "SHA256:x", "alice"}, channel_, config_,
