@@ -142,3 +142,30 @@ def test_visitor_address_survives_haproxy_and_the_relay(cluster, keys, upstream,
         return got if len(got) >= 6 else None
     conns = wait_for(records, 15, "six records with the visitor's address on the owner")
     assert {c["ingress_node"] for c in conns} == {None, "n2", "n3"}, conns
+
+
+def test_owner_applies_cidr_rules_to_the_relayed_visitor(cluster, keys, upstream, client_ctx):
+    # Proves: an endpoint's `tls --allow-cidr` is applied on the owner against the visitor's own
+    # address carried by the relay (not the ingress node's): the allowed visitor is served
+    # through node 2, another address is refused, and the refusal is the owner's event.
+    n1 = relay_node(cluster, 1, keys)
+    n2 = relay_node(cluster, 2, keys)
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice",
+              command=f"tls --allow-cidr {VISITOR}/32").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    wait_for(lambda: https_get(n2.tls_port, "app.alice.test", client_ctx, host=n2.host,
+                               source=VISITOR).status == 200, 10, "the allowed visitor via node 2")
+    stranger = "127.0.0.8"
+    try:
+        https_get(n2.tls_port, "app.alice.test", client_ctx, host=n2.host, source=stranger,
+                  timeout=10)
+        served = True
+    except (ssl.SSLError, OSError):
+        served = False
+    assert not served
+
+    def refusal():
+        return [e["object"]["conn"] for e in closed_events(n1)
+                if e["object"]["conn"]["client_ip"] == stranger]
+    conn = wait_for(refusal, 10, "the owner's cidr_denied record")[0]
+    assert conn["refusal_reason"] == "cidr_denied" and conn["ingress_node"] == "n2", conn
