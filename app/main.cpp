@@ -355,12 +355,13 @@ int serve(const gw::app::ServeConfig& config) {
   for (const auto& cidr : config.trusted_proxy) {
     router.trusted_proxies.push_back(*gw::Cidr::parse(cidr));  // checked by the settings table
   }
-  gw::sni::Listener tls(registry, router, log.sni, events);
-
   // The key watcher stats and reads files: it gets a thread of its own, so a slow filesystem
   // never stalls an I/O thread (sessions only ever read the in-memory KeyStore). The cluster
   // registry's etcd calls run there too: parsing a large watch answer stalls no session.
+  // Declared before the listener: the listener holds the registry, whose timers live on it.
   boost::asio::io_context control(1);
+  gw::sni::Listener tls(registry, router, log.sni, events);
+
   std::shared_ptr<gw::cluster::Registry> cluster;
   std::unique_ptr<gw::cluster::RelayListener> relay_in;
   auto relay_stats = std::make_shared<gw::cluster::RelayStats>();
