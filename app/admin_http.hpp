@@ -54,6 +54,7 @@ struct EndpointView {
   std::string key_fingerprint, key_name;
   std::string client_addr;  ///< the SSH client's "ip:port"
   std::uint64_t open_connections = 0, bytes_in = 0, bytes_out = 0;
+  std::string binding = "public";  ///< "internal": reached only through ssh -L / -W
 };
 
 /// One SSH session as GET /api/sessions shows it.

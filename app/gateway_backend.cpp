@@ -3,6 +3,7 @@
 #include "app/event_log.hpp"
 #include "app/metrics.hpp"
 #include "sshd/session_handle.hpp"
+#include "tunnel/events.hpp"
 
 namespace gw::app {
 
@@ -13,7 +14,7 @@ std::vector<EndpointView> GatewayBackend::endpoints() {
     for (const auto& e : info.endpoints) {
       out.push_back(EndpointView{e.id, e.url, "tls", rfc3339(e.created_at), e.pool, info.id,
                                  info.key_fingerprint, info.key_name, info.peer, e.open_connections,
-                                 e.bytes_in, e.bytes_out});
+                                 e.bytes_in, e.bytes_out, tunnel::binding_name(e.internal)});
     }
   }
   return out;
@@ -56,6 +57,7 @@ std::string GatewayBackend::metrics_text() {
   m.connections_accepted = tls.accepted;
   m.connections_refused = {
       {"no_route", tls.no_route},
+      {"internal_endpoint", tls.internal_only},
       {"no_sni", tls.no_sni},
       {"bad_sni", tls.bad_sni},
       {"not_tls", tls.not_tls},

@@ -42,6 +42,9 @@ ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, std::
       origin_(std::move(origin)),
       origin_port_(origin_port) {}
 
+ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted)
+    : host_(host), session_(session), channel_(accepted), port_(0), origin_port_(0) {}
+
 ForwardedChannel::~ForwardedChannel() {
   // Normally settle() freed it; a channel still here belongs to a session being freed, whose
   // ssh_free() frees it (detach() forgot it), or was never started.
@@ -52,7 +55,10 @@ ForwardedChannel::~ForwardedChannel() {
 
 void ForwardedChannel::start(tunnel::ChannelHandler& handler) {
   handler_ = &handler;
-  channel_ = ssh_channel_new(session_);
+  const bool accepted = channel_ != nullptr;  // opened by the client: nothing to send
+  if (!accepted) {
+    channel_ = ssh_channel_new(session_);
+  }
   if (channel_ == nullptr) {
     state_ = State::failed;
     queue();  // reported from service(), never from inside start()
@@ -64,6 +70,12 @@ void ForwardedChannel::start(tunnel::ChannelHandler& handler) {
   callbacks_.channel_close_function = &ForwardedChannel::on_close_cb;
   ssh_callbacks_init(&callbacks_);
   ssh_set_channel_callbacks(channel_, &callbacks_);
+  if (accepted) {
+    state_ = State::open;
+    window_after_write_ = ssh_channel_window_size(channel_);
+    queue();  // on_channel_opened() from service(), never from inside start()
+    return;
+  }
   state_ = State::opening;
   host_.count_open_in_flight(+1);
   const int rc = poll_open();  // sends the open; a local client may even answer at once

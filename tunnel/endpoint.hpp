@@ -3,6 +3,7 @@
 // libssh types here.
 #pragma once
 
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstddef>
@@ -14,20 +15,33 @@
 
 namespace gw::tunnel {
 
-/// A public TCP connection whose ClientHello has been read and routed.
+/// A connection routed to an endpoint: a public TCP connection whose ClientHello has been read,
+/// or (internal endpoints) one end of a local socket pair whose other end a teammate's
+/// direct-tcpip channel is bridged to. Hence a generic stream socket: the owner's side treats
+/// both alike (same CIDR rules, limits, bridge and event).
 struct IncomingConnection {
-  boost::asio::ip::tcp::socket socket;  ///< bound to the accepting thread's io_context
-  std::vector<std::byte> peeked;        ///< bytes already read (the ClientHello): replay first
-  std::string server_name;              ///< normalised SNI
-  boost::asio::ip::tcp::endpoint client;
-  std::uint64_t id = 0;                                 ///< connection id, logged as conn=t<id>
+  boost::asio::generic::stream_protocol::socket socket;  ///< on the accepting thread's context
+  std::vector<std::byte> peeked;  ///< bytes already read (the ClientHello): replay first
+  std::string server_name;        ///< normalised SNI (internal: the name the channel asked for)
+  boost::asio::ip::tcp::endpoint client;  ///< the public client (internal: the teammate's SSH)
+  std::uint64_t id = 0;                   ///< connection id, logged as conn=t<id>
   std::chrono::steady_clock::time_point accepted_at{};  ///< the router's accept stamps
   SystemTime accepted_wall{};
+  bool internal = false;  ///< arrived through a direct-tcpip channel, not the public port
+  std::uint64_t client_session_id = 0;  ///< internal: the teammate's session and key
+  std::string client_key_fingerprint{};
 
   /// What its ConnectionClosed event starts from.
   ConnectionStart start() const {
-    return ConnectionStart{
-        id, client.address().to_string(), client.port(), server_name, accepted_at, accepted_wall};
+    return ConnectionStart{id,
+                           client.address().to_string(),
+                           client.port(),
+                           server_name,
+                           accepted_at,
+                           accepted_wall,
+                           internal,
+                           client_session_id,
+                           client_key_fingerprint};
   }
 };
 

@@ -84,8 +84,8 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
     return result;
   }
   const std::uint64_t token = next_token_++;
-  Holder holder{std::move(request.endpoint), token, request.key_fingerprint, request.pool,
-                request.pool_group};
+  Holder holder{std::move(request.endpoint), token,           request.key_fingerprint, request.pool,
+                request.pool_group,          request.internal};
   Entry* e = routes_.find_exact(request.name);
   if (e == nullptr || e->holders.empty()) {
     if (e == nullptr) {
@@ -106,7 +106,8 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   const bool same_group = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
     return h.pool_group == request.pool_group;
   });
-  if (request.pool && all_pool && same_group) {
+  const bool same_binding = e->holders.front().internal == request.internal;
+  if (request.pool && all_pool && same_group && same_binding) {
     e->holders.push_back(std::move(holder));
     result.registration = Registration(shared_from_this(), request.name, token);
     return result;
@@ -125,6 +126,11 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   if (request.takeover) {
     result.refusal = request.name + " is held by another key: --takeover only moves a name " +
                      "between sessions of the same key";
+  } else if (request.pool && all_pool && !same_binding) {
+    result.refusal = request.name + " is pooled as " +
+                     (request.internal ? "a public" : "an internal") +
+                     " endpoint: a pool's members must all be internal (tls --internal, or a name "
+                     "under .internal) or all public";
   } else if (request.pool && all_pool) {
     result.refusal = request.name + " is pooled by another key, and only keys given the name " +
                      "in authorized_keys (permitlisten) may pool it together";
@@ -141,20 +147,29 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   return result;
 }
 
-std::shared_ptr<TunnelEndpoint> EndpointRegistry::find(std::string_view server_name) const {
+Route EndpointRegistry::route(std::string_view server_name) const {
+  Route out;
   std::lock_guard lock(mutex_);
   const Entry* e = routes_.find(server_name);
-  if (e == nullptr) {
-    return nullptr;
+  if (e == nullptr || e->holders.empty()) {
+    return out;
+  }
+  out.internal = e->holders.front().internal;  // one binding per name (see claim())
+  for (const Holder& h : e->holders) {
+    if (std::find(out.key_fingerprints.begin(), out.key_fingerprints.end(), h.key_fingerprint) ==
+        out.key_fingerprints.end()) {
+      out.key_fingerprints.push_back(h.key_fingerprint);
+    }
   }
   // Round-robin over pooled holders, skipping any whose session is already gone.
   for (std::size_t tries = 0; tries < e->holders.size(); ++tries) {
     const Holder& h = e->holders[e->next++ % e->holders.size()];
     if (auto ep = h.endpoint.lock()) {
-      return ep;
+      out.endpoint = std::move(ep);
+      return out;
     }
   }
-  return nullptr;
+  return out;
 }
 
 std::size_t EndpointRegistry::size() const {

@@ -288,9 +288,9 @@ TEST(DecideForward, RefusalSaysWhatToDo) {
   const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 443, nullptr, {}};
   const auto d = decide_forward({"app.alice.test", 443}, keys::KeyOptions{}, policy);
   EXPECT_EQ(d.refusal,
-            "cannot use app.alice.test: this key may use only names under tunnel.example.com (or "
-            "no name, for a generated one); ask the admin for permitlisten=\"app.alice.test:443\" "
-            "on its authorized_keys line");
+            "cannot use app.alice.test: this key may use only names under tunnel.example.com and "
+            ".internal (or no name, for a generated one); ask the admin for "
+            "permitlisten=\"app.alice.test:443\" on its authorized_keys line");
 }
 
 // Generated labels are 6-8 chars, valid hostname labels, start with a letter, and vary.
