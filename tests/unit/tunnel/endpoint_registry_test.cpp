@@ -153,5 +153,35 @@ TEST(EndpointRegistry, NamesOfDifferentKeysNeverNest) {
   EXPECT_NE(over.refusal.find("would cover app.alice.test"), std::string::npos) << over.refusal;
 }
 
+// Proves: route() reports a name's binding and its holders' keys (no duplicates), find() is
+// route().endpoint, and a pool never mixes internal and public holders.
+TEST(EndpointRegistry, RouteCarriesBindingAndHolders) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto c = std::make_shared<FakeEndpoint>();
+  ClaimRequest internal{"app.internal", a, "fpA", true, false, ""};
+  internal.internal = true;
+  auto first = reg->claim(internal);
+  ASSERT_TRUE(first.registration);
+  internal.endpoint = b;
+  auto second = reg->claim(internal);  // same key, pooled: one fingerprint listed
+  ASSERT_TRUE(second.registration);
+  const Route r = reg->route("app.internal");
+  EXPECT_TRUE(r.internal);
+  EXPECT_EQ(r.key_fingerprints, std::vector<std::string>{"fpA"});
+  EXPECT_TRUE(r.endpoint == a || r.endpoint == b);
+  auto public_join = reg->claim(ClaimRequest{"app.internal", c, "fpA", true, false, ""});
+  EXPECT_FALSE(public_join.registration);
+  EXPECT_NE(public_join.refusal.find("is pooled as an internal endpoint"), std::string::npos)
+      << public_join.refusal;
+  EXPECT_FALSE(reg->route("app.alice.test").internal);
+  EXPECT_EQ(reg->route("app.alice.test").endpoint, nullptr);
+  auto pub = reg->claim(req("app.alice.test", c, "fpC"));
+  ASSERT_TRUE(pub.registration);
+  EXPECT_FALSE(reg->route("app.alice.test").internal);
+  EXPECT_EQ(reg->find("app.alice.test"), c);
+}
+
 }  // namespace
 }  // namespace gw::tunnel
