@@ -275,14 +275,30 @@ void ForwardedChannel::resume_reading() {
   // libssh keeps what the handler refused and withholds the window; no new packet (and so no
   // callback) comes until we read. The read may run the data callback re-entrantly, which
   // offers the bytes ahead of the ones the read returns: order is kept either way.
+  //
+  // Everything libssh holds is taken in one read: after each read that leaves the window below
+  // 640 KB, libssh 0.10 tops it up to 1.28 MB whatever it still buffers, so reading 64 KB at a
+  // time let a consumer slower than the client grow libssh's buffer by up to 1.28 MB per read
+  // (past kMaxUnconsumed: the channel was closed as a window violation; seen with ssh -L
+  // uploads into a slower internal endpoint). One read per resume bounds it by the window.
   while (libssh_holds_data_ && handler_ != nullptr && channel_ != nullptr) {
-    const int n = ssh_channel_read_nonblocking(channel_, scratch(), kScratchBytes, 0);
+    const int avail = ssh_channel_poll(channel_, 0);  // may run the data callback re-entrantly
+    const std::size_t count =
+        std::max(avail > 0 ? static_cast<std::size_t>(avail) : 0, kScratchBytes);
+    std::vector<std::byte> big;  // only while a slow consumer let libssh hold more than 64 KB
+    std::byte* dest = scratch();
+    if (count > kScratchBytes) {
+      big.resize(count);
+      dest = big.data();
+    }
+    const int n =
+        ssh_channel_read_nonblocking(channel_, dest, static_cast<std::uint32_t>(count), 0);
     host_.after_channel_write();  // the read may have sent a window adjust
     if (n <= 0 || handler_ == nullptr) {
       libssh_holds_data_ = false;
       break;
     }
-    const auto got = std::span<const std::byte>(scratch(), static_cast<std::size_t>(n));
+    const auto got = std::span<const std::byte>(dest, static_cast<std::size_t>(n));
     const std::size_t taken = deliver(got);
     if (taken < got.size()) {
       held_.assign(got.begin() + static_cast<std::ptrdiff_t>(taken), got.end());

@@ -298,7 +298,7 @@ void Session::after_pump() {
   finished_bridges_.clear();
   direct_.collect();
   for (const auto& refusal : direct_.take_refusals()) {
-    terminal_.connection_line("snigate: " + refusal);
+    terminal_.write("snigate: " + refusal, true);  // one per open the user's own ssh made
   }
   if (const std::string why = direct_.take_disconnect(); !why.empty()) {
     // A refused ssh -W: OpenSSH prints a disconnect's reason, not an open failure's.
