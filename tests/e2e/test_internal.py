@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from conftest import (ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME, READY_TIMEOUT, UPSTREAM_NAMES,
-                      MemTls, bulk_exchange, client_hello, clean_env, free_closed_port, fwd, https_get, is_alert,
-                      metric, parse_prometheus, raw_exchange, read_events, source_stream, tail,
-                      wait_for)
+from conftest import (ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME, READY_TIMEOUT, REPO,
+                      SNIGATE_BIN, UPSTREAM_NAMES, MemTls, bulk_exchange, clean_env, client_hello,
+                      free_closed_port, fwd, https_get, is_alert, metric, parse_prometheus,
+                      raw_exchange, read_events, run, source_stream, wait_for)
 
 INTERNAL_NAMES = (*UPSTREAM_NAMES, "app.internal", "db.team.internal", "gone.internal")
 
@@ -264,9 +264,29 @@ def test_cidr_rules_limit_and_pool_cover_internal(gateway_factory, keys, upstrea
 
 def test_events_doc_names_the_new_fields():
     # Proves: docs/events.md documents the binding and the teammate's session.
-    from conftest import REPO
     doc = (REPO / "docs" / "events.md").read_text()
     for field in ("object.conn.binding", "object.conn.client_session.id",
                   "object.conn.client_session.key_fingerprint", "internal_endpoint"):
         assert field in doc, field
-    assert json  # keep the import for ad-hoc debugging of events
+
+
+def test_takeover_moves_internal_name_and_keys_list_shows_permitopen(gw, upstream_factory,
+                                                                    client_ctx):
+    # Proves: `tls --takeover` moves an internal name to the newer session of the same key (the
+    # teammate's next connection reaches the new upstream), and `snigate keys list` shows each
+    # key's permitopen entries.
+    old = upstream_factory("http", "old", names=INTERNAL_NAMES)
+    new = upstream_factory("http", "new", names=INTERNAL_NAMES)
+    first = publish(gw, old)
+    _, port = local_forward(gw, "bob", "app.internal:443")
+    assert https_get(port, "app.internal", client_ctx).body.split()[2] == "old"
+    publish(gw, new, command="tls --takeover")
+    wait_for(lambda: "was taken over by a newer session of your key" in first.stderr(),
+             READY_TIMEOUT, "the old session told of the takeover")
+    assert https_get(port, "app.internal", client_ctx).body.split()[2] == "new"
+    listed = run([SNIGATE_BIN, "keys", "list", "--file", str(gw.authorized_keys)]).stdout.decode()
+    bob = next(line for line in listed.splitlines() if "  bob  " in line)
+    assert "open=app.internal:443" in bob, listed
+    listed_json = json.loads(run([SNIGATE_BIN, "keys", "list", "--json", "--file",
+                                  str(gw.authorized_keys)]).stdout.decode())
+    assert {k["name"]: k["open"] for k in listed_json}["dave"] == ["*.internal:443"], listed_json
