@@ -83,6 +83,17 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
     result.refusal = std::move(why);
     return result;
   }
+  // A name has one binding, so a pool never mixes them (a takeover by the same key may change
+  // it: the holders go).
+  if (const Entry* held = routes_.find_exact(request.name);
+      held != nullptr && !held->holders.empty() && request.pool && !request.takeover &&
+      held->holders.front().internal != request.internal) {
+    result.refusal = request.name + " is held as " +
+                     (request.internal ? "a public" : "an internal") +
+                     " endpoint: a pool's members must all be internal (tls --internal, or a name "
+                     "under .internal) or all public";
+    return result;
+  }
   const std::uint64_t token = next_token_++;
   Holder holder{std::move(request.endpoint), token,           request.key_fingerprint, request.pool,
                 request.pool_group,          request.internal};
@@ -106,8 +117,7 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   const bool same_group = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
     return h.pool_group == request.pool_group;
   });
-  const bool same_binding = e->holders.front().internal == request.internal;
-  if (request.pool && all_pool && same_group && same_binding) {
+  if (request.pool && all_pool && same_group) {
     e->holders.push_back(std::move(holder));
     result.registration = Registration(shared_from_this(), request.name, token);
     return result;
@@ -126,11 +136,6 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   if (request.takeover) {
     result.refusal = request.name + " is held by another key: --takeover only moves a name " +
                      "between sessions of the same key";
-  } else if (request.pool && all_pool && !same_binding) {
-    result.refusal = request.name + " is pooled as " +
-                     (request.internal ? "a public" : "an internal") +
-                     " endpoint: a pool's members must all be internal (tls --internal, or a name "
-                     "under .internal) or all public";
   } else if (request.pool && all_pool) {
     result.refusal = request.name + " is pooled by another key, and only keys given the name " +
                      "in authorized_keys (permitlisten) may pool it together";

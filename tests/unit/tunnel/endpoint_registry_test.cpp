@@ -173,7 +173,7 @@ TEST(EndpointRegistry, RouteCarriesBindingAndHolders) {
   EXPECT_TRUE(r.endpoint == a || r.endpoint == b);
   auto public_join = reg->claim(ClaimRequest{"app.internal", c, "fpA", true, false, ""});
   EXPECT_FALSE(public_join.registration);
-  EXPECT_NE(public_join.refusal.find("is pooled as an internal endpoint"), std::string::npos)
+  EXPECT_NE(public_join.refusal.find("is held as an internal endpoint"), std::string::npos)
       << public_join.refusal;
   EXPECT_FALSE(reg->route("app.alice.test").internal);
   EXPECT_EQ(reg->route("app.alice.test").endpoint, nullptr);
