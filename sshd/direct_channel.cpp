@@ -13,6 +13,10 @@ namespace {
 /// Internal connections are numbered apart from the public listener's (which counts from 1),
 /// so the owner's bridges, keyed by connection id, never see two alike.
 constexpr std::uint64_t kFirstInternalConnId = std::uint64_t{1} << 48;
+/// Direct-tcpip channels one session may have open: each holds a socket pair (two descriptors)
+/// and two bridges, so one teammate's client can't spend the gateway's descriptors for everyone;
+/// a browser behind an ssh -L opens a few dozen at most.
+constexpr std::size_t kMaxDirectChannels = 512;
 /// The originator port OpenSSH names for `ssh -W` (channel_connect_stdio_fwd: no socket).
 constexpr int kStdioOriginPort = 65535;
 
@@ -34,12 +38,20 @@ void DirectChannels::open(ssh_message msg, ssh_session session, const keys::Auth
   // originator's; an `ssh -L` names the local client's (ephemeral, below 61000 on Linux).
   const bool stdio = ssh_message_channel_request_open_originator_port(msg) == kStdioOriginPort;
   tunnel::Route route;
-  const DirectDecision d = decide_direct_open(
-      request, key.options, key.fingerprint, ctx_->advertise_port,
-      [&](const tunnel::Hostname& name) {
-        route = ctx_->registry->route(name.str());
-        return DirectTarget{route.endpoint != nullptr, route.internal, route.key_fingerprints};
-      });
+  DirectDecision d;
+  if (size() >= kMaxDirectChannels) {
+    d.code = DirectDecision::Code::administratively_prohibited;
+    d.reason = "limit";
+    d.refusal = "this session already has " + std::to_string(kMaxDirectChannels) +
+                " connections open through it (the limit): close some first";
+  } else {
+    d = decide_direct_open(
+        request, key.options, key.fingerprint, ctx_->advertise_port,
+        [&](const tunnel::Hostname& name) {
+          route = ctx_->registry->route(name.str());
+          return DirectTarget{route.endpoint != nullptr, route.internal, route.key_fingerprints};
+        });
+  }
   if (!d.ok) {
     ctx_->stats->direct_refused++;
     warn_thinned(*ctx_->log, *ctx_->refusal_lines,
