@@ -290,3 +290,21 @@ def test_takeover_moves_internal_name_and_keys_list_shows_permitopen(gw, upstrea
     listed_json = json.loads(run([SNIGATE_BIN, "keys", "list", "--json", "--file",
                                   str(gw.authorized_keys)]).stdout.decode())
     assert {k["name"]: k["open"] for k in listed_json}["dave"] == ["*.internal:443"], listed_json
+
+
+def test_generated_internal_name_and_verbose_owner_line(gw, upstream_factory, client_ctx):
+    # Proves: `-R 443:... tls --internal` gets a generated name that is internal (the public port
+    # refuses it), its own key reaches it through `ssh -L`, and the owner's --verbose line names
+    # the connection like a public one.
+    up = upstream_factory("http", "gen", names=INTERNAL_NAMES)
+    owner = gw.tunnel([fwd("", up)], command="tls --internal --verbose").start()
+    (url,) = owner.urls()
+    name = url.removeprefix("tls://")
+    assert name.endswith(".localhost") and ":" not in name, url
+    up.add_names(name)
+    r = raw_exchange(gw.tls_port, [client_hello(name)])
+    assert is_alert(r.data, ALERT_UNRECOGNIZED_NAME), r.data
+    _, port = local_forward(gw, "alice", f"{name}:443")
+    assert https_get(port, name, client_ctx).body == f"hello from gen sni={name}\n"
+    wait_for(lambda: f" {name} " in owner.stdout() and " closed" in owner.stdout(), READY_TIMEOUT,
+             "the owner's --verbose line")
