@@ -71,6 +71,7 @@ std::string GatewayBackend::metrics_text() {
        tls.over_limit + ssh.connections_over_endpoint_limit + ssh.connections_over_open_limit},
   };
   m.connections_routed = tls.routed;
+  m.direct_refused = ssh.direct_refused;
   m.connections_active =
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
   m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));

@@ -203,6 +203,8 @@ def test_ssh_L_refusals_are_explained(gw, upstream_factory, label, key, target, 
     assert says in mate.stderr(), mate.describe()
     assert "open failed: administratively prohibited" in mate.all_output(), mate.describe()
     gateway_says(gw, f"reason={reason} ")
+    samples = parse_prometheus(gw.admin("GET", "/metrics").body.decode())
+    assert metric(samples, "snigate_direct_refused_total") >= 1
     assert mate.running(), "one refused -L does not end the session"
     assert up.accepted == 0, "nothing reached the upstream"
 
