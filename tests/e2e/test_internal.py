@@ -127,8 +127,11 @@ def test_public_port_does_not_route_internal_names(gw, upstream_factory, client_
     for name in ("app.internal", "app.alice.test"):
         r = raw_exchange(gw.tls_port, [client_hello(name)])
         assert is_alert(r.data, ALERT_UNRECOGNIZED_NAME), (name, r.data)
-    refused = [e["object"]["conn"] for e in read_events(gw.events_path)
-               if e["event_type"] == "tcp_connection_closed.v0"]
+    def refused():
+        return [e["object"]["conn"] for e in read_events(gw.events_path)
+                if e["event_type"] == "tcp_connection_closed.v0"]
+    wait_for(lambda: len(refused()) >= 2, READY_TIMEOUT, "the two refusals' events")
+    refused = refused()
     assert [c["refusal_reason"] for c in refused] == ["internal_endpoint"] * 2, refused
     assert all(c["binding"] == "public" for c in refused), refused
     samples = parse_prometheus(gw.admin("GET", "/metrics").body.decode())
