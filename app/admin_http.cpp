@@ -51,9 +51,12 @@ constexpr const char* kJsonType = "application/json";
 // ---- JSON output -------------------------------------------------------------------------
 
 std::string endpoint_json(const EndpointView& e) {
-  return JsonObject()
-      .str("id", e.id)
-      .str("url", e.url)
+  JsonObject o;
+  o.str("id", e.id);
+  if (!e.node.empty()) {
+    o.str("node", e.node).str_or_null("node_session", e.node_session);
+  }
+  return o.str("url", e.url)
       .str("proto", e.proto)
       .str("created_at", e.created_at)
       .boolean("pool", e.pool)
@@ -255,6 +258,16 @@ AdminResponse route(const AdminRequest& req, AdminBackend& backend, std::string_
       }
     }
     return error_response(req, http::status::not_found, "no endpoint " + std::string(id));
+  }
+  if (path == "/api/cluster") {
+    if (method != http::verb::get) {
+      return method_not_allowed(req, "GET");
+    }
+    if (auto body = backend.cluster_json()) {
+      return make_response(req, http::status::ok, kJsonType, std::move(*body));
+    }
+    return error_response(req, http::status::not_found,
+                          "not a cluster node (cluster mode needs --cluster-etcd)");
   }
   if (path == "/api/sessions") {
     if (method != http::verb::get) {

@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,10 @@ struct EndpointView {
   std::string key_fingerprint, key_name;
   std::string client_addr;  ///< the SSH client's "ip:port"
   std::uint64_t open_connections = 0, bytes_in = 0, bytes_out = 0;
+  /// Cluster mode: the owning node ("" on a single node: the field is left out), and for an
+  /// endpoint on another node its session there (this node has no counters for it).
+  std::string node;
+  std::string node_session;
   std::string binding = "public";  ///< "internal": reached only through ssh -L / -W
 };
 
@@ -80,6 +85,8 @@ class AdminBackend {
   virtual bool close_session(std::uint64_t id, std::string message) = 0;
   /// The whole /metrics body (app::render_metrics).
   virtual std::string metrics_text() = 0;
+  /// GET /api/cluster's JSON object; nullopt on a single node (the route answers 404).
+  virtual std::optional<std::string> cluster_json() { return std::nullopt; }
 };
 
 /// The admin server's own counters, for /metrics. Any thread (atomics).

@@ -75,6 +75,59 @@ std::string apply_layer(const std::vector<Setting>& settings, Rank rank, ParseRe
   return {};
 }
 
+/// Cluster options make sense only together: one line naming the option and what to add.
+std::string check_cluster(const ParseResult& r) {
+  static constexpr std::string_view kClusterKeys[] = {
+      "node_id",      "relay_listen", "relay_advertise",  "cluster_ca",
+      "cluster_cert", "cluster_key",  "cluster_lease_ttl"};
+  const ServeConfig& c = r.config;
+  // By value, not by origin: --print-config writes the defaults back as plain lines.
+  static const ServeConfig defaults;
+  const auto given = [&](std::string_view key) {
+    const SettingSpec* spec = find_setting(key);
+    return spec != nullptr && spec->show(c) != spec->show(defaults);
+  };
+  const auto flag = [](std::string_view key) {
+    std::string f = "--" + std::string(key);
+    std::replace(f.begin(), f.end(), '_', '-');
+    return f;
+  };
+  if (c.cluster_etcd.empty()) {
+    for (const std::string_view key : kClusterKeys) {
+      if (given(key)) {
+        return "snigate: " + flag(key) +
+               " is a cluster option: add --cluster-etcd http://HOST:PORT (cluster mode), or "
+               "drop it";
+      }
+    }
+    return {};
+  }
+  if (c.node_id.empty()) {
+    return "snigate: --cluster-etcd needs --node-id ID (a name unique to this node, e.g. its "
+           "host name)";
+  }
+  if (c.relay_advertise && !c.relay_listen) {
+    return "snigate: --relay-advertise needs --relay-listen HOST:PORT (the address it "
+           "advertises is where this node listens)";
+  }
+  const bool any_tls = !c.cluster_ca.empty() || !c.cluster_cert.empty() || !c.cluster_key.empty();
+  if (c.relay_listen &&
+      !(!c.cluster_ca.empty() && !c.cluster_cert.empty() && !c.cluster_key.empty())) {
+    return "snigate: --relay-listen needs --cluster-ca, --cluster-cert and --cluster-key (the "
+           "relay is mutual TLS under the cluster CA)";
+  }
+  if (c.relay_listen && !c.relay_advertise &&
+      (c.relay_listen->host == "0.0.0.0" || c.relay_listen->host == "::")) {
+    return "snigate: --relay-listen " + format_listen_addr(*c.relay_listen) +
+           " listens on every address: add --relay-advertise HOST:PORT (the address other "
+           "nodes dial)";
+  }
+  if (any_tls && !c.relay_listen) {
+    return "snigate: --cluster-ca/--cluster-cert/--cluster-key need --relay-listen HOST:PORT";
+  }
+  return {};
+}
+
 /// Parses the options after a subcommand into `r.config`: flags first for their syntax, then
 /// the layers from the bottom up (file, environment, flags), each value checked as it lands.
 ParseResult parse_options(const std::vector<std::string>& args, std::size_t first, Command command,
@@ -164,6 +217,9 @@ ParseResult parse_options(const std::vector<std::string>& args, std::size_t firs
     return fail(std::move(error));
   }
 
+  if (std::string error = check_cluster(r); !error.empty()) {
+    return fail(std::move(error));
+  }
   if (r.config.authorized_keys.empty()) {
     const std::string& dir = r.config.state_dir;
     r.config.authorized_keys = dir + (dir.ends_with('/') ? "" : "/") + "authorized_keys";

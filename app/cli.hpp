@@ -55,6 +55,9 @@ struct ServeConfig {
   std::string admin_token_file;
   std::string admin_token;  ///< --admin-token VALUE (visible in `ps`: prefer the file)
   std::chrono::seconds drain_timeout{30};  ///< SIGTERM: how long open connections may finish
+  /// CIDRs (normalised, "10.0.0.0/8") whose connections to the TLS listener start with a
+  /// PROXY v2 header naming the visitor (an L4 load balancer); empty: nobody's.
+  std::vector<std::string> trusted_proxy;
   // Limits against floods and runaway clients (docs/security.md); each is a row of the settings
   // table (config.cpp) with its range and --help line.
   /// A flood at one name, or a client that never answers channel opens, can't take every
@@ -71,6 +74,14 @@ struct ServeConfig {
   std::uint64_t max_unauthenticated_per_ip = 32;
   std::uint64_t max_sessions_per_key = 20;  ///< a runaway autossh loop must not exhaust us
   std::uint64_t max_endpoints_per_key = 50;
+  // Cluster mode (CLUSTER.md): all empty = a single node, exactly as without these.
+  std::string cluster_etcd;  ///< "http://HOST:PORT[,...]"; empty: not a cluster
+  std::string node_id;
+  std::optional<ListenAddr> relay_listen;
+  std::optional<ListenAddr> relay_advertise;          ///< nullopt: relay_listen's address
+  std::string cluster_ca, cluster_cert, cluster_key;  ///< the relay's mutual TLS
+  /// The node lease's TTL (advanced: tests use 2 s); keepalive every 30 %, lost at 80 %.
+  std::chrono::seconds cluster_lease_ttl{10};
 };
 
 enum class Command { serve, hostkey, keys, help, version };

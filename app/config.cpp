@@ -22,6 +22,8 @@
 #include <cstring>
 #include <memory>
 
+#include "cluster/registry_codec.hpp"
+#include "common/cidr.hpp"
 #include "common/printable.hpp"
 #include "common/unique_handle.hpp"
 #include "tunnel/hostname.hpp"
@@ -273,12 +275,69 @@ std::vector<std::string> show_count(const ServeConfig& c) {
   return {std::to_string(c.*M)};
 }
 
+template <auto M>
+std::string apply_listen_optional(const SettingSpec&, const std::string& value, bool,
+                                  ServeConfig& c) {
+  std::string why;
+  const auto addr = parse_listen(value, why);
+  if (!addr) {
+    return why;
+  }
+  c.*M = *addr;
+  return {};
+}
+template <auto M>
+std::vector<std::string> show_listen_optional(const ServeConfig& c) {
+  return c.*M ? std::vector<std::string>{format_listen_addr(*(c.*M))} : std::vector<std::string>{};
+}
+
+template <auto M>
+std::string apply_etcd(const SettingSpec&, const std::string& value, bool, ServeConfig& c) {
+  std::string why;
+  if (cluster::parse_etcd_endpoints(value, why).empty()) {
+    return why;
+  }
+  c.*M = value;
+  return {};
+}
+
+template <auto M>
+std::string apply_node_id(const SettingSpec&, const std::string& value, bool, ServeConfig& c) {
+  if (!cluster::valid_node_id(value)) {
+    return "expected 1 to 64 letters, digits, '.', '_' or '-', got " + quoted(value);
+  }
+  c.*M = value;
+  return {};
+}
+
+template <auto M>
+std::string apply_cidr_list(const SettingSpec&, const std::string& value, bool first,
+                            ServeConfig& c) {
+  const auto cidr = Cidr::parse(value);
+  if (!cidr) {
+    return "expected an address or CIDR (10.0.0.0/8, 2001:db8::/32), got " + quoted(value);
+  }
+  if (first) {
+    (c.*M).clear();
+  }
+  (c.*M).push_back(cidr->str());
+  return {};
+}
+template <auto M>
+std::vector<std::string> show_list(const ServeConfig& c) {
+  return c.*M;
+}
+
 // ---- row builders: one per value type ---------------------------------------------------
 
 template <auto M>
 constexpr SettingSpec listen_list(std::string_view key, std::string_view help) {
   return {key, ValueKind::list,       "HOST:PORT",         help, 0,
           0,   &apply_listen_list<M>, &show_listen_list<M>};
+}
+template <auto M>
+constexpr SettingSpec cidr_list(std::string_view key, std::string_view help) {
+  return {key, ValueKind::list, "CIDR", help, 0, 0, &apply_cidr_list<M>, &show_list<M>};
 }
 template <auto M>
 constexpr SettingSpec listen_or_off(std::string_view key, std::string_view help) {
@@ -315,6 +374,18 @@ constexpr SettingSpec count(std::string_view key, std::uint64_t min, std::uint64
   return {key, ValueKind::integer, "N", help, min, max, &apply_count<M>, &show_count<M>};
 }
 
+template <auto M>
+constexpr SettingSpec listen_optional(std::string_view key, std::string_view help) {
+  return {key,
+          ValueKind::string,
+          "HOST:PORT",
+          help,
+          0,
+          0,
+          &apply_listen_optional<M>,
+          &show_listen_optional<M>};
+}
+
 /// A limit against floods and runaway clients: a count from 1, listed under "limits".
 template <auto M>
 constexpr SettingSpec limit(std::string_view key, std::uint64_t max, std::string_view help) {
@@ -329,6 +400,11 @@ const SettingSpec kSettings[] = {
                                 "SSH listener; repeatable; IPv6 as [::]:2222; port 0 picks a "
                                 "free port"),
     listen_list<&C::tls_listen>("tls_listen", "public TLS listener; repeatable"),
+    cidr_list<&C::trusted_proxy>("trusted_proxy",
+                                 "load balancers whose connections to the TLS listener start "
+                                 "with a PROXY v2 header naming the visitor; repeatable")
+        .default_is("none")
+        .unset_is("(no PROXY headers accepted)"),
     listen_or_off<&C::admin_listen>("admin_listen", "HTTP admin API and /metrics"),
     text<&C::state_dir>("state_dir", "DIR", "host keys live here, generated on first start")
         .in(kServe | kHostkey | kKeys),
@@ -379,6 +455,30 @@ const SettingSpec kSettings[] = {
                                     "SSH sessions one key may have at once"),
     limit<&C::max_endpoints_per_key>("max_endpoints_per_key", kMaxSshLimit,
                                      "endpoints over all of one key's sessions"),
+    SettingSpec{"cluster_etcd", ValueKind::string, "http://HOST:PORT[,...]",
+                "cluster mode: etcd endpoints of the shared registry (README: Running a cluster)",
+                0, 0, &apply_etcd<&C::cluster_etcd>, &show_text<&C::cluster_etcd>}
+        .default_is("off: a single node")
+        .unset_is("(a single node)"),
+    SettingSpec{"node_id", ValueKind::string, "ID",
+                "this node's name in the cluster, unique (required there)", 0, 0,
+                &apply_node_id<&C::node_id>, &show_text<&C::node_id>}
+        .unset_is("(required with cluster_etcd)"),
+    listen_optional<&C::relay_listen>("relay_listen",
+                                      "cluster: where other nodes relay visitors to this one")
+        .unset_is("(no relay)"),
+    listen_optional<&C::relay_advertise>("relay_advertise",
+                                         "cluster: the relay address other nodes dial")
+        .default_is("--relay-listen")
+        .unset_is("(relay_listen)"),
+    text<&C::cluster_ca>("cluster_ca", "FILE", "cluster: CA of the relay's mutual TLS")
+        .unset_is("(none)"),
+    text<&C::cluster_cert>("cluster_cert", "FILE", "cluster: this node's relay certificate")
+        .unset_is("(none)"),
+    text<&C::cluster_key>("cluster_key", "FILE", "cluster: its private key").unset_is("(none)"),
+    seconds<&C::cluster_lease_ttl>("cluster_lease_ttl", 1, 600,
+                                   "cluster (advanced): node lease TTL; its names free this long "
+                                   "after the node dies"),
 };
 
 const std::vector<std::string_view>& key_names() {

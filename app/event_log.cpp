@@ -70,6 +70,7 @@ std::string to_json(const tunnel::ConnectionClosed& ev, std::string_view event_i
       .num("bytes_out", ev.bytes_out)
       .str("close_reason", ev.close_reason)
       .str_or_null("refusal_reason", ev.refusal_reason)
+      .str_or_null("ingress_node", ev.ingress_node)
       .str("binding", tunnel::binding_name(ev.internal));
   if (ev.internal) {
     j.begin("client_session")

@@ -8,8 +8,13 @@
 
 #include "app/admin_http.hpp"
 #include "app/event_log.hpp"
+#include "cluster/registry.hpp"
 #include "sni_router/listener.hpp"
 #include "sshd/server_context.hpp"
+
+namespace gw::cluster {
+struct RelayStats;
+}
 
 namespace gw::app {
 
@@ -30,6 +35,14 @@ class GatewayBackend final : public AdminBackend {
   std::vector<SessionView> sessions() override;
   bool close_session(std::uint64_t id, std::string message) override;
   std::string metrics_text() override;
+  std::optional<std::string> cluster_json() override;
+  /// Cluster mode: endpoints of every node, /api/cluster, the registry's and the relay's
+  /// metrics (`relay` null when this node has no --relay-listen).
+  void set_cluster(std::shared_ptr<const cluster::Registry> registry,
+                   std::shared_ptr<const cluster::RelayStats> relay) {
+    cluster_ = std::move(registry);
+    relay_ = std::move(relay);
+  }
 
  private:
   std::shared_ptr<const sshd::ServerContext> ctx_;
@@ -37,6 +50,8 @@ class GatewayBackend final : public AdminBackend {
   std::string version_;
   std::shared_ptr<const JsonEventLog> events_;
   std::shared_ptr<const AdminStats> admin_;
+  std::shared_ptr<const cluster::Registry> cluster_;
+  std::shared_ptr<const cluster::RelayStats> relay_;
 };
 
 }  // namespace gw::app

@@ -62,6 +62,12 @@ class JsonObject {
     out_ += ']';
     return *this;
   }
+  /// `json`, already valid JSON text (an array of objects this writer made), under `k`.
+  JsonObject& raw(std::string_view k, std::string_view json) {
+    key(k);
+    out_ += json;
+    return *this;
+  }
   /// A nested object under `k`, closed by end().
   JsonObject& begin(std::string_view k) {
     key(k);

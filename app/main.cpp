@@ -27,6 +27,10 @@
 #include "app/event_log.hpp"
 #include "app/gateway_backend.hpp"
 #include "app/keys_command.hpp"
+#include "cluster/registry.hpp"
+#include "cluster/relay_dialer.hpp"
+#include "cluster/relay_listener.hpp"
+#include "common/cidr.hpp"
 #include "keys/host_keys.hpp"
 #include "keys/key_store.hpp"
 #include "sni_router/listener.hpp"
@@ -48,7 +52,7 @@ struct Loggers {
   /// The loggers' writer thread. First member, so it is destroyed last: its destructor writes
   /// every line still queued, and the loggers only hold it weakly.
   std::shared_ptr<spdlog::details::thread_pool> pool;
-  std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys;
+  std::shared_ptr<spdlog::logger> app, sshd, sni, tunnel, keys, cluster;
 };
 
 /// Lines the loggers may queue before the oldest are overwritten. spdlog allocates (and so
@@ -77,7 +81,8 @@ Loggers make_loggers(const std::string& level) {
     l->flush_on(spdlog::level::trace);
     return std::shared_ptr<spdlog::logger>(std::move(l));
   };
-  return {pool, make("app"), make("sshd"), make("sni"), make("tunnel"), make("keys")};
+  return {pool,           make("app"),  make("sshd"),   make("sni"),
+          make("tunnel"), make("keys"), make("cluster")};
 }
 
 tcp::endpoint resolve(const gw::app::ListenAddr& a) {
@@ -176,6 +181,49 @@ std::string admin_token(const gw::app::ServeConfig& config) {
   }
   const char* t = std::getenv("SNIGATE_ADMIN_TOKEN");
   return t != nullptr ? t : "";
+}
+
+/// How long start-up waits for etcd before refusing to start (exit 2): long enough for a
+/// leader election after a restart, short enough not to look like a hang.
+constexpr auto kClusterStartWait = std::chrono::seconds(5);
+
+/// Cluster mode: registers this node in etcd (lease, node key, the route table loaded),
+/// running `control` until it has or the wait is over. Throws BadOption when etcd can't be
+/// reached or refuses the node.
+std::shared_ptr<gw::cluster::Registry> start_cluster(const gw::app::ServeConfig& config,
+                                                     boost::asio::io_context& control,
+                                                     std::shared_ptr<spdlog::logger> log) {
+  gw::cluster::RegistryConfig rc;
+  std::string why;
+  rc.endpoints = gw::cluster::parse_etcd_endpoints(config.cluster_etcd, why);  // checked by cli
+  rc.node_id = config.node_id;
+  if (config.relay_advertise) {
+    rc.relay_advertise = gw::app::format_listen_addr(*config.relay_advertise);
+  } else if (config.relay_listen) {
+    rc.relay_advertise = gw::app::format_listen_addr(*config.relay_listen);
+  }
+  rc.version = SNIGATE_VERSION;
+  rc.lease_ttl = config.cluster_lease_ttl;
+  rc.request_timeout = std::chrono::milliseconds(1000);
+  auto registry = std::make_shared<gw::cluster::Registry>(control, rc, std::move(log));
+  registry->start();
+  const auto deadline = std::chrono::steady_clock::now() + kClusterStartWait;
+  while (!registry->ready() && std::chrono::steady_clock::now() < deadline) {
+    control.run_for(std::chrono::milliseconds(50));
+  }
+  control.restart();
+  if (!registry->ready()) {
+    registry->stop();
+    std::string problem = registry->start_problem();
+    if (problem.starts_with("--node-id")) {
+      throw BadOption(problem);
+    }
+    throw BadOption("--cluster-etcd " + config.cluster_etcd + ": etcd not reachable within " +
+                    std::to_string(kClusterStartWait.count()) + " s (" +
+                    (problem.empty() ? "no answer" : problem) +
+                    "): start etcd, or fix the address");
+  }
+  return registry;
 }
 
 /// Loads authorized_keys and logs every skipped line; never throws for a missing file.
@@ -304,7 +352,47 @@ int serve(const gw::app::ServeConfig& config) {
       std::chrono::duration_cast<std::chrono::milliseconds>(config.client_hello_timeout);
   router.max_pending = static_cast<std::int64_t>(config.max_pending_hellos);
   router.max_pending_per_ip = static_cast<int>(config.max_pending_hellos_per_ip);
+  for (const auto& cidr : config.trusted_proxy) {
+    router.trusted_proxies.push_back(*gw::Cidr::parse(cidr));  // checked by the settings table
+  }
   gw::sni::Listener tls(registry, router, log.sni, events);
+
+  // The key watcher stats and reads files: it gets a thread of its own, so a slow filesystem
+  // never stalls an I/O thread (sessions only ever read the in-memory KeyStore). The cluster
+  // registry's etcd calls run there too: parsing a large watch answer stalls no session.
+  boost::asio::io_context control(1);
+  std::shared_ptr<gw::cluster::Registry> cluster;
+  std::unique_ptr<gw::cluster::RelayListener> relay_in;
+  auto relay_stats = std::make_shared<gw::cluster::RelayStats>();
+  if (!config.cluster_etcd.empty()) {
+    // The relay's files are checked before the node registers: a wrong certificate is a
+    // start-up error, not a node other nodes would dial in vain.
+    std::shared_ptr<gw::cluster::RelayTls> relay_tls;
+    gw::cluster::RelayConfig rc;
+    rc.node_id = config.node_id;
+    rc.ca_file = config.cluster_ca;
+    rc.cert_file = config.cluster_cert;
+    rc.key_file = config.cluster_key;
+    if (config.relay_listen) {
+      try {
+        relay_tls = gw::cluster::RelayTls::load(rc);
+      } catch (const std::runtime_error& e) {
+        throw BadOption(e.what());
+      }
+    }
+    cluster = start_cluster(config, control, log.cluster);
+    if (relay_tls) {
+      relay_in = std::make_unique<gw::cluster::RelayListener>(relay_tls, rc, registry, relay_stats,
+                                                              log.tunnel);
+      bind_listener("--relay-listen", *config.relay_listen,
+                    [&](const tcp::endpoint& where) { return relay_in->listen(raw, where); });
+      // Before tls.listen(): the accepting threads read it without a lock.
+      tls.set_cluster(cluster,
+                      std::make_shared<gw::cluster::RelayDialer>(
+                          relay_tls, rc, cluster, registry, raw,
+                          gw::tunnel::BridgeConfig{config.idle_timeout}, relay_stats, log.tunnel));
+    }
+  }
   std::vector<tcp::endpoint> tls_bound;
   for (const auto& a : config.tls_listen) {
     tls_bound.push_back(bind_listener(
@@ -313,6 +401,7 @@ int serve(const gw::app::ServeConfig& config) {
 
   auto ctx = std::make_shared<gw::sshd::ServerContext>();
   ctx->registry = registry;
+  ctx->claim_gate = cluster;  // null on a single node
   ctx->keys = keys;
   ctx->domain = *gw::tunnel::Hostname::parse(config.domain, false);
   ctx->advertise_port = config.advertise_port.value_or(tls_bound.front().port());
@@ -336,6 +425,7 @@ int serve(const gw::app::ServeConfig& config) {
 
   auto admin_stats = std::make_shared<gw::app::AdminStats>();
   gw::app::GatewayBackend backend(ctx, tls, SNIGATE_VERSION, event_log, admin_stats);
+  backend.set_cluster(cluster, relay_in ? relay_stats : nullptr);
   std::unique_ptr<gw::app::AdminServer> admin;
   std::string admin_text = "off";
   if (config.admin_listen) {
@@ -369,9 +459,6 @@ int serve(const gw::app::ServeConfig& config) {
         config.authorized_keys, config.authorized_keys);
   }
 
-  // The key watcher stats and reads files: it gets a thread of its own, so a slow filesystem
-  // never stalls an I/O thread (sessions only ever read the in-memory KeyStore).
-  boost::asio::io_context control(1);
   KeyWatcher watcher(control, config.authorized_keys, keys, ctx->sessions, log.keys);
   watcher.start();
 
@@ -391,7 +478,12 @@ int serve(const gw::app::ServeConfig& config) {
   std::function<void()> drain_poll = [&] {
     if (ctx->sessions->size() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
       log.app->info("serve.drained sessions_left={}", ctx->sessions->size());
-      stop_all();
+      if (cluster) {
+        // Revoke the node lease first: its names leave the cluster now, not a TTL later.
+        cluster->shutdown(stop_all);
+      } else {
+        stop_all();
+      }
       return;
     }
     drain_timer.expires_after(std::chrono::milliseconds(100));
@@ -432,6 +524,9 @@ int serve(const gw::app::ServeConfig& config) {
                       drain_deadline_after.count());
         ssh.stop();
         tls.stop();
+        if (relay_in) {
+          relay_in->stop();
+        }
         if (admin) {
           admin->stop();
         }

@@ -109,10 +109,11 @@ std::string render_metrics(const MetricsSnapshot& s) {
     w.sample("connections_refused_total", "reason=\"" + escape_label_value(reason) + "\"", n);
   }
   w.counter("connections_routed", "TLS connections handed to an endpoint.", s.connections_routed);
-  w.counter("direct_refused",
-            "ssh -L / -W channel opens to internal endpoints refused (no permitopen, another "
-            "key's name, a public or unknown name, restrict, the per-session limit).",
-            s.direct_refused);
+  w.counter(
+      "direct_refused",
+      "ssh -L / -W channel opens to internal endpoints refused (no permitopen, another "
+      "key's name, a public or unknown name, restrict, the per-session limit or request budget).",
+      s.direct_refused);
   w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
   w.gauge("connections_pending", "TLS connections accepted whose ClientHello is still awaited.",
           s.connections_pending);
@@ -136,6 +137,21 @@ std::string render_metrics(const MetricsSnapshot& s) {
             s.channel_violations);
   w.counter("channel_open_failures", "forwarded-tcpip channel opens that failed.",
             s.channel_open_failures);
+  w.counter("ssh_requests_refused",
+            "SSH channel and global requests refused: the session sent more than 100 in a second.",
+            s.ssh_requests_refused);
+  w.counter("ssh_sessions_paused",
+            "Times an SSH session's input was paused until the next second: it sent more than "
+            "500 messages without data (beyond those its traffic earns) in one second.",
+            s.ssh_sessions_paused);
+  w.counter("buffer_budget_closes",
+            "Tunnelled connections closed because their endpoint or key held more buffered bytes "
+            "than its budget and their public client had read nothing for 500 ms.",
+            s.buffer_budget_closes);
+  w.gauge("buffered_bytes",
+          "Bytes tunnelled connections hold buffered toward public clients that read slower "
+          "than their upstream sends (the bridges' buffers and what the channels keep).",
+          s.buffered_bytes);
   w.counter("events_dropped",
             "Events not written to the event log: its queue was full or the write failed.",
             s.events_dropped);
@@ -153,6 +169,52 @@ std::string render_metrics(const MetricsSnapshot& s) {
   w.histogram("channel_open_seconds",
               "Time from forwarded-tcpip channel open request to the client's answer.",
               s.channel_open_latency);
+  if (s.cluster) {
+    const ClusterMetrics& c = *s.cluster;
+    w.family("registry_operations_total", "counter",
+             "Cluster registry calls to etcd, by operation and result.");
+    for (const auto& [op, n] : c.ops_ok) {
+      w.sample("registry_operations_total", "op=\"" + escape_label_value(op) + "\",result=\"ok\"",
+               n);
+    }
+    for (const auto& [op, n] : c.ops_failed) {
+      w.sample("registry_operations_total",
+               "op=\"" + escape_label_value(op) + "\",result=\"failed\"", n);
+    }
+    w.histogram("registry_operation_seconds",
+                "Latency of the cluster registry's etcd calls (the watch stream aside).",
+                c.latency);
+    w.family("cluster_lease_state", "gauge",
+             "1 for the node lease's current state (live: keepalives answered; suspect, lost: "
+             "etcd not answering; expired: being re-granted).");
+    for (const char* state : {"none", "live", "suspect", "lost", "expired"}) {
+      w.sample("cluster_lease_state", std::string("state=\"") + state + "\"",
+               std::uint64_t{c.lease_state == state ? 1u : 0u});
+    }
+    w.gauge("cluster_routes", "Routes of every node in this node's copy of the registry.",
+            c.routes);
+    w.gauge("cluster_nodes", "Nodes registered in etcd, this one included.", c.nodes);
+    w.gauge("cluster_revision", "The etcd revision this node's copy has seen.", c.revision);
+    w.counter("registry_values_skipped", "Registry keys or values from etcd that did not parse.",
+              c.values_skipped);
+    w.counter("cluster_reclaims", "Local routes claimed again after the lease was lost.",
+              c.reclaims);
+    w.counter("cluster_routes_lost",
+              "Local forwards closed because the registry gave their name to someone else.",
+              c.routes_lost);
+    w.family("relay_connections_total", "counter",
+             "Visitor connections relayed between nodes: out (this node was the ingress) and "
+             "in (this node owns the route).");
+    w.sample("relay_connections_total", "direction=\"out\"", c.relayed_out);
+    w.sample("relay_connections_total", "direction=\"in\"", c.relayed_in);
+    w.family("relay_failures_total", "counter",
+             "Relay connections that failed, by side (out: dialing a peer; in: from a peer) and "
+             "reason.");
+    for (const auto& f : c.relay_failures) {
+      w.sample("relay_failures_total",
+               std::string("side=\"") + f.side + "\",reason=\"" + f.reason + "\"", f.count);
+    }
+  }
   if (!s.version.empty()) {
     w.family("build_info", "gauge", "Always 1; the version label says which snigate runs.");
     w.sample("build_info", "version=\"" + escape_label_value(s.version) + "\"", 1);

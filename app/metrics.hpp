@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,23 @@
 namespace gw::app {
 
 /// Everything /metrics shows. Counters only ever grow; gauges are current values.
+/// Cluster mode's registry (cluster/registry.hpp), for /metrics.
+struct ClusterMetrics {
+  std::map<std::string, std::uint64_t> ops_ok, ops_failed;  ///< by operation (grant, claim...)
+  HistogramSnapshot latency;  ///< every etcd call but the watch stream
+  std::string lease_state;    ///< none, live, suspect, lost or expired
+  std::uint64_t routes = 0, nodes = 0, values_skipped = 0, reclaims = 0, routes_lost = 0;
+  std::uint64_t revision = 0;
+  // The relay (nodes with --relay-listen): connections spliced, failures by side and reason.
+  std::uint64_t relayed_out = 0, relayed_in = 0;
+  struct RelayFailure {
+    const char* side;    ///< "out": this node dialed; "in": a peer dialed this node
+    const char* reason;  ///< cluster/relay_stats.hpp
+    std::uint64_t count;
+  };
+  std::vector<RelayFailure> relay_failures;
+};
+
 struct MetricsSnapshot {
   // TLS side (SNI router)
   std::uint64_t connections_accepted = 0;  ///< counter: TLS connections accepted
@@ -41,6 +59,10 @@ struct MetricsSnapshot {
   std::uint64_t forwards_refused = 0;       ///< counter: tcpip-forward requests refused
   std::uint64_t channel_violations = 0;     ///< counter: channels closed for flow-control abuse
   std::uint64_t channel_open_failures = 0;  ///< counter: forwarded-tcpip opens that failed
+  std::uint64_t ssh_requests_refused = 0;   ///< counter: over a session's request budget
+  std::uint64_t ssh_sessions_paused = 0;    ///< counter: input paused, over the message budget
+  std::uint64_t buffer_budget_closes = 0;   ///< counter: stalled connections closed, see cpp
+  std::uint64_t buffered_bytes = 0;         ///< gauge: held toward public clients, all keys
   // Event log
   std::uint64_t events_dropped = 0;  ///< counter: events not written (queue full, write error)
   // Admin API itself
@@ -53,6 +75,7 @@ struct MetricsSnapshot {
   HistogramSnapshot client_hello_wait;     ///< accept -> complete ClientHello
   HistogramSnapshot channel_open_latency;  ///< open request -> confirmation
   std::string version;                     ///< non-empty: adds snigate_build_info{version="..."} 1
+  std::optional<ClusterMetrics> cluster;   ///< cluster mode only: adds the registry's families
 };
 
 /// Returns the exposition text: every family has `# HELP` and `# TYPE` before its samples,

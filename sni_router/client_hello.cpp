@@ -8,8 +8,8 @@
 #include <bitset>
 #include <string_view>
 
+#include "common/byte_reader.hpp"
 #include "common/tls_alert.hpp"
-#include "sni_router/byte_reader.hpp"
 #include "sni_router/limits.hpp"
 
 namespace gw::sni {

@@ -1,8 +1,10 @@
 #include "sni_router/listener.hpp"
 
+#include <algorithm>
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/printable.hpp"
+#include "common/proxy_v2.hpp"
 #include "sni_router/client_hello.hpp"
 #include "sni_router/limits.hpp"
 #include "tunnel/hostname.hpp"
@@ -29,7 +31,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
        std::shared_ptr<tunnel::EndpointRegistry> registry, const RouterConfig& config,
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
        std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip,
-       std::shared_ptr<PerSecondBudget> log_budget)
+       std::shared_ptr<PerSecondBudget> log_budget, bool from_trusted_proxy,
+       std::shared_ptr<const Listener::Cluster> cluster)
       : socket_(std::move(socket)),
         client_(std::move(client)),
         timer_(socket_.get_executor()),
@@ -39,7 +42,9 @@ class Peek : public std::enable_shared_from_this<Peek> {
         events_(std::move(events)),
         stats_(std::move(stats)),
         per_ip_(std::move(per_ip)),
-        log_budget_(std::move(log_budget)) {
+        log_budget_(std::move(log_budget)),
+        expect_proxy_header_(from_trusted_proxy),
+        cluster_(std::move(cluster)) {
     accepted_at_ = std::chrono::steady_clock::now();
     accepted_wall_ = std::chrono::system_clock::now();
     boost::system::error_code ec;
@@ -48,12 +53,18 @@ class Peek : public std::enable_shared_from_this<Peek> {
     timeout_ = config.client_hello_timeout;
     budget_ = config.pending_bytes_budget;
     large_budget_ = config.pending_bytes_budget - config.pending_bytes_reserve;
+    max_pending_per_ip_ = config.max_pending_per_ip;
     stats_->pending++;
+    if (!expect_proxy_header_) {
+      counted_ip_ = client_.address();  // the listener counted it before constructing us
+    }
   }
   ~Peek() {
     release_budget();
     stats_->pending--;
-    per_ip_->remove(client_.address());
+    if (counted_ip_) {
+      per_ip_->remove(*counted_ip_);
+    }
   }
 
   void start() {
@@ -106,6 +117,12 @@ class Peek : public std::enable_shared_from_this<Peek> {
         finish();
         return;
       }
+      if (expect_proxy_header_ && !read_proxy_header()) {
+        return;  // refused
+      }
+      if (expect_proxy_header_) {
+        continue;  // the header is not complete yet
+      }
       // Can't make progress yet: skip re-parsing (keeps dribbling O(n)). A full buffer is
       // always parsed, so that it is refused below: with no room left the next read would
       // return 0 bytes and this loop would spin forever on its I/O thread.
@@ -130,6 +147,43 @@ class Peek : public std::enable_shared_from_this<Peek> {
       route(r);
       return;
     }
+  }
+
+  /// A trusted proxy's PROXY v2 header at the start of buffer_: once complete, its source is the
+  /// visitor (client_, counted per IP from now on) and its bytes leave the buffer, so the
+  /// ClientHello parser sees what follows. False when the connection was refused.
+  bool read_proxy_header() {
+    if (buffer_.size() < need_at_least_) {
+      return true;
+    }
+    const auto r = proxy::parse(buffer_);
+    if (r.status == proxy::Status::need_more) {
+      need_at_least_ = r.need_at_least;
+      return true;
+    }
+    if (r.status == proxy::Status::invalid) {
+      stats_->bad_proxy_header++;
+      refuse("bad_proxy_header", "bad_proxy_header", std::nullopt,
+             r.error.message() +
+                 ": connections from a --trusted-proxy must start with a PROXY v2 header "
+                 "(HAProxy: send-proxy-v2)");
+      return false;
+    }
+    expect_proxy_header_ = false;
+    need_at_least_ = 1;
+    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+    const auto via = client_.address();
+    if (r.header.source) {
+      client_ = *r.header.source;
+    }  // else LOCAL (a health check) or no IP family: the balancer itself is the client
+    if (!per_ip_->try_add(client_.address(), max_pending_per_ip_)) {
+      stats_->over_limit++;
+      refuse("limit", "limit", std::nullopt, "too many connections waiting to send a ClientHello");
+      return false;
+    }
+    counted_ip_ = client_.address();
+    log_->debug("sni.proxy_header conn=t{} client={} via={}", id_, client_ip(), via.to_string());
+    return true;
   }
 
   void refuse_invalid(std::error_code error) {
@@ -162,6 +216,14 @@ class Peek : public std::enable_shared_from_this<Peek> {
       return;
     }
     sni_ = name->str();
+    if (cluster_) {
+      if (auto remote = cluster_->routes->find_remote(sni_)) {
+        stats_->relayed++;
+        hand_over();
+        cluster_->relay->relay(incoming(), std::move(*remote));
+        return;
+      }
+    }
     tunnel::Route found = registry_->route(sni_);
     if (found.internal) {
       // Reached only through the gateway's SSH side: answered like an unknown name, so the
@@ -177,14 +239,23 @@ class Peek : public std::enable_shared_from_this<Peek> {
       refuse("no_route", "no_route", gw::kAlertUnrecognizedName, "no tunnel serves this name");
       return;
     }
+    hand_over();
+    endpoint->deliver(incoming());
+  }
+
+  /// Routed (here or to another node): counted, the deadline and the budget let go.
+  void hand_over() {
     stats_->routed++;
     stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
     log_->debug("sni.route conn=t{} client={} sni={}", id_, client_ip(), sni_);
     done_ = true;
     timer_.cancel();
     release_budget();  // the bytes are the tunnel's now, bounded by its own limits
-    endpoint->deliver(tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,
-                                                 client_, id_, accepted_at_, accepted_wall_});
+  }
+
+  tunnel::IncomingConnection incoming() {
+    return tunnel::IncomingConnection{std::move(socket_), std::move(buffer_), sni_,    client_, id_,
+                                      accepted_at_,       accepted_wall_,     nullptr, {}};
   }
 
   /// `reason` is the stable name events and metrics use; `why` is for people.
@@ -202,10 +273,10 @@ class Peek : public std::enable_shared_from_this<Peek> {
   /// sample: a slow or silent client shows up in the histogram, not only routed ones.
   void emit_refused(const char* refusal, const char* close_reason, std::size_t bytes_out) {
     stats_->client_hello_wait.observe(std::chrono::steady_clock::now() - accepted_at_);
-    events_->emit(
-        tunnel::connection_closed(tunnel::ConnectionStart{id_, client_ip(), client_.port(), sni_,
-                                                          accepted_at_, accepted_wall_},
-                                  nullptr, buffer_.size(), bytes_out, close_reason, refusal));
+    events_->emit(tunnel::connection_closed(
+        tunnel::ConnectionStart{
+            id_, client_ip(), client_.port(), sni_, accepted_at_, accepted_wall_, {}},
+        nullptr, buffer_.size(), bytes_out, close_reason, refusal));
   }
 
   void finish() {
@@ -262,6 +333,12 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::shared_ptr<RouterStats> stats_;
   std::shared_ptr<PerIpCounter> per_ip_;  ///< counted by the listener before construction
   std::shared_ptr<PerSecondBudget> log_budget_;
+  bool expect_proxy_header_;  ///< from a trusted proxy, and its header is not read yet
+  std::shared_ptr<const Listener::Cluster> cluster_;  ///< null on a single node
+  /// The address counted in per_ip_: the socket's peer, or for a trusted proxy the visitor
+  /// once its header named one (the balancer itself would hit the per-IP cap at once).
+  std::optional<boost::asio::ip::address> counted_ip_;
+  int max_pending_per_ip_ = 0;
   std::chrono::milliseconds timeout_;
   std::chrono::steady_clock::time_point accepted_at_;
   std::chrono::system_clock::time_point accepted_wall_;
@@ -306,8 +383,11 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
   }
   const std::int64_t bytes_left = config_.pending_bytes_budget - stats_->pending_bytes.load();
   const bool out_of_bytes = bytes_left < static_cast<std::int64_t>(kMinReadBytes);
+  const bool trusted = std::any_of(config_.trusted_proxies.begin(), config_.trusted_proxies.end(),
+                                   [&](const Cidr& c) { return c.contains(remote.address()); });
+  // A trusted proxy's connections are counted per visitor once its header is read.
   if (out_of_bytes || stats_->pending.load() >= config_.max_pending ||
-      !per_ip_->try_add(remote.address(), config_.max_pending_per_ip)) {
+      (!trusted && !per_ip_->try_add(remote.address(), config_.max_pending_per_ip))) {
     // Refused before reading anything: a plain close is the cheapest answer to a flood.
     stats_->over_limit++;
     const auto id = next_id_++;
@@ -323,12 +403,13 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
                                                           remote.port(),
                                                           {},
                                                           std::chrono::steady_clock::now(),
-                                                          std::chrono::system_clock::now()},
+                                                          std::chrono::system_clock::now(),
+                                                          {}},
                                   nullptr, 0, 0, "refused", "limit"));
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
-                         stats_, per_ip_, log_budget_)
+                         stats_, per_ip_, log_budget_, trusted, cluster_)
       ->start();
 }
 

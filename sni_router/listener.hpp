@@ -1,7 +1,10 @@
 // The public TLS listener: accepts on every I/O thread, reads each ClientHello without
 // blocking anything else (3 s deadline, 64 KiB cap, one memory budget shared by all the
 // hellos being read), routes it by SNI through the endpoint
-// registry, and hands the socket plus the bytes read to the endpoint. Refusals get the TLS
+// registry, and hands the socket plus the bytes read to the endpoint. A connection from a
+// `--trusted-proxy` CIDR (an L4 balancer) must start with a PROXY v2 header, read inside the
+// same deadline and caps; its source address is the visitor's from then on (CIDR rules,
+// events, the channel's originator, logs). Refusals get the TLS
 // alert of DESIGN.md section 4, a counter and a log line. Deliberately no TLS termination:
 // the gateway never sees plaintext.
 #pragma once
@@ -17,10 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "common/cidr.hpp"
 #include "common/histogram.hpp"
 #include "common/listen.hpp"
 #include "common/per_ip.hpp"
 #include "common/per_second_budget.hpp"
+#include "tunnel/cluster_routes.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 
@@ -30,6 +35,7 @@ namespace gw::sni {
 struct RouterStats {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> routed{0};
+  std::atomic<std::uint64_t> relayed{0};  ///< of those, to another cluster node (cluster mode)
   std::atomic<std::uint64_t> no_route{0};
   std::atomic<std::uint64_t> internal_only{0};  ///< an internal endpoint's name (ssh -L only)
   std::atomic<std::uint64_t> no_sni{0};
@@ -40,6 +46,8 @@ struct RouterStats {
   std::atomic<std::uint64_t> timeout{0};
   std::atomic<std::uint64_t> closed_early{0};
   std::atomic<std::uint64_t> over_limit{0};
+  /// From a trusted proxy: no PROXY v2 header, or a malformed one.
+  std::atomic<std::uint64_t> bad_proxy_header{0};
   std::atomic<std::int64_t> pending{0};
   std::atomic<std::int64_t> pending_bytes{0};  ///< buffer capacity those pending hellos hold
   LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
@@ -64,13 +72,27 @@ struct RouterConfig {
   int max_pending_per_ip = 0;    ///< ... from one IP
   std::int64_t pending_bytes_budget = kPendingHelloBudgetBytes;
   std::int64_t pending_bytes_reserve = kPendingHelloReserveBytes;
+  /// Sources that must send a PROXY v2 header first (--trusted-proxy); empty: nobody may.
+  std::vector<Cidr> trusted_proxies;
 };
 
 class Listener {
  public:
+  struct Cluster {
+    std::shared_ptr<tunnel::ClusterRoutes> routes;
+    std::shared_ptr<tunnel::Relay> relay;
+  };
+
   Listener(std::shared_ptr<tunnel::EndpointRegistry> registry, RouterConfig config,
            std::shared_ptr<spdlog::logger> log,
            std::shared_ptr<tunnel::EventSink> events = std::make_shared<tunnel::NullEventSink>());
+
+  /// Cluster mode (before listen()): a name whose winning route lives on another node goes to
+  /// `relay` instead of the local registry. Without it (a single node) nothing else is asked.
+  void set_cluster(std::shared_ptr<tunnel::ClusterRoutes> routes,
+                   std::shared_ptr<tunnel::Relay> relay) {
+    cluster_ = std::make_shared<const Cluster>(Cluster{std::move(routes), std::move(relay)});
+  }
 
   /// Thread-safe: stops accepting.
   void stop() { acceptors_.stop(); }
@@ -91,6 +113,7 @@ class Listener {
   std::shared_ptr<RouterStats> stats_ = std::make_shared<RouterStats>();
   std::shared_ptr<PerIpCounter> per_ip_ = std::make_shared<PerIpCounter>();
   std::shared_ptr<PerSecondBudget> log_budget_;
+  std::shared_ptr<const Cluster> cluster_;  ///< null on a single node
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };

@@ -30,7 +30,8 @@ DirectChannels::DirectChannels(boost::asio::io_context& ioc, ChannelHost& host,
 DirectChannels::~DirectChannels() = default;
 
 void DirectChannels::open(ssh_message msg, ssh_session session, const keys::AuthorizedKey& key,
-                          const boost::asio::ip::tcp::endpoint& peer, bool only_purpose) {
+                          const boost::asio::ip::tcp::endpoint& peer, bool only_purpose,
+                          bool within_request_budget) {
   const char* raw_host = ssh_message_channel_request_open_destination(msg);
   const int port = ssh_message_channel_request_open_destination_port(msg);
   DirectRequest request{raw_host ? raw_host : "", static_cast<std::uint32_t>(std::max(port, 0))};
@@ -39,7 +40,13 @@ void DirectChannels::open(ssh_message msg, ssh_session session, const keys::Auth
   const bool stdio = ssh_message_channel_request_open_originator_port(msg) == kStdioOriginPort;
   tunnel::Route route;
   DirectDecision d;
-  if (size() >= kMaxDirectChannels) {
+  if (!within_request_budget) {
+    d.code = DirectDecision::Code::administratively_prohibited;
+    d.reason = "request_budget";
+    d.refusal =
+        "this session opened more channels and requests this second than its budget allows: "
+        "open fewer connections at once and try again";
+  } else if (size() >= kMaxDirectChannels) {
     d.code = DirectDecision::Code::administratively_prohibited;
     d.reason = "limit";
     d.refusal = "this session already has " + std::to_string(kMaxDirectChannels) +
@@ -91,6 +98,8 @@ void DirectChannels::open(ssh_message msg, ssh_session session, const keys::Auth
                                   kFirstInternalConnId + ctx_->stats->next_internal_conn_id++,
                                   std::chrono::steady_clock::now(),
                                   std::chrono::system_clock::now(),
+                                  /*stream=*/nullptr,
+                                  /*ingress_node=*/{},
                                   /*internal=*/true,
                                   session_id_,
                                   key.fingerprint};

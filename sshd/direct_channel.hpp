@@ -50,8 +50,11 @@ class DirectChannels {
   /// channel, so a refused `ssh -W` ends it anyway: such a refusal is answered by disconnecting
   /// with the reason (take_disconnect()), which OpenSSH prints ("Received disconnect ...: snigate:
   /// ..."), instead of the open failure it would print without a reason before exiting.
+  /// `within_request_budget`: false when the session's per-second budget of channel and global
+  /// requests (session.cpp, request_allowed) is spent; the open is then refused with that reason.
   void open(ssh_message msg, ssh_session session, const keys::AuthorizedKey& key,
-            const boost::asio::ip::tcp::endpoint& peer, bool only_purpose);
+            const boost::asio::ip::tcp::endpoint& peer, bool only_purpose,
+            bool within_request_budget);
 
   void check_deadlines(std::chrono::steady_clock::time_point now);
   /// After the pump: drops bridges that finished (never inside one).

@@ -34,16 +34,23 @@ std::byte* scratch() {
 
 ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, std::string address,
                                    std::uint32_t port, std::string origin,
-                                   std::uint16_t origin_port)
+                                   std::uint16_t origin_port, tunnel::BufferBudgets budgets)
     : host_(host),
       session_(session),
       address_(std::move(address)),
       port_(port),
       origin_(std::move(origin)),
-      origin_port_(origin_port) {}
+      origin_port_(origin_port),
+      held_bytes_(std::move(budgets)) {}
 
-ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted)
-    : host_(host), session_(session), channel_(accepted), port_(0), origin_port_(0) {}
+ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted,
+                                   tunnel::BufferBudgets budgets)
+    : host_(host),
+      session_(session),
+      channel_(accepted),
+      port_(0),
+      origin_port_(0),
+      held_bytes_(std::move(budgets)) {}
 
 ForwardedChannel::~ForwardedChannel() {
   // Normally settle() freed it; a channel still here belongs to a session being freed, whose
@@ -225,6 +232,7 @@ std::optional<std::size_t> ForwardedChannel::write(std::span<const std::byte> da
     done += static_cast<std::size_t>(n);
   }
   window_after_write_ = ssh_channel_window_size(channel_);
+  host_.note_data_sent(done);
   host_.after_channel_write();
   return done;
 }
@@ -267,6 +275,7 @@ void ForwardedChannel::resume_reading() {
   if (!held_.empty()) {
     const std::size_t taken = deliver(held_);
     held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(taken));
+    update_held();
     if (!held_.empty()) {
       return;  // still no room: the handler calls again
     }
@@ -296,14 +305,19 @@ void ForwardedChannel::resume_reading() {
     host_.after_channel_write();  // the read may have sent a window adjust
     if (n <= 0 || handler_ == nullptr) {
       libssh_holds_data_ = false;
+      libssh_held_ = 0;
+      update_held();
       break;
     }
+    libssh_held_ -= std::min(libssh_held_, static_cast<std::size_t>(n));
     const auto got = std::span<const std::byte>(dest, static_cast<std::size_t>(n));
     const std::size_t taken = deliver(got);
     if (taken < got.size()) {
       held_.assign(got.begin() + static_cast<std::ptrdiff_t>(taken), got.end());
+      update_held();
       return;  // full again; libssh may still hold more (libssh_holds_data_ stays)
     }
+    update_held();
   }
   if (eof_seen_ || close_seen_) {
     queue();  // the EOF/close report waits for nothing now
@@ -319,6 +333,12 @@ void ForwardedChannel::grow_window() {
   if (libssh_holds_data_ || !held_.empty() || handler_ == nullptr) {
     return;  // the handler is full: growing now would only let more pile up
   }
+  if (held_bytes_.over()) {
+    // The endpoint's or key's connections hold their budget: no window beyond libssh's own
+    // top-up (1.28 MB) for now, so one more stalled reader pins less (session.cpp closes the
+    // stalled ones).
+    return;
+  }
   thread_local std::unique_ptr<std::byte[]> sink(new std::byte[kChannelWindow]);
   received_since_grow_ = 0;
   const int n = ssh_channel_read_timeout(channel_, sink.get(), kChannelWindow, 0, 0);
@@ -328,6 +348,7 @@ void ForwardedChannel::grow_window() {
     const std::size_t taken = deliver(got);
     if (taken < got.size()) {
       held_.assign(got.begin() + static_cast<std::ptrdiff_t>(taken), got.end());
+      update_held();
     }
   }
 }
@@ -337,6 +358,9 @@ void ForwardedChannel::close() {
     return;  // already released (or detached with its session)
   }
   handler_ = nullptr;  // callbacks from now on discard (keeping the window moving)
+  std::vector<std::byte>().swap(held_);
+  libssh_held_ = 0;  // discarded from now on, and freed with the channel soon after
+  update_held();
   host_.adopt(shared_from_this());
 }
 
@@ -372,6 +396,7 @@ void ForwardedChannel::detach() {
 int ForwardedChannel::on_data_cb(ssh_session, ssh_channel, void* data, std::uint32_t len,
                                  int is_stderr, void* self) {
   auto* c = static_cast<ForwardedChannel*>(self);
+  c->host_.note_data_packet();
   if (is_stderr || c->handler_ == nullptr || c->violated_ != nullptr) {
     return static_cast<int>(len);  // no stderr on forwarded channels; released: discard
   }
@@ -381,6 +406,8 @@ int ForwardedChannel::on_data_cb(ssh_session, ssh_channel, void* data, std::uint
   }
   if (!c->held_.empty()) {
     c->libssh_holds_data_ = true;  // older bytes first: libssh keeps these meanwhile
+    c->libssh_held_ = len;         // libssh offers everything it holds for the channel
+    c->update_held();
     return 0;
   }
   const std::size_t taken =
@@ -388,6 +415,8 @@ int ForwardedChannel::on_data_cb(ssh_session, ssh_channel, void* data, std::uint
   if (taken < len) {
     c->libssh_holds_data_ = true;
   }
+  c->libssh_held_ = len - taken;
+  c->update_held();
   return static_cast<int>(taken);
 }
 

@@ -8,7 +8,9 @@
 //     then closed: freeing it earlier leaks the client's upstream connection (#2);
 //   - only an OPEN channel is closed; a denied one is only freed (#1);
 //   - no "window reopened" callback (#6): a writer waiting for room is retried after each pump;
-//   - libssh's window growth is too slow for long paths (#5): we keep kChannelWindow open;
+//   - libssh's window growth is too slow for long paths (#5): we keep kChannelWindow open,
+//     except while the endpoint's or key's BufferBudget is over (then libssh's own 1.28 MB);
+//   - what libssh keeps for a handler with no room counts against those budgets too;
 //   - the data callback may run re-entrantly from any libssh call: it hands bytes to the
 //     handler (which only consumes), and EOF/close are recorded and reported from service(),
 //     which the host calls after each pump, outside every callback.
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "sshd/ssh_handles.hpp"
+#include "tunnel/buffer_budget.hpp"
 #include "tunnel/channel.hpp"
 
 namespace gw::sshd {
@@ -50,19 +53,31 @@ class ChannelHost {
   virtual void count_open_in_flight(int delta) = 0;
   /// The client broke a channel's rules: counted and logged by the session.
   virtual void channel_violation(const char* what) = 0;
+  /// A channel data packet arrived from the client (called from the data callback): what the
+  /// session's per-turn and per-second budgets for control messages leave out.
+  virtual void note_data_packet() = 0;
+  /// `n` bytes of channel data were sent to the client: its window adjusts for them are
+  /// earned, not taken from the session's budget.
+  virtual void note_data_sent(std::size_t n) = 0;
+  /// A channel request (pty-req, env, window-change, ...) arrived: false when the session has
+  /// spent its budget of requests for this second, and the request is refused (counted).
+  virtual bool request_allowed() = 0;
 };
 
 class ForwardedChannel final : public tunnel::Channel,
                                public std::enable_shared_from_this<ForwardedChannel> {
  public:
   /// `address`/`port`: exactly what the client's tcpip-forward named (OpenSSH matches the
-  /// channel to its forward by them); `origin`: the public client, for the user's logs.
+  /// channel to its forward by them); `origin`: the public client, for the user's logs;
+  /// `budgets`: where the bytes it holds for the handler are counted.
   ForwardedChannel(ChannelHost& host, ssh_session session, std::string address, std::uint32_t port,
-                   std::string origin, std::uint16_t origin_port);
+                   std::string origin, std::uint16_t origin_port,
+                   tunnel::BufferBudgets budgets = {});
   /// A channel the client opened and we already accepted (direct-tcpip, ssh -L / -W): start()
   /// only binds the handler and reports the open from service(). `accepted` is owned by
-  /// `session`, as any channel.
-  ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted);
+  /// `session`, as any channel; `budgets` as above.
+  ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted,
+                   tunnel::BufferBudgets budgets = {});
   ~ForwardedChannel() override;
   ForwardedChannel(const ForwardedChannel&) = delete;
   ForwardedChannel& operator=(const ForwardedChannel&) = delete;
@@ -101,6 +116,8 @@ class ForwardedChannel final : public tunnel::Channel,
   std::size_t deliver(std::span<const std::byte> data);
   void grow_window();
   void queue();
+  /// After libssh's buffer or held_ changed: what we hold, to the budgets.
+  void update_held() { held_bytes_.set(libssh_held_ + held_.size()); }
 
   ChannelHost& host_;
   ssh_session session_;            ///< borrowed: owned by the Session, outlives us or detach()es us
@@ -119,6 +136,8 @@ class ForwardedChannel final : public tunnel::Channel,
   bool queued_ = false;             ///< in the host's service queue
   bool libssh_holds_data_ = false;  ///< the handler took less than libssh offered
   std::vector<std::byte> held_;     ///< taken out of libssh by a window growth, not yet delivered
+  std::size_t libssh_held_ = 0;     ///< what libssh kept when the handler last took less
+  tunnel::HeldBytes held_bytes_;    ///< libssh_held_ + held_, to the endpoint's and key's budgets
   std::uint64_t received_since_grow_ = 0;
   std::uint32_t window_after_write_ = 0;  ///< the remote window as our last write left it
   const char* violated_ = nullptr;        ///< set by a callback: reported from service()

@@ -42,7 +42,11 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     p.refusal = decision.refusal;
     return p;
   }
-  if (ctx_->sessions->endpoints_of_key(key.fingerprint) >= ctx_->max_endpoints_per_key) {
+  // Per-key limits count the whole cluster: the key's endpoints on other nodes too.
+  const std::size_t elsewhere =
+      ctx_->claim_gate ? ctx_->claim_gate->remote_usage(key.fingerprint).endpoints : 0;
+  if (ctx_->sessions->endpoints_of_key(key.fingerprint) + elsewhere >=
+      ctx_->max_endpoints_per_key) {
     p.refusal = "this key already holds " + std::to_string(ctx_->max_endpoints_per_key) +
                 " endpoints (the limit): cancel one first";
     return p;
@@ -53,9 +57,16 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
     // A plain conflict is refused now, so ExitOnForwardFailure clients see it. Pooled or
     // same-key holders may still be joined, taken over or waited for once the command's
     // options arrive.
-    if (ctx_->registry->probe(name, key.fingerprint) == tunnel::NameState::held) {
+    // In cluster mode, other nodes' names count as this node's own (the gate's watch cache).
+    const tunnel::ClaimGate* gate = ctx_->claim_gate.get();
+    if (ctx_->registry->probe(name, key.fingerprint) == tunnel::NameState::held ||
+        (gate != nullptr && (gate->probe(name, key.fingerprint) == tunnel::NameState::held ||
+                             !gate->nesting(name, key.fingerprint).empty()))) {
       // held: another key's session has the name, or one its names would nest with.
       p.refusal = ctx_->registry->nesting(name, key.fingerprint);
+      if (p.refusal.empty() && gate != nullptr) {
+        p.refusal = gate->nesting(name, key.fingerprint);
+      }
       if (p.refusal.empty()) {
         p.refusal = name +
                     " is held by another key's session: pick another name (--takeover "
@@ -66,7 +77,8 @@ ForwardTable::Prepared ForwardTable::prepare(const std::string& address, std::ui
   } else {
     for (int attempt = 0; attempt < 16 && name.empty(); ++attempt) {
       name = generate_label(random_u64()) + "." + ctx_->domain.str();
-      if (ctx_->registry->probe(name, "") != tunnel::NameState::free) {
+      if (ctx_->registry->probe(name, "") != tunnel::NameState::free ||
+          (ctx_->claim_gate && ctx_->claim_gate->probe(name, "") != tunnel::NameState::free)) {
         name.clear();
       }
     }

@@ -17,6 +17,8 @@
 #include "sshd/policy.hpp"
 #include "sshd/server_context.hpp"
 #include "sshd/session_handle.hpp"
+#include "tunnel/buffer_budget.hpp"
+#include "tunnel/claim_gate.hpp"
 #include "tunnel/endpoint.hpp"
 #include "tunnel/endpoint_registry.hpp"
 
@@ -38,7 +40,13 @@ struct Forward {
   bool internal = false;
   /// Another session of the same key holds the name: claimed the moment that one lets go.
   bool waiting = false;
+  /// Cluster mode: the cluster registry's hold on the name (released with the forward), and
+  /// whether its claim is still in flight (the forward routes nothing until it is won).
+  std::unique_ptr<tunnel::GateTicket> gate_ticket;
+  bool gate_pending = false;
   std::uint64_t open_connections = 0;
+  /// What its connections hold buffered toward their public clients (session.cpp's budget).
+  std::shared_ptr<tunnel::BufferBudget> buffered;
   std::uint64_t bytes_in = 0;  ///< over finished connections
   std::uint64_t bytes_out = 0;
 };

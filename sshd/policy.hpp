@@ -105,7 +105,8 @@ struct DirectDecision {
   Code code = Code::none;
   std::optional<tunnel::Hostname> name;  ///< set when ok: the normalised name to route
   /// Stable word for logs and metrics: restricted, bad_port, bad_name, not_permitted,
-  /// no_endpoint, public_only, other_key.
+  /// no_endpoint, public_only, other_key (and, decided before this, limit and request_budget:
+  /// direct_channel.cpp).
   const char* reason = "";
   std::string refusal;  ///< user-facing, says what to do instead; empty when ok
 };

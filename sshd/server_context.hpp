@@ -17,6 +17,7 @@
 #include "sshd/session_directory.hpp"
 #include "sshd/startup_table.hpp"
 #include "tunnel/bridge.hpp"
+#include "tunnel/claim_gate.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 #include "tunnel/hostname.hpp"
@@ -56,6 +57,12 @@ struct SshStats : tunnel::BridgeStats {
   /// Channels closed because the client broke the protocol (data past the window, window
   /// overflow).
   std::atomic<std::uint64_t> channel_violations{0};
+  /// Channel and global requests refused over a session's per-second budget (session.cpp).
+  std::atomic<std::uint64_t> requests_refused{0};
+  /// Times a session's input was paused for sending too many non-data messages in a second.
+  std::atomic<std::uint64_t> sessions_paused{0};
+  /// Connections closed to keep an endpoint's or key's buffered bytes within budget.
+  std::atomic<std::uint64_t> buffer_budget_closes{0};
   std::atomic<std::uint64_t> next_endpoint_id{1};
   /// direct-tcpip opens (ssh -L / -W to internal endpoints) refused before any channel opened.
   std::atomic<std::uint64_t> direct_refused{0};
@@ -64,6 +71,8 @@ struct SshStats : tunnel::BridgeStats {
 
 struct ServerContext {
   std::shared_ptr<tunnel::EndpointRegistry> registry;
+  /// Cluster mode only (--cluster-etcd): claims must also win there; null on a single node.
+  std::shared_ptr<tunnel::ClaimGate> claim_gate;
   std::shared_ptr<KeySource> keys;
   tunnel::Hostname domain = *tunnel::Hostname::parse("localhost", false);
   std::uint16_t advertise_port = 443;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 
 #include "common/printable.hpp"
@@ -17,6 +18,31 @@ namespace {
 
 /// dopoll rounds per wake-up (libssh reads 4 KiB a round) before yielding to other work.
 constexpr int kMaxPollRounds = 64;
+/// SSH messages other than channel data one session may have processed in one turn of its
+/// thread before yielding. Rounds bound bytes, not work: 64 rounds of 4 KiB are 8 bulk data
+/// packets but ~6,000 tiny ones (window adjusts, want-reply requests), which took a turn of
+/// 10-20 ms and put another user's round trip at 36-59 ms (measured, 4 such sessions). 64 is
+/// about one round of small messages (a 4 KiB read holds ~60-100; a round is never split), a
+/// fraction of a millisecond.
+constexpr std::uint64_t kControlMessagesPerTurn = 64;
+/// Messages other than channel data a session may send in one second, beyond those our own
+/// traffic earns; past it, its input is not read until the second is over (counted). What it
+/// bounds is the CPU one session can make us spend on messages that carry no data: each costs
+/// a decryption, a dispatch and often a reply (one write each): 4 sessions sending ~6,000 a
+/// second each took 70-80 % of a core (measured). A client's answers to our own traffic are
+/// earned on top (kEarnedPerDataBytes, kEarnedPerOpen), so a busy legitimate session is never
+/// paused: the base is for keepalives, requests and the odd message.
+constexpr std::uint64_t kControlMessagesPerSecond = 500;
+/// One message earned per this many bytes of channel data we send the client: its window
+/// adjusts (OpenSSH sends one every 3 packets, ~96 KiB; a client adjusting per 32 KiB packet
+/// is covered 4 times over).
+constexpr std::uint64_t kEarnedPerDataBytes = 8 * 1024;
+/// Messages earned per channel we open: the answer, EOF, close, a window adjust or two.
+constexpr std::uint64_t kEarnedPerOpen = 8;
+/// Channel and global requests (pty-req, env, window-change, keepalive, ...; not the command,
+/// not forwards) one session may send a second: a client sends a handful at login, one per
+/// terminal resize and one per ServerAliveInterval. More are refused, counted.
+constexpr std::uint32_t kRequestsPerSecond = 100;
 /// tcpip-forward and cancel requests one session may send a second: room for every forward at
 /// login, while a client churning forwards (work, log lines and notices for nothing) is cut off.
 constexpr std::uint32_t kForwardRequestsPerSecond = 100;
@@ -36,6 +62,23 @@ constexpr int kMaxOpensInFlight = 256;
 /// A client that has answered no open for this long, with some waiting, is stopped or wedged:
 /// the session is closed (its visitors have had alert 80 after the 10 s open deadline anyway).
 constexpr auto kUnansweredOpensLimit = std::chrono::seconds(60);
+
+/// What the connections of one endpoint (one session's forward) may hold buffered toward
+/// public clients that read slower than their upstream sends, and those of one key over all its
+/// sessions. Each connection holds at most ~2.27 MiB (the 2 MiB window plus the bridge's 256 KiB),
+/// so 20 stalled visitors on one endpoint pinned 45 MiB, and the 10,000 allowed 22 GiB.
+/// 16 MiB is 7 connections at full window: several slow downloads at once go untouched. 64 MiB
+/// per key is 4 such endpoints and the most one flood may cost (issue 16's figure).
+constexpr std::size_t kEndpointBufferBudget = 16 * 1024 * 1024;
+constexpr std::size_t kKeyBufferBudget = 64 * 1024 * 1024;
+/// Over budget, a connection whose public client has taken none of what we hold for it for
+/// this long is closed, the longest stalled first, until the budget holds again; while over,
+/// the session looks every kOverBudgetTick. libssh 0.10 grants every channel 1.28 MB of window
+/// on its first packet (no API withholds it), so closing is the only hard bound, and what
+/// stalls within this time is over the budget until then (~1.5 MiB a connection). A reading
+/// client, however slow, takes bytes whenever its TCP window opens: it is chosen last.
+constexpr auto kStalledBeforeClose = std::chrono::milliseconds(500);
+constexpr auto kOverBudgetTick = std::chrono::milliseconds(100);
 
 using Clock = std::chrono::steady_clock;
 
@@ -60,15 +103,16 @@ const char* to_string(Session::State s) {
 /// Routes to one forward of one session; the registry holds it weakly.
 class ForwardEndpoint final : public tunnel::TunnelEndpoint {
  public:
-  ForwardEndpoint(std::weak_ptr<Session> session, std::size_t key)
-      : session_(std::move(session)), key_(key) {}
+  ForwardEndpoint(std::weak_ptr<Session> session, std::size_t key, std::uint64_t session_id)
+      : session_(std::move(session)), key_(key), session_id_(session_id) {}
   void deliver(tunnel::IncomingConnection conn) override {
     if (auto s = session_.lock()) {
       s->deliver(key_, std::move(conn));
     } else {
-      tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+      conn.alert_and_close(gw::kAlertUnrecognizedName);
     }
   }
+  std::uint64_t session_id() const override { return session_id_; }
   void displaced(const std::string&) override {
     if (auto s = session_.lock()) {
       s->forward_displaced(key_);
@@ -78,6 +122,7 @@ class ForwardEndpoint final : public tunnel::TunnelEndpoint {
  private:
   std::weak_ptr<Session> session_;
   std::size_t key_;
+  std::uint64_t session_id_;
 };
 
 void set_socket_options(int fd) {
@@ -112,14 +157,23 @@ int auth_none_cb(ssh_session, const char*, void* self) {
 }
 int message_cb(ssh_session, ssh_message msg, void* self) {
   // Requests no callback took: libssh answers them with the default refusal once we return 1.
-  // Authentication requests among them (password, keyboard-interactive, ...) count too.
-  if (ssh_message_type(msg) == SSH_REQUEST_AUTH) {
-    static_cast<Session*>(self)->on_auth_other("other");
-  }
+  // Authentication requests among them (password, keyboard-interactive, ...) count too, and
+  // channel requests (env, signal, ...) and other channel opens take from the request budget.
   if (ssh_message_type(msg) == SSH_REQUEST_CHANNEL_OPEN &&
       ssh_message_subtype(msg) == SSH_CHANNEL_DIRECT_TCPIP) {
-    static_cast<Session*>(self)->on_direct_tcpip(msg);
-    return 0;  // answered
+    static_cast<Session*>(self)->on_direct_tcpip(msg);  // counts it against the request budget
+    return 0;                                           // answered
+  }
+  switch (ssh_message_type(msg)) {
+    case SSH_REQUEST_AUTH:
+      static_cast<Session*>(self)->on_auth_other("other");
+      break;
+    case SSH_REQUEST_CHANNEL:
+    case SSH_REQUEST_CHANNEL_OPEN:
+      static_cast<Session*>(self)->request_allowed();  // refused either way: only counted
+      break;
+    default:
+      break;
   }
   return 1;
 }
@@ -133,9 +187,11 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
       id_(id),
       fd_watch_(ioc),
       tick_(ioc),
+      resume_(ioc),
       terminal_(*this),
       forwards_(ctx_, id),
       forward_requests_(kForwardRequestsPerSecond),
+      requests_(kRequestsPerSecond),
       direct_(ioc, *this, ctx_, id) {
   started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
   bridge_config_.idle_timeout = ctx_->idle_timeout;
@@ -203,6 +259,8 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
   ssh_set_callbacks(session_.get(), &session_cb_);
   ssh_set_auth_methods(session_.get(), SSH_AUTH_METHOD_PUBLICKEY);
   ssh_set_blocking(session_.get(), 0);
+  // Counts every packet libssh reads (in_packets): the per-turn and per-second message budgets.
+  ssh_set_counters(session_.get(), nullptr, &packets_);
 
   // Called once: in non-blocking mode it may report SSH_AGAIN forever; the event loop and
   // callbacks drive the rest of the exchange.
@@ -231,9 +289,22 @@ void Session::pump() {
   }
   // A peer that doesn't read what we send must not make us read (and answer) more: while our
   // output is backed up, one round per wake-up, and the next wake-up only when the socket takes
-  // output again (arm_waits). Otherwise up to kMaxPollRounds, then others get a turn.
-  const int max_rounds = output_congested() ? 1 : kMaxPollRounds;
+  // output again (arm_waits). Otherwise up to kMaxPollRounds, then others get a turn; a turn
+  // also ends after kControlMessagesPerTurn messages that carried no data. A session paused
+  // for its per-second message budget is not polled at all (a poll reads as well as writes):
+  // its output waits with its input, for the resume timer.
+  const auto now = Clock::now();
+  const bool paused = now < paused_until_;
+  const int max_rounds = paused ? 0 : output_congested() ? 1 : kMaxPollRounds;
+  const std::uint64_t packets_before = packets_.in_packets;
+  const std::uint64_t data_before = data_packets_;
+  const auto control_this_turn = [&]() -> std::uint64_t {
+    const std::uint64_t packets = packets_.in_packets - packets_before;
+    const std::uint64_t data = data_packets_ - data_before;
+    return packets > data ? packets - data : 0;
+  };
   int rounds = 0;
+  bool turn_spent = false;
   for (; rounds < max_rounds; ++rounds) {
     const int rc = ssh_event_dopoll(event_.get(), 0);
     if (rc != SSH_OK) {
@@ -244,7 +315,12 @@ void Session::pump() {
       ++rounds;
       break;
     }
+    if (control_this_turn() >= kControlMessagesPerTurn) {
+      turn_spent = true;
+      break;
+    }
   }
+  charge_control_messages(control_this_turn(), now);
   if (state_ == State::key_exchange && ssh_get_status(session_.get()) == 0 &&
       ssh_get_kex_algo(session_.get()) != nullptr) {
     set_state(State::authenticating);
@@ -262,10 +338,55 @@ void Session::pump() {
   if (state_ == State::closed) {
     return;
   }
-  if (rounds == kMaxPollRounds) {
+  if ((rounds == kMaxPollRounds || turn_spent) && Clock::now() >= paused_until_) {
     request_pump();  // more is waiting: continue after other connections had a turn
   }
   arm_waits();
+}
+
+void Session::charge_control_messages(std::uint64_t n, Clock::time_point now) {
+  if (now - control_window_start_ >= std::chrono::seconds(1)) {
+    control_window_start_ = now;
+    control_messages_ = 0;
+    control_earned_ = 0;
+    data_sent_earning_ = 0;
+  }
+  control_messages_ += n;
+  if (control_messages_ <=
+          kControlMessagesPerSecond + control_earned_ + data_sent_earning_ / kEarnedPerDataBytes ||
+      now < paused_until_) {
+    return;
+  }
+  // Over the budget: nothing more is read from this client until the second is over. Its
+  // TCP window closes, so its sends block; its channels wait too (they are its own).
+  paused_until_ = control_window_start_ + std::chrono::seconds(1);
+  ctx_->stats->sessions_paused++;
+  warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+               "session.paused conn=s{} peer={} reason=\"over {} SSH messages without data in a "
+               "second: input paused until the second is over\"{}",
+               id_, peer_, kControlMessagesPerSecond);
+  arm_resume();
+}
+
+void Session::arm_resume() {
+  resume_.expires_at(paused_until_);
+  resume_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) {
+      self->pump();
+    }
+  });
+}
+
+bool Session::request_allowed() {
+  if (std::uint64_t ignored = 0; requests_.allow(ignored)) {
+    return true;
+  }
+  ctx_->stats->requests_refused++;
+  warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+               "session.request_refused conn=s{} peer={} reason=\"over {} channel and global "
+               "requests a second\"{}",
+               id_, peer_, kRequestsPerSecond);
+  return false;
 }
 
 void Session::after_pump() {
@@ -292,6 +413,9 @@ void Session::after_pump() {
   }
   servicing_ = false;
   std::erase_if(adopted_, [](const auto& channel) { return channel->settle(); });
+  if (state_ == State::ready) {
+    enforce_buffer_budgets();
+  }
   for (const auto id : finished_bridges_) {
     bridges_.erase(id);
   }
@@ -317,7 +441,8 @@ void Session::after_pump() {
 
 void Session::arm_waits() {
   // No read wait while our output is backed up (see pump()): the write wait brings us back.
-  if (!read_armed_ && !output_congested()) {
+  // Nor while paused (charge_control_messages): the resume timer does.
+  if (!read_armed_ && !output_congested() && Clock::now() >= paused_until_) {
     read_armed_ = true;
     fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -329,7 +454,8 @@ void Session::arm_waits() {
                            self->pump();
                          });
   }
-  if (!write_armed_ && (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
+  if (!write_armed_ && Clock::now() >= paused_until_ &&
+      (ssh_get_poll_flags(session_.get()) & SSH_WRITE_PENDING) != 0) {
     write_armed_ = true;
     fd_watch_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
                          [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -374,10 +500,68 @@ void Session::adopt(std::shared_ptr<ForwardedChannel> channel) {
 }
 
 void Session::count_open_in_flight(int delta) {
+  if (delta > 0) {
+    control_earned_ += kEarnedPerOpen;
+  }
   if (delta < 0 || opens_in_flight_ == 0) {
     unanswered_since_ = Clock::now();  // an answer (or the first open): the clock restarts
   }
   opens_in_flight_ += delta;
+}
+
+bool Session::enforce_buffer_budgets() {
+  const bool key_over = key_budget_ && key_budget_->over();
+  const auto over = [&](const BridgeEntry& e) {
+    if (key_over) {
+      return true;
+    }
+    const Forward* f = forwards_.find(e.forward_key);
+    return f != nullptr && f->buffered && f->buffered->over();
+  };
+  bool any = key_over;
+  for (const auto& [key, f] : forwards_) {
+    any = any || (f.buffered && f.buffered->over());
+  }
+  if (!any) {
+    return false;  // the usual case: two atomic loads per forward
+  }
+  // Over: the stalled connections of what is over, longest stalled first, until it holds. The
+  // key's budget may be over because of another session's connections: each session closes
+  // only its own, so the one whose connections stall is the one that acts.
+  const auto now = Clock::now();
+  std::vector<std::pair<Clock::time_point, std::shared_ptr<tunnel::Bridge>>> stalled;
+  for (const auto& [id, entry] : bridges_) {
+    const auto since = entry.bridge->stalled_since();
+    if (!entry.bridge->finished() && since && now - *since >= kStalledBeforeClose && over(entry)) {
+      stalled.emplace_back(*since, entry.bridge);
+    }
+  }
+  std::sort(stalled.begin(), stalled.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [since, bridge] : stalled) {
+    const auto it = bridges_.find(bridge->id());
+    if (it == bridges_.end() || !over(it->second)) {
+      continue;  // what it counted against holds again
+    }
+    const Forward* f = forwards_.find(it->second.forward_key);
+    ctx_->stats->buffer_budget_closes++;
+    warn_thinned(*ctx_->log, *ctx_->refusal_lines,
+                 "tunnel.buffer_budget conn=t{} s={} fp={} reason=\"the public client read "
+                 "nothing for {} ms while {} held over its budget of buffered bytes; closed\"{}",
+                 bridge->id(), id_, key_ ? key_->fingerprint : "-",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count(),
+                 key_over ? "the key's connections" : "the endpoint's connections");
+    if (f != nullptr) {
+      terminal_.connection_line(
+          "snigate: a connection to " + f->hostname +
+          " was closed: its client stopped reading while the endpoint's "
+          "connections held over " +
+          std::to_string(kEndpointBufferBudget >> 20) +
+          " MiB buffered (the key's limit: " + std::to_string(kKeyBufferBudget >> 20) + " MiB)");
+    }
+    bridge->abort("buffer_budget");  // gives its bytes back to the budgets at once
+  }
+  return true;
 }
 
 void Session::channel_violation(const char* what) {
@@ -433,6 +617,9 @@ void Session::on_tick() {
         entry.bridge->check_deadlines(now);
       }
       direct_.check_deadlines(now);
+      if (enforce_buffer_budgets()) {
+        next_tick = kOverBudgetTick;  // stalls mature without any pump: look again soon
+      }
       if (opens_in_flight_ > 0 && now - unanswered_since_ > kUnansweredOpensLimit) {
         terminal_.write("snigate: your ssh client has answered no connection for " +
                             std::to_string(kUnansweredOpensLimit.count()) +
@@ -529,8 +716,12 @@ int Session::on_auth_pubkey(const char* user, ssh_key key, char signature_state)
     return SSH_AUTH_SUCCESS;  // the probe: "would this key do?"
   }
   key_ = *d.key;
+  key_budget_ = ctx_->sessions->key_budget(key_->fingerprint, kKeyBufferBudget);
   authenticated_at_ = Clock::now();
-  if (ctx_->sessions->set_key(id_, d.key->fingerprint) > ctx_->max_sessions_per_key) {
+  // Cluster mode: the key's sessions holding names on other nodes count too.
+  const std::size_t elsewhere =
+      ctx_->claim_gate ? ctx_->claim_gate->remote_usage(d.key->fingerprint).sessions : 0;
+  if (ctx_->sessions->set_key(id_, d.key->fingerprint) + elsewhere > ctx_->max_sessions_per_key) {
     // Accepted, so the user can be told why (a refused auth only says "Permission denied");
     // the session ends as soon as it can show the message.
     over_limit_ = "this key already has " + std::to_string(ctx_->max_sessions_per_key) +
@@ -693,14 +884,18 @@ void Session::claim_forwards() {
   const ClaimOptions options = claim_options();
   for (auto it = forwards_.begin(); it != forwards_.end();) {
     Forward& f = it->second;
-    if (f.registration) {
-      ++it;
+    if (f.registration || (f.waiting && ctx_->claim_gate &&
+                           ctx_->claim_gate->probe(f.hostname, options.key_fingerprint) ==
+                               tunnel::NameState::held_same_key)) {
+      ++it;  // claimed, or still held by the key's session on another node
       continue;
     }
     const std::string refusal = forwards_.claim(it->first, f, options);
     if (refusal.empty()) {
       info_dirty_ = true;
-      terminal_.write(forwards_.banner_for(f), false);
+      if (!gate_claim(it->first, f)) {
+        terminal_.write(forwards_.banner_for(f), false);
+      }
       ++it;
       continue;
     }
@@ -733,35 +928,110 @@ void Session::claim_forwards() {
 
 void Session::forward_displaced(std::size_t key) {
   boost::asio::post(ioc_, [self = shared_from_this(), key] {
-    Forward* f = self->forwards_.find(key);
-    if (f == nullptr) {
-      return;
-    }
-    self->terminal_.write("snigate: " + self->forwards_.url_for(*f) +
-                              " was taken over by a newer session of your key (--takeover)",
-                          true);
-    self->forwards_.remove(key, "taken_over");
-    self->info_dirty_ = true;
-    if (self->forwards_.empty()) {
-      // Exit status 0: the newer session serves the name now; a supervisor restarting this one
-      // would only take it back and forth.
-      self->close_reason_ = "taken_over";
-      self->begin_close();
-    }
-    self->request_pump();
+    self->end_forward(key, "was taken over by a newer session of your key (--takeover)", true);
   });
+}
+
+void Session::end_forward(std::size_t key, const std::string& why, bool taken_over) {
+  Forward* f = forwards_.find(key);
+  if (f == nullptr) {
+    return;
+  }
+  terminal_.write("snigate: " + forwards_.url_for(*f) + " " + why, true);
+  forwards_.remove(key, taken_over ? "taken_over" : "route_lost");
+  info_dirty_ = true;
+  if (forwards_.empty()) {
+    // Exit status 0 after a takeover: the newer session serves the name now; a supervisor
+    // restarting this one would only take it back and forth. A name lost otherwise (the
+    // cluster registry gave it to someone else) is worth retrying: 1.
+    close_reason_ = taken_over ? "taken_over" : "route_lost";
+    exit_status_ = taken_over ? 0 : 1;
+    begin_close();
+  }
+  request_pump();
+}
+
+bool Session::gate_claim(std::size_t key, Forward& f) {
+  // Internal endpoints are this node's own: never claimed in the cluster registry (so never
+  // relayed to), reached with ssh -L / -W through this node (README, Internal endpoints).
+  if (!ctx_->claim_gate || f.internal) {
+    return false;
+  }
+  const ClaimOptions o = claim_options();
+  tunnel::GateCallbacks callbacks;
+  // Both arrive on the gate's thread: post to ours.
+  callbacks.decided = [weak = weak_from_this(), key](tunnel::GateAnswer answer) {
+    if (auto s = weak.lock()) {
+      boost::asio::post(s->ioc_,
+                        [s, key, answer = std::move(answer)] { s->gate_decided(key, answer); });
+    }
+  };
+  callbacks.lost = [weak = weak_from_this(), key](std::string why, bool taken_over) {
+    if (auto s = weak.lock()) {
+      boost::asio::post(s->ioc_, [s, key, why = std::move(why), taken_over] {
+        s->end_forward(key, why, taken_over);
+      });
+    }
+  };
+  f.gate_pending = true;
+  f.gate_ticket = ctx_->claim_gate->claim(
+      tunnel::GateClaim{f.hostname, o.key_fingerprint, o.pool_group, o.pool, o.takeover, id_},
+      std::move(callbacks));
+  return true;
+}
+
+void Session::gate_decided(std::size_t key, const tunnel::GateAnswer& answer) {
+  Forward* f = forwards_.find(key);
+  if (f == nullptr || !f->gate_pending) {
+    return;
+  }
+  f->gate_pending = false;
+  info_dirty_ = true;
+  if (answer.verdict == tunnel::GateVerdict::won) {
+    terminal_.write(forwards_.banner_for(*f), false);
+    return;
+  }
+  if (answer.verdict == tunnel::GateVerdict::same_key_held && !f->waiting) {
+    // As on one node: the key's other session (on another node) keeps the name until it ends.
+    f->registration = {};
+    f->gate_ticket.reset();
+    f->waiting = true;
+    ctx_->log->info(
+        "forward.waiting conn=s{} name={} reason=\"held by another session of "
+        "the same key on another node\"",
+        id_, f->hostname);
+    terminal_.write("snigate: waiting for " + f->hostname +
+                        ": another session of your key holds it; it moves here the moment that "
+                        "session ends (or run `tls --takeover` to move it now)",
+                    true);
+    return;
+  }
+  if (answer.verdict == tunnel::GateVerdict::same_key_held) {
+    f->registration = {};
+    f->gate_ticket.reset();
+    return;  // still waiting: the tick tries again
+  }
+  ctx_->stats->forwards_refused++;
+  ctx_->log->warn("forward.refuse conn=s{} name={} reason=\"{}\"", id_, f->hostname,
+                  answer.message);
+  terminal_.write("snigate: cannot forward " + f->hostname + ": " + answer.message, true);
+  forwards_.remove(key, "refused");
+  end_if_nothing_served();
+  request_pump();
 }
 
 // ---- direct-tcpip: ssh -L / -W to internal endpoints (direct_channel.*) -----------------
 
 void Session::on_direct_tcpip(ssh_message msg) {
+  // Counted like every other channel open (the per-second request budget), answered or not.
+  const bool within_budget = request_allowed();
   if (!key_ || (state_ != State::authenticated && state_ != State::ready)) {
     ssh_message_reply_default(msg);
     return;
   }
   direct_.open(msg, session_.get(), *key_,
                boost::asio::ip::tcp::endpoint(peer_address_, peer_port_),
-               !terminal_.exists() && forwards_.empty() && direct_.size() == 0);
+               !terminal_.exists() && forwards_.empty() && direct_.size() == 0, within_budget);
   request_pump();  // the refusal (if any) is written after the pump
 }
 
@@ -784,10 +1054,16 @@ void Session::on_global_request(ssh_message msg) {
       }
       break;
     case SSH_GLOBAL_REQUEST_KEEPALIVE:
-      // Once this callback is installed, client keepalives are ours to answer.
-      ssh_message_global_request_reply_success(msg, 0);
+      // Once this callback is installed, client keepalives are ours to answer (over the
+      // request budget with a refusal, which a keepalive client takes as an answer too).
+      if (request_allowed()) {
+        ssh_message_global_request_reply_success(msg, 0);
+      } else {
+        ssh_message_reply_default(msg);
+      }
       break;
     default:
+      request_allowed();  // refused either way: only counted
       ssh_message_reply_default(msg);
       break;
   }
@@ -830,14 +1106,17 @@ void Session::handle_tcpip_forward(ssh_message msg) {
     return;
   }
   Forward& f = *p.forward;
-  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key);
+  f.endpoint = std::make_shared<ForwardEndpoint>(weak_from_this(), p.key, id_);
+  f.buffered = std::make_shared<tunnel::BufferBudget>(kEndpointBufferBudget);
   if (state_ == State::ready) {
     // Added after the command (e.g. with ~C): claim now, with the session's options.
     if (const std::string refusal = forwards_.claim(p.key, f, claim_options()); !refusal.empty()) {
       refuse_forward(msg, address, port, refusal);
       return;
     }
-    terminal_.write(forwards_.banner_for(f), false);
+    if (!gate_claim(p.key, f)) {
+      terminal_.write(forwards_.banner_for(f), false);
+    }
   }
   ssh_message_global_request_reply_success(msg, static_cast<std::uint16_t>(f.bind_port));
   forwards_.add(p.key, std::move(f));
@@ -861,7 +1140,20 @@ void Session::handle_cancel_forward(ssh_message msg) {
 // ---- public connections ----------------------------------------------------------------
 
 void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) {
-  // Runs on the accepting thread: move the socket to this session's io_context.
+  // Runs on the accepting thread: move the socket (or the relay stream) to this session's
+  // io_context.
+  if (conn.stream) {
+    if (!conn.stream->detach()) {
+      return;
+    }
+    boost::asio::post(ioc_,
+                      [self = shared_from_this(), forward_key, conn = std::move(conn)]() mutable {
+                        if (conn.stream->attach(self->ioc_)) {
+                          self->start_bridge(forward_key, std::move(conn));
+                        }
+                      });
+    return;
+  }
   boost::system::error_code ec;
   // TCP from the public port, or a local pair end from a teammate's ssh -L (direct_channel.*).
   const auto protocol = conn.socket.local_endpoint(ec).protocol();
@@ -890,10 +1182,10 @@ tunnel::EndpointLabel Session::label_for(const Forward& f) const {
 
 void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection conn) {
   Forward* f = forwards_.find(forward_key);
-  if (f == nullptr || state_ != State::ready) {
+  if (f == nullptr || state_ != State::ready || f->gate_pending) {
     // The endpoint went away between routing and now (names are only claimed once ready, so
-    // any other state is a session just ending).
-    tunnel::send_alert_and_close(conn.socket, gw::kAlertUnrecognizedName);
+    // any other state is a session just ending), or the cluster has not given it the name yet.
+    conn.alert_and_close(gw::kAlertUnrecognizedName);
     return;
   }
   if (std::string why; !access_.permits(conn.client.address(), &why)) {
@@ -916,20 +1208,24 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
     return;
   }
   ctx_->tunnel_log->debug("bridge.start conn=t{} s={} sni={}", conn.id, id_, conn.server_name);
-  auto channel =
-      std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address, f->bind_port,
-                                         conn.client.address().to_string(), conn.client.port());
-  boost::system::error_code ec;
-  conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+  const tunnel::BufferBudgets budgets{f->buffered, key_budget_};
+  auto channel = std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address,
+                                                    f->bind_port, conn.client.address().to_string(),
+                                                    conn.client.port(), budgets);
+  if (!conn.stream) {
+    boost::system::error_code ec;
+    conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+  }
   const tunnel::ConnectionStart start = conn.start();
   auto bridge = std::make_shared<tunnel::Bridge>(
-      tunnel::Bridge::Socket(std::move(conn.socket)), std::move(conn.peeked), start, label_for(*f),
-      std::move(channel), bridge_config_, ctx_->stats, ctx_->tunnel_log,
+      conn.take_stream(), std::move(conn.peeked), start, label_for(*f), std::move(channel),
+      bridge_config_, ctx_->stats, ctx_->tunnel_log,
       [weak = weak_from_this(), forward_key](const tunnel::ConnectionClosed& ev) {
         if (auto self = weak.lock()) {
           self->bridge_closed(forward_key, ev);
         }
-      });
+      },
+      budgets);
   bridges_.emplace(bridge->id(), BridgeEntry{bridge, forward_key});
   ++f->open_connections;
   info_dirty_ = true;
@@ -943,10 +1239,9 @@ void Session::refuse_routed(tunnel::IncomingConnection conn, const Forward& f, c
                          conn.server_name, ip, why);
   std::size_t sent = 0;
   if (alert) {
-    sent = tunnel::send_alert_and_close(conn.socket, *alert);
+    sent = conn.alert_and_close(*alert);
   } else {
-    boost::system::error_code ec;
-    conn.socket.close(ec);
+    conn.close();
   }
   const auto label = label_for(f);
   ctx_->events->emit(tunnel::connection_closed(conn.start(), &label, conn.peeked.size(), sent,
@@ -1174,6 +1469,7 @@ void Session::finish_close() {
   boost::system::error_code ec;
   fd_watch_.close(ec);
   tick_.cancel();
+  resume_.cancel();
   ctx_->log->info("session.close conn=s{} peer={} reason=\"{}\"{}", id_, peer_, close_reason_,
                   was_open ? "" : " (before auth)");
 }

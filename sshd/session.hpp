@@ -87,6 +87,8 @@ class Session final : public SessionHandle,
   void on_global_request(ssh_message msg);
   /// A direct-tcpip open (ssh -L / -W to an internal endpoint): decided and answered now.
   void on_direct_tcpip(ssh_message msg);
+  /// ChannelHost: public, as libssh's message callback (a trampoline) counts requests too.
+  bool request_allowed() override;
 
  private:
   // ChannelHost (this thread)
@@ -98,6 +100,8 @@ class Session final : public SessionHandle,
   bool input_processed() const override { return input_processed_; }
   void count_open_in_flight(int delta) override;
   void channel_violation(const char* what) override;
+  void note_data_packet() override { ++data_packets_; }
+  void note_data_sent(std::size_t n) override { data_sent_earning_ += n; }
 
   void handle_tcpip_forward(ssh_message msg);
   void handle_cancel_forward(ssh_message msg);
@@ -111,6 +115,10 @@ class Session final : public SessionHandle,
   void after_pump();
   void arm_waits();
   void on_tick();
+  /// Adds a turn's messages without data to this second's count; over the budget, pauses the
+  /// session's input until the second is over.
+  void charge_control_messages(std::uint64_t n, std::chrono::steady_clock::time_point now);
+  void arm_resume();
 
   // Lifecycle.
   void set_state(State next);
@@ -120,6 +128,13 @@ class Session final : public SessionHandle,
   /// key's other session holds); tells the user what was refused.
   void claim_forwards();
   ClaimOptions claim_options() const;
+  /// Cluster mode: after the local claim, asks the cluster registry too; the banner (or the
+  /// refusal) follows in gate_decided(). False on a single node (nothing to wait for).
+  bool gate_claim(std::size_t key, Forward& f);
+  void gate_decided(std::size_t key, const tunnel::GateAnswer& answer);
+  /// Ends one forward, telling the user `why` after its URL (taken over, or lost in the
+  /// cluster); ends the session when it was the last.
+  void end_forward(std::size_t key, const std::string& why, bool taken_over);
   /// Ends the session: it has no endpoint left and none to wait for.
   void end_if_nothing_served();
   /// Ends the session with `why` shown to the user; `reason` goes to session_ended.
@@ -140,6 +155,10 @@ class Session final : public SessionHandle,
   void refuse_routed(tunnel::IncomingConnection conn, const Forward& f, const char* refusal,
                      std::optional<std::uint8_t> alert, const std::string& why);
   void bridge_closed(std::size_t forward_key, const tunnel::ConnectionClosed& ev);
+  /// While an endpoint's or the key's BufferBudget is over: closes this session's connections
+  /// whose public clients stopped reading, longest stalled first, until it holds. True when
+  /// some budget was over.
+  bool enforce_buffer_budgets();
   tunnel::EndpointLabel label_for(const Forward& f) const;
 
   boost::asio::io_context& ioc_;
@@ -153,6 +172,15 @@ class Session final : public SessionHandle,
   State state_ = State::key_exchange;
   StartupTable::Slot startup_;  ///< held while key_exchange or authenticating
 
+  /// libssh counts the packets it reads here (ssh_set_counters): declared before session_,
+  /// which points at it, so it outlives it.
+  ssh_counter_struct packets_{};
+  std::uint64_t data_packets_ = 0;  ///< channel data packets among them (note_data_packet)
+  std::chrono::steady_clock::time_point control_window_start_;
+  std::uint64_t control_messages_ = 0;   ///< this second's messages without data
+  std::uint64_t control_earned_ = 0;     ///< this second's allowance earned by channel opens
+  std::uint64_t data_sent_earning_ = 0;  ///< channel data bytes sent to the client this second
+  std::chrono::steady_clock::time_point paused_until_;  ///< input not read before this
   // libssh handles: session_ first, so the channels (owned by it) are freed before it.
   SshSessionPtr session_;
   SshEventPtr event_;
@@ -163,10 +191,12 @@ class Session final : public SessionHandle,
   bool write_armed_ = false;
   bool pump_posted_ = false;
   boost::asio::steady_timer tick_;
+  boost::asio::steady_timer resume_;  ///< ends a pause (charge_control_messages)
 
   UserChannel terminal_;  ///< the user's terminal (the session channel), if any
   ForwardTable forwards_;
   std::optional<keys::AuthorizedKey> key_;
+  std::shared_ptr<tunnel::BufferBudget> key_budget_;  ///< shared by the key's sessions
   std::optional<TlsCommand> command_;
   gw::AccessRule access_;  ///< from the command's --allow-cidr/--deny-cidr
   tunnel::BridgeConfig bridge_config_;
@@ -185,6 +215,7 @@ class Session final : public SessionHandle,
   std::uint64_t bytes_in_total_ = 0;
   std::uint64_t bytes_out_total_ = 0;
   PerSecondBudget forward_requests_;  ///< tcpip-forward + cancel requests
+  PerSecondBudget requests_;          ///< channel and global requests (request_allowed)
   std::chrono::system_clock::time_point started_wall_ = std::chrono::system_clock::now();
   bool info_dirty_ = true;
   mutable std::mutex info_mutex_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sshd/session_handle.hpp"
+#include "tunnel/buffer_budget.hpp"
 
 namespace gw::sshd {
 
@@ -41,6 +42,31 @@ class SessionDirectory {
     std::size_t n = 0;
     for (const auto& [id, e] : sessions_) {
       n += e.fingerprint == fingerprint ? e.endpoints : 0;
+    }
+    return n;
+  }
+  /// The buffer budget every session of this key shares (made with `limit` by the first one;
+  /// kept while some session holds it).
+  std::shared_ptr<tunnel::BufferBudget> key_budget(const std::string& fingerprint,
+                                                   std::size_t limit) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(budgets_, [](const auto& kv) { return kv.second.expired(); });
+    auto& weak = budgets_[fingerprint];
+    auto budget = weak.lock();
+    if (!budget) {
+      budget = std::make_shared<tunnel::BufferBudget>(limit);
+      weak = budget;
+    }
+    return budget;
+  }
+  /// Bytes every key's connections hold buffered (each connection counts against its key's).
+  std::int64_t buffered_bytes() const {
+    std::lock_guard lock(mutex_);
+    std::int64_t n = 0;
+    for (const auto& [fp, weak] : budgets_) {
+      if (const auto b = weak.lock()) {
+        n += b->held();
+      }
     }
     return n;
   }
@@ -77,6 +103,7 @@ class SessionDirectory {
   };
   mutable std::mutex mutex_;
   std::unordered_map<std::uint64_t, Entry> sessions_;
+  std::unordered_map<std::string, std::weak_ptr<tunnel::BufferBudget>> budgets_;
 };
 
 }  // namespace gw::sshd

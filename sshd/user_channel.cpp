@@ -3,14 +3,16 @@
 #include <libssh/callbacks.h>
 
 namespace gw::sshd {
-namespace {
 
-int pty_cb(ssh_session, ssh_channel, const char*, int, int, int, int, void*) {
-  return 0;  // accept, so interactive users get no "PTY allocation failed" warning
+int UserChannel::on_pty(ssh_session, ssh_channel, const char*, int, int, int, int, void* self) {
+  // Accepted (and ignored), so interactive users get no "PTY allocation failed" warning; within
+  // the session's request budget, like every request a client can repeat at will.
+  return static_cast<UserChannel*>(self)->host_.request_allowed() ? 0 : -1;
 }
-int pty_resize_cb(ssh_session, ssh_channel, int, int, int, int, void*) { return 0; }
 
-}  // namespace
+int UserChannel::on_pty_resize(ssh_session, ssh_channel, int, int, int, int, void* self) {
+  return static_cast<UserChannel*>(self)->host_.request_allowed() ? 0 : -1;
+}
 
 ssh_channel UserChannel::open(ssh_session session) {
   if (channel_ != nullptr) {
@@ -23,8 +25,8 @@ ssh_channel UserChannel::open(ssh_session session) {
   callbacks_.userdata = this;
   callbacks_.channel_exec_request_function = &UserChannel::on_exec;
   callbacks_.channel_shell_request_function = &UserChannel::on_shell;
-  callbacks_.channel_pty_request_function = pty_cb;
-  callbacks_.channel_pty_window_change_function = pty_resize_cb;
+  callbacks_.channel_pty_request_function = &UserChannel::on_pty;
+  callbacks_.channel_pty_window_change_function = &UserChannel::on_pty_resize;
   callbacks_.channel_data_function = &UserChannel::on_data;
   callbacks_.channel_close_function = &UserChannel::on_close;
   ssh_callbacks_init(&callbacks_);
@@ -58,6 +60,7 @@ int UserChannel::on_shell(ssh_session s, ssh_channel c, void* self) {
 int UserChannel::on_data(ssh_session, ssh_channel, void* data, std::uint32_t len, int, void* self) {
   // With a pty, Ctrl-C and Ctrl-D arrive as bytes: treat them as "I'm done".
   auto* u = static_cast<UserChannel*>(self);
+  u->host_.note_data_packet();
   const auto* p = static_cast<const unsigned char*>(data);
   for (std::uint32_t i = 0; i < len; ++i) {
     if (p[i] == 0x03 || p[i] == 0x04) {

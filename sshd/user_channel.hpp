@@ -56,6 +56,8 @@ class UserChannel {
 
  private:
   static int on_exec(ssh_session, ssh_channel, const char* command, void* self);
+  static int on_pty(ssh_session, ssh_channel, const char* term, int, int, int, int, void* self);
+  static int on_pty_resize(ssh_session, ssh_channel, int, int, int, int, void* self);
   static int on_shell(ssh_session, ssh_channel, void* self);
   static int on_data(ssh_session, ssh_channel, void* data, std::uint32_t len, int, void* self);
   static void on_close(ssh_session, ssh_channel, void* self);

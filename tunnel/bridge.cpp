@@ -1,15 +1,13 @@
 #include "tunnel/bridge.hpp"
 
 #include <spdlog/logger.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <boost/asio/post.hpp>
 #include <cassert>
-#include <cerrno>
 
-#include "tunnel/tls_alert.hpp"
+#include "common/tls_alert.hpp"
 
 namespace gw::tunnel {
 namespace {
@@ -61,11 +59,11 @@ bool channel_may_move(Bridge::ChannelState from, Bridge::ChannelState to) {
 
 }  // namespace
 
-Bridge::Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart start,
-               EndpointLabel label, std::shared_ptr<Channel> channel, const BridgeConfig& config,
-               std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
-               OnClosed on_closed)
-    : socket_(std::move(socket)),
+Bridge::Bridge(std::unique_ptr<PublicStream> stream, std::vector<std::byte> peeked,
+               ConnectionStart start, EndpointLabel label, std::shared_ptr<Channel> channel,
+               const BridgeConfig& config, std::shared_ptr<BridgeStats> stats,
+               std::shared_ptr<spdlog::logger> log, OnClosed on_closed, BufferBudgets budgets)
+    : stream_(std::move(stream)),
       start_(std::move(start)),
       label_(std::move(label)),
       channel_(std::move(channel)),
@@ -73,10 +71,9 @@ Bridge::Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart sta
       stats_(std::move(stats)),
       log_(std::move(log)),
       on_closed_(std::move(on_closed)),
-      up_pending_(std::move(peeked)) {
-  last_up_ = last_down_ = open_sent_ = std::chrono::steady_clock::now();
-  boost::system::error_code ec;
-  socket_.non_blocking(true, ec);
+      up_pending_(std::move(peeked)),
+      down_held_(std::move(budgets)) {
+  last_up_ = last_down_ = open_sent_ = last_drained_ = std::chrono::steady_clock::now();
 }
 
 Bridge::~Bridge() = default;
@@ -188,21 +185,21 @@ void Bridge::pull_up() {
       channel_->want_writable();
       return;
     }
-    boost::system::error_code ec;
-    const std::size_t n = socket_.read_some(boost::asio::buffer(scratch(), kScratchBytes), ec);
-    if (ec == boost::asio::error::would_block) {
+    const auto r = stream_->read_some(std::span<std::byte>(scratch(), kScratchBytes));
+    if (r.status == PublicStream::Io::would_block) {
       arm_read();
       return;
     }
-    if (ec == boost::asio::error::eof) {
+    if (r.status == PublicStream::Io::eof) {
       set_up(UpState::eof_pending);
       send_up_eof();
       return;
     }
-    if (ec) {
+    if (r.status != PublicStream::Io::ok) {
       finish("client_reset");
       return;
     }
+    const std::size_t n = r.bytes;
     last_up_ = std::chrono::steady_clock::now();
     count_up(n);
     const auto w = channel_->write(std::span<const std::byte>(scratch(), n));
@@ -221,7 +218,7 @@ void Bridge::pull_up() {
     moved += n;
   }
   // Budget spent with data still flowing: continue after others had their turn.
-  boost::asio::post(socket_.get_executor(), [self = shared_from_this()] { self->pull_up(); });
+  boost::asio::post(stream_->executor(), [self = shared_from_this()] { self->pull_up(); });
 }
 
 void Bridge::send_up_eof() {
@@ -238,13 +235,12 @@ void Bridge::send_up_eof() {
 
 void Bridge::arm_read() {
   read_armed_ = true;
-  socket_.async_wait(Socket::wait_read,
-                     [self = shared_from_this()](const boost::system::error_code& ec) {
-                       self->read_armed_ = false;
-                       if (!ec) {
-                         self->pull_up();
-                       }
-                     });
+  stream_->wait_readable([self = shared_from_this()](bool ready) {
+    self->read_armed_ = false;
+    if (ready) {
+      self->pull_up();
+    }
+  });
 }
 
 // ---- down: channel -> public socket ----------------------------------------------------
@@ -258,14 +254,14 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
   std::size_t sent = 0;
   if (down_pending_.empty()) {
     // Fast path: straight from the channel's buffer to the socket, no copy of ours.
-    const ssize_t n =
-        ::send(socket_.native_handle(), data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    const auto r = stream_->write_some(data);
+    if (r.status == PublicStream::Io::error || r.status == PublicStream::Io::eof) {
       set_down(DownState::closed);  // the public client is gone
       finish_later("client_reset");
       return data.size();
     }
-    sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+    sent = r.status == PublicStream::Io::ok ? r.bytes : 0;
+    last_drained_ = last_down_;  // it was keeping up: a stall, if any, starts now
   }
   const std::size_t room = config_.down_buffer_cap > down_pending_.size()
                                ? config_.down_buffer_cap - down_pending_.size()
@@ -274,6 +270,7 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
   down_pending_.insert(down_pending_.end(), data.begin() + static_cast<std::ptrdiff_t>(sent),
                        data.begin() + static_cast<std::ptrdiff_t>(sent + keep));
   count_down(sent + keep);
+  update_held();
   if (sent + keep < data.size()) {
     down_refused_ = true;
   }
@@ -285,13 +282,12 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
 
 void Bridge::arm_write() {
   write_armed_ = true;
-  socket_.async_wait(Socket::wait_write,
-                     [self = shared_from_this()](const boost::system::error_code& ec) {
-                       self->write_armed_ = false;
-                       if (!ec) {
-                         self->flush_down();
-                       }
-                     });
+  stream_->wait_writable([self = shared_from_this()](bool ready) {
+    self->write_armed_ = false;
+    if (ready) {
+      self->flush_down();
+    }
+  });
 }
 
 void Bridge::flush_down() {
@@ -304,21 +300,22 @@ void Bridge::flush_down() {
   }
   for (;;) {
     while (!down_pending_.empty()) {
-      boost::system::error_code ec;
-      const std::size_t n = socket_.write_some(boost::asio::buffer(down_pending_), ec);
-      if (ec == boost::asio::error::would_block) {
+      const auto r = stream_->write_some(down_pending_);
+      if (r.status == PublicStream::Io::would_block) {
         if (!write_armed_) {
           arm_write();
         }
         return;
       }
-      if (ec) {
+      if (r.status != PublicStream::Io::ok) {
         finish("client_reset");
         return;
       }
-      last_down_ = std::chrono::steady_clock::now();
+      const std::size_t n = r.bytes;
+      last_down_ = last_drained_ = std::chrono::steady_clock::now();
       down_pending_.erase(down_pending_.begin(),
                           down_pending_.begin() + static_cast<std::ptrdiff_t>(n));
+      update_held();
     }
     if (!down_refused_ || channel_state_ != ChannelState::open) {
       break;
@@ -334,8 +331,7 @@ void Bridge::flush_down() {
   }
   std::vector<std::byte>().swap(down_pending_);
   if (down_ == DownState::eof_pending || (peer_closed_channel_ && down_ == DownState::open)) {
-    boost::system::error_code ec;
-    socket_.shutdown(Socket::shutdown_send, ec);
+    stream_->shutdown_send();
     set_down(DownState::shutdown_sent);
   }
   maybe_finish();
@@ -408,7 +404,7 @@ void Bridge::finish_later(const char* reason) {
     return;
   }
   finish_posted_ = true;
-  boost::asio::post(socket_.get_executor(),
+  boost::asio::post(stream_->executor(),
                     [self = shared_from_this(), reason] { self->finish(reason); });
 }
 
@@ -419,10 +415,9 @@ void Bridge::finish(const char* reason) {
   finished_ = true;
   std::uint64_t alert_bytes = 0;
   if (channel_state_ == ChannelState::failed) {
-    alert_bytes = send_alert_and_close(socket_, gw::kAlertInternalError);
+    alert_bytes = stream_->alert_and_close(gw::kAlertInternalError);
   } else {
-    boost::system::error_code ec;
-    socket_.close(ec);
+    stream_->close();
   }
   count_down(alert_bytes);
   if (up_ != UpState::closed) {
@@ -436,6 +431,7 @@ void Bridge::finish(const char* reason) {
   set_channel(ChannelState::released);
   std::vector<std::byte>().swap(up_pending_);
   std::vector<std::byte>().swap(down_pending_);
+  update_held();
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start_.accepted_at)
                       .count();

@@ -13,6 +13,11 @@
 //        shutdown(send).
 // Memory per connection is bounded by the cap plus what the channel holds, whatever the peers
 // do; an idle connection holds no transfer buffer (reads go through a per-thread scratch).
+// What the down buffer holds also counts against the endpoint's and key's BufferBudgets
+// (tunnel/buffer_budget.hpp); the owner closes stalled connections when one is over.
+//
+// The public side is a PublicStream (tunnel/public_stream.hpp): the visitor's socket, or on a
+// cluster owner node the relay's TLS stream; the pump is the same for both.
 //
 // Runs on the socket's thread only; knows nothing of SSH. Deliberately no retries: a channel
 // the far end refuses gets a TLS internal_error alert and the connection ends. Deadlines are
@@ -26,12 +31,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "common/histogram.hpp"
+#include "tunnel/buffer_budget.hpp"
 #include "tunnel/channel.hpp"
 #include "tunnel/events.hpp"
+#include "tunnel/public_stream.hpp"
 
 namespace spdlog {
 class logger;
@@ -70,11 +78,19 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   /// label). The bridge may still be on the stack: the owner must not destroy it from inside.
   using OnClosed = std::function<void(const ConnectionClosed&)>;
 
-  /// `peeked`: bytes already read from the socket (the ClientHello), sent up first.
+  /// `peeked`: bytes already read from the stream (the ClientHello), sent up first.
+  Bridge(std::unique_ptr<PublicStream> stream, std::vector<std::byte> peeked, ConnectionStart start,
+         EndpointLabel label, std::shared_ptr<Channel> channel, const BridgeConfig& config,
+         std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
+         OnClosed on_closed, BufferBudgets budgets = {});
+  /// The same over a plain socket (the single-node path).
   Bridge(Socket socket, std::vector<std::byte> peeked, ConnectionStart start, EndpointLabel label,
          std::shared_ptr<Channel> channel, const BridgeConfig& config,
          std::shared_ptr<BridgeStats> stats, std::shared_ptr<spdlog::logger> log,
-         OnClosed on_closed);
+         OnClosed on_closed, BufferBudgets budgets = {})
+      : Bridge(std::make_unique<SocketStream>(std::move(socket)), std::move(peeked),
+               std::move(start), std::move(label), std::move(channel), config, std::move(stats),
+               std::move(log), std::move(on_closed), std::move(budgets)) {}
   ~Bridge() override;
   Bridge(const Bridge&) = delete;
   Bridge& operator=(const Bridge&) = delete;
@@ -96,6 +112,14 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   std::size_t down_buffered() const { return down_pending_.size(); }
   /// True while the bridge took less than the channel offered and waits to resume it.
   bool down_refused() const { return down_refused_; }
+  /// Since when the public client has taken none of the bytes we hold for it; nullopt while
+  /// we hold none (then it is keeping up).
+  std::optional<std::chrono::steady_clock::time_point> stalled_since() const {
+    if (down_pending_.empty()) {
+      return std::nullopt;
+    }
+    return last_drained_;
+  }
 
  private:
   // ChannelHandler
@@ -122,8 +146,10 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   void set_channel(ChannelState next);
   void count_up(std::uint64_t n);
   void count_down(std::uint64_t n);
+  /// After down_pending_ changed: its size to the budgets.
+  void update_held() { down_held_.set(down_pending_.size()); }
 
-  Socket socket_;
+  std::unique_ptr<PublicStream> stream_;
   ConnectionStart start_;
   EndpointLabel label_;
   std::shared_ptr<Channel> channel_;
@@ -149,6 +175,8 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   std::chrono::steady_clock::time_point open_sent_;
   std::chrono::steady_clock::time_point last_up_;
   std::chrono::steady_clock::time_point last_down_;
+  std::chrono::steady_clock::time_point last_drained_;  ///< the socket last took bytes
+  HeldBytes down_held_;                                 ///< down_pending_, to the budgets
 };
 
 }  // namespace gw::tunnel

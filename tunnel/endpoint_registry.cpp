@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "tunnel/claim_decision.hpp"
+
 namespace gw::tunnel {
 
 Registration::Registration(Registration&& other) noexcept
@@ -60,16 +62,14 @@ std::string EndpointRegistry::nesting_refusal(const std::string& name,
   std::string refusal;
   routes_.for_each_wildcard_above(name, [&](const std::string& wildcard, const Entry& e) {
     if (refusal.empty() && other_key(e)) {
-      refusal = name + " is under " + wildcard +
-                ", which another key's session holds: pick a name outside it";
+      refusal = nested_under(name, wildcard);
     }
   });
   if (refusal.empty() && name.starts_with("*.")) {
     const std::string under = name.substr(1);  // ".a.test" for "*.a.test"
     routes_.for_each([&](std::string_view held, const Entry& e) {
       if (refusal.empty() && held != name && held.ends_with(under) && other_key(e)) {
-        refusal = name + " would cover " + std::string(held) +
-                  ", which another key's session holds: pick a narrower name";
+        refusal = nested_over(name, held);
       }
     });
   }
@@ -109,45 +109,33 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
     result.registration = Registration(shared_from_this(), request.name, token);
     return result;
   }
-  const bool all_pool =
+  HoldersView view;
+  view.empty = false;
+  view.all_pool =
       std::all_of(e->holders.begin(), e->holders.end(), [](const Holder& h) { return h.pool; });
-  const bool all_same_key = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
+  view.all_same_key = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
     return h.key_fingerprint == request.key_fingerprint;
   });
-  const bool same_group = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
+  view.all_same_group = std::all_of(e->holders.begin(), e->holders.end(), [&](const Holder& h) {
     return h.pool_group == request.pool_group;
   });
-  if (request.pool && all_pool && same_group) {
-    e->holders.push_back(std::move(holder));
-    result.registration = Registration(shared_from_this(), request.name, token);
-    return result;
-  }
-  if (request.takeover && all_same_key) {
-    for (auto& h : e->holders) {
-      if (auto ep = h.endpoint.lock()) {
-        result.displaced.push_back(std::move(ep));
+  ClaimDecision decision = decide_claim(request.name, request.pool, request.takeover, view);
+  switch (decision.verdict) {
+    case ClaimVerdict::replace:
+      for (auto& h : e->holders) {
+        if (auto ep = h.endpoint.lock()) {
+          result.displaced.push_back(std::move(ep));
+        }
       }
-    }
-    e->holders.clear();
-    e->holders.push_back(std::move(holder));
-    result.registration = Registration(shared_from_this(), request.name, token);
-    return result;
-  }
-  if (request.takeover) {
-    result.refusal = request.name + " is held by another key: --takeover only moves a name " +
-                     "between sessions of the same key";
-  } else if (request.pool && all_pool) {
-    result.refusal = request.name + " is pooled by another key, and only keys given the name " +
-                     "in authorized_keys (permitlisten) may pool it together";
-  } else if (request.pool) {
-    result.refusal = request.name + " is in use by a session that did not pass --pool";
-  } else if (all_pool) {
-    result.refusal = request.name + " is pooled by other sessions: add --pool to share it";
-  } else if (all_same_key) {
-    result.refusal =
-        request.name + " is in use by another session of your key: add --takeover to move it here";
-  } else {
-    result.refusal = request.name + " is already in use by another session (pick another name)";
+      e->holders.clear();
+      [[fallthrough]];
+    case ClaimVerdict::add:
+      e->holders.push_back(std::move(holder));
+      result.registration = Registration(shared_from_this(), request.name, token);
+      break;
+    case ClaimVerdict::refuse:
+      result.refusal = std::move(decision.refusal);
+      break;
   }
   return result;
 }
@@ -175,6 +163,32 @@ Route EndpointRegistry::route(std::string_view server_name) const {
     }
   }
   return out;
+}
+
+std::shared_ptr<TunnelEndpoint> EndpointRegistry::find_held_by(std::string_view server_name,
+                                                               std::uint64_t session_id) const {
+  std::vector<std::shared_ptr<TunnelEndpoint>> holders;
+  {
+    std::lock_guard lock(mutex_);
+    const Entry* e = routes_.find(server_name);
+    // Internal names are this node's only (never in the cluster registry): nothing is relayed
+    // to them, even if a stale route at the ingress still names a session that now holds one.
+    if (e == nullptr || e->holders.empty() || e->holders.front().internal) {
+      return nullptr;
+    }
+    for (const Holder& h : e->holders) {
+      if (auto ep = h.endpoint.lock()) {
+        holders.push_back(std::move(ep));
+      }
+    }
+  }
+  // session_id() is the endpoint's own code: called outside the lock.
+  for (auto& ep : holders) {
+    if (ep->session_id() == session_id) {
+      return ep;
+    }
+  }
+  return nullptr;
 }
 
 std::size_t EndpointRegistry::size() const {

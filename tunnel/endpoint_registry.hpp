@@ -101,6 +101,11 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
   /// As find(), with the binding and holders of the name that matched: the public listener
   /// refuses internal ones with their own reason, direct-tcpip opens check who may reach them.
   Route route(std::string_view server_name) const;
+  /// The holder of the route `server_name` wins whose session_id() is `session_id`, or null:
+  /// a relayed connection goes to the pool member the ingress chose, not the next in turn.
+  /// Null for an internal name (internal endpoints are never relayed to).
+  std::shared_ptr<TunnelEndpoint> find_held_by(std::string_view server_name,
+                                               std::uint64_t session_id) const;
 
   std::size_t size() const;  ///< names held
 

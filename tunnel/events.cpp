@@ -30,6 +30,7 @@ ConnectionClosed connection_closed(const ConnectionStart& start, const EndpointL
   ev.internal = start.internal;
   ev.client_session_id = start.client_session_id;
   ev.client_key_fingerprint = start.client_key_fingerprint;
+  ev.ingress_node = start.ingress_node;
   return ev;
 }
 

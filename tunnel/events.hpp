@@ -55,6 +55,8 @@ struct ConnectionClosed {
   /// SSH address). 0 / empty otherwise.
   std::uint64_t client_session_id = 0;
   std::string client_key_fingerprint{};
+  /// Cluster mode: the node the visitor reached when it was relayed here; empty otherwise.
+  std::string ingress_node;
 };
 
 /// A public connection as the router accepted it: what every ConnectionClosed starts from.
@@ -65,7 +67,8 @@ struct ConnectionStart {
   std::string server_name;  ///< empty until the ClientHello named one
   std::chrono::steady_clock::time_point accepted_at{};
   SystemTime accepted_wall{};
-  bool internal = false;  ///< see ConnectionClosed::internal and the two below
+  std::string ingress_node;  ///< cluster mode: the node that relayed it here; empty otherwise
+  bool internal = false;     ///< see ConnectionClosed::internal and the two below
   std::uint64_t client_session_id = 0;
   std::string client_key_fingerprint{};
 };

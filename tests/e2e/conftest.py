@@ -76,7 +76,7 @@ UPSTREAM_NAMES = (
 )
 
 BANNER_RE = re.compile(r"Forwarding (tls://[A-Za-z0-9.*:\-\[\]]+)")
-READY_RE = re.compile(r"serve\.ready ssh=127\.0\.0\.1:(\d+) tls=127\.0\.0\.1:(\d+)")
+READY_RE = re.compile(r"serve\.ready ssh=127\.0\.[01]\.\d+:(\d+) tls=127\.0\.[01]\.\d+:(\d+)")
 READY_ADMIN_RE = re.compile(r"serve\.ready [^\n]*\badmin=127\.0\.0\.1:(\d+)")
 
 
@@ -146,7 +146,7 @@ class Pki:
         self.dir = directory
         self.ca_key = directory / "ca.key"
         self.ca = directory / "ca.pem"
-        self._leaves: dict[tuple[str, ...], tuple[Path, Path]] = {}
+        self._leaves: dict[tuple[tuple[str, ...], str], tuple[Path, Path]] = {}
         self._lock = threading.Lock()
         run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-keyout", str(self.ca_key), "-out", str(self.ca), "-days", "3",
@@ -154,18 +154,19 @@ class Pki:
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
 
-    def leaf(self, names: Iterable[str]) -> tuple[Path, Path]:
-        """(cert, key) for a certificate whose SANs are exactly `names` (cached)."""
+    def leaf(self, names: Iterable[str], usage: str = "serverAuth") -> tuple[Path, Path]:
+        """(cert, key) for a certificate whose SANs are exactly `names` (cached); `usage`: its
+        extendedKeyUsage (the cluster relay's node certificates are "serverAuth,clientAuth")."""
         key = tuple(sorted(set(names)))
         with self._lock:
-            if key in self._leaves:
-                return self._leaves[key]
+            if (key, usage) in self._leaves:
+                return self._leaves[(key, usage)]
             base = self.dir / f"leaf{len(self._leaves)}"
             ext = base.with_suffix(".ext")
             ext.write_text(
                 "basicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\n"
+                f"extendedKeyUsage={usage}\n"
                 "subjectAltName=" + ",".join(f"DNS:{n}" for n in key) + "\n")
             run([OPENSSL, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                  "-nodes", "-keyout", str(base.with_suffix(".key")), "-out",
@@ -173,8 +174,8 @@ class Pki:
             run([OPENSSL, "x509", "-req", "-in", str(base.with_suffix(".csr")), "-CA", str(self.ca),
                  "-CAkey", str(self.ca_key), "-set_serial", str(random.getrandbits(62)), "-days", "3",
                  "-extfile", str(ext), "-out", str(base.with_suffix(".pem"))])
-            self._leaves[key] = (base.with_suffix(".pem"), base.with_suffix(".key"))
-            return self._leaves[key]
+            self._leaves[(key, usage)] = (base.with_suffix(".pem"), base.with_suffix(".key"))
+            return self._leaves[(key, usage)]
 
     def client_context(self) -> ssl.SSLContext:
         """Verifying client context: our CA only, hostname checked."""
@@ -229,8 +230,10 @@ class Gateway:
 
     def __init__(self, directory: Path, keys: SshKeys, authorized_keys: str | None = "default",
                  args: Iterable[str] = (), state_dir: Path | None = None,
-                 admin_listen: str = "off", env: dict[str, str] | None = None):
+                 admin_listen: str = "off", env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1"):
         self.dir = directory
+        self.host = host  # the address it listens on (cluster tests: 127.0.1.x, one per node)
         self.keys = keys
         self.state_dir = state_dir or directory / "state"
         self.authorized_keys = directory / "authorized_keys"
@@ -253,8 +256,8 @@ class Gateway:
 
     def command(self) -> list[str]:
         return [SNIGATE_BIN, "serve",
-                "--ssh-listen", "127.0.0.1:0",
-                "--tls-listen", "127.0.0.1:0",
+                "--ssh-listen", f"{self.host}:0",
+                "--tls-listen", f"{self.host}:0",
                 "--admin-listen", self.admin_listen,
                 "--state-dir", str(self.state_dir),
                 "--authorized-keys", str(self.authorized_keys),
@@ -289,7 +292,7 @@ class Gateway:
         assert pub.exists(), f"host key {pub} not written (DESIGN 3: OpenSSH format in STATE_DIR)"
         fields = pub.read_text().split()
         assert len(fields) >= 2 and fields[0] == "ssh-ed25519", f"odd host key file: {fields[:2]}"
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {fields[0]} {fields[1]}\n")
+        self.known_hosts.write_text(f"[{self.host}]:{self.ssh_port} {fields[0]} {fields[1]}\n")
 
     def log_text(self) -> str:
         return read_text(self.log) + read_text(self.out)
@@ -326,7 +329,7 @@ class Gateway:
     def probe(self, name: str, timeout: float = 5.0) -> bytes:
         """Sends a real ClientHello for `name`; returns the first bytes of the answer (b'' = closed)."""
         return raw_exchange(self.tls_port, [client_hello(name)], read_timeout=timeout,
-                            max_bytes=7, stop_after=7).data
+                            max_bytes=7, stop_after=7, host=self.host).data
 
     def routed(self, name: str) -> bool:
         """True once a ClientHello for `name` gets a ServerHello (a handshake record) back."""
@@ -517,7 +520,7 @@ class Tunnel:
         args += list(extra)
         if command is None:
             args.append("-N")
-        args.append(f"{user}@127.0.0.1")
+        args.append(f"{user}@{gateway.host}")
         if command:  # "" = no command at all: OpenSSH sends a shell request
             args.append(command)
         self.args = args
@@ -667,10 +670,11 @@ class RawResult:
 
 
 def raw_exchange(port: int, chunks: Iterable[bytes], read_timeout: float = 5.0, pause: float = 0.0,
-                 max_bytes: int = 1 << 20, stop_after: int | None = None) -> RawResult:
-    """Connects to 127.0.0.1:port, sends each chunk (pausing between them), then reads until the
+                 max_bytes: int = 1 << 20, stop_after: int | None = None,
+                 host: str = "127.0.0.1") -> RawResult:
+    """Connects to host:port, sends each chunk (pausing between them), then reads until the
     peer closes, `stop_after` bytes arrived, or `read_timeout` passes."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = socket.create_connection((host, port), timeout=10)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     data = bytearray()
     closed = reset = False
@@ -907,9 +911,12 @@ class HttpAnswer:
     peer_cert_san: tuple
 
 
-def https_get(port: int, name: str, ctx: ssl.SSLContext, timeout: float = 20.0) -> HttpAnswer:
-    """GET / with Python's ssl, certificate and hostname verified against the test CA."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+def https_get(port: int, name: str, ctx: ssl.SSLContext, timeout: float = 20.0,
+              host: str = "127.0.0.1", source: str | None = None) -> HttpAnswer:
+    """GET / with Python's ssl, certificate and hostname verified against the test CA; from
+    the address `source` when given (a visitor the events can tell from the gateway's own)."""
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as raw:
         with ctx.wrap_socket(raw, server_hostname=name) as s:
             s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             data = bytearray()
@@ -1218,15 +1225,16 @@ def _finish_gateway(gw: Gateway, request) -> list[str]:
 @pytest.fixture
 def gateway_factory(tmp_path, keys, request):
     """gateway_factory(authorized_keys="default"|TEXT|None, args=[...], start=True, state_dir=None,
-    admin_listen="off"|"127.0.0.1:0", env={...}). authorized_keys None: no file at all."""
+    admin_listen="off"|"127.0.0.1:0", env={...}, host="127.0.0.1"). authorized_keys None: no file
+    at all."""
     made: list[Gateway] = []
 
     def make(authorized_keys: str | None = "default", args: Iterable[str] = (),
              start: bool = True, state_dir: Path | None = None, admin_listen: str = "off",
-             env: dict[str, str] | None = None) -> Gateway:
+             env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Gateway:
         d = tmp_path / f"gw{len(made)}"
         d.mkdir()
-        gw = Gateway(d, keys, authorized_keys, args, state_dir, admin_listen, env)
+        gw = Gateway(d, keys, authorized_keys, args, state_dir, admin_listen, env, host)
         made.append(gw)
         request.node._snigate_gateways = made
         return gw.start() if start else gw

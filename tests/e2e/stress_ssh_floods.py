@@ -7,17 +7,21 @@ with a real TLS client, as everywhere."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import socket
 import threading
 import time
 
 import paramiko
-from paramiko.common import (cMSG_CHANNEL_DATA, cMSG_GLOBAL_REQUEST, cMSG_SERVICE_REQUEST,
-                             cMSG_USERAUTH_REQUEST)
+import pytest
+from paramiko.common import (MSG_CHANNEL_FAILURE, MSG_CHANNEL_SUCCESS, cMSG_CHANNEL_DATA,
+                             cMSG_CHANNEL_REQUEST, cMSG_CHANNEL_WINDOW_ADJUST, cMSG_GLOBAL_REQUEST,
+                             cMSG_SERVICE_REQUEST, cMSG_USERAUTH_REQUEST)
 
 from conftest import client_hello, fwd, https_get, read_events, wait_for
-from stresslib import (KiB, MiB, Proc, figures, median, metrics, percentile,  # noqa: F401
-                       scaled, stress_gateway, timed_ms)
+from stresslib import (SANITIZED, KiB, MiB, Proc, figures, median, metrics,  # noqa: F401
+                       percentile, scaled, stress_gateway, timed_ms)
 
 NAME = "app.alice.test"
 
@@ -247,3 +251,124 @@ def test_client_sending_past_the_window_loses_the_channel(gateway_factory, keys,
     figures("gateway RSS growth", growth / KiB, "MiB", "<= 8", growth <= 8 * KiB, memory=True)
     assert reason == "window_violation"
     assert metrics(gw)["snigate_channel_violations_total"] >= 1
+
+
+def env_request(chanid: int):
+    def build(m: paramiko.Message) -> None:
+        m.add_byte(cMSG_CHANNEL_REQUEST)
+        m.add_int(chanid)
+        m.add_string("env")
+        m.add_boolean(True)  # want-reply: every one is answered (refused)
+        m.add_string("LC_FLOOD")
+        m.add_string("x")
+    return build
+
+
+def window_adjust(chanid: int):
+    def build(m: paramiko.Message) -> None:
+        m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+        m.add_int(chanid)
+        m.add_int(1)  # the smallest step: 4 billion of them before the window could overflow
+    return build
+
+
+FLOODS = {"env": env_request, "window_adjust": window_adjust}
+
+
+def reading_flooders(port: int, key_path: str, kind: str, k: int, seconds: float, pipe) -> None:
+    """In a process of its own (multiprocessing, spawn): k authenticated sessions, each with a
+    forward and a running `tls` on its session channel, that read everything the gateway sends
+    and flood `kind` on that channel for `seconds`. Apart from the test process so its GIL
+    (which the upstream and the legitimate client need) is not what the flood measures. Sends
+    "ready", then the number of messages sent. Niced: a real attacker's CPU is not the
+    gateway's host's, and on a 2-core machine a flooder at full speed would mostly measure
+    itself competing with the gateway and the legitimate client."""
+    os.nice(10)
+    hostiles, builders = [], []
+    for i in range(k):
+        h = Hostile(port)
+        h.auth(key_path)
+        h.t.request_port_forward(f"flood{i}.alice.test", 443)
+        ch = h.t.open_session()
+        ch.exec_command("tls")
+        # paramiko closes a channel whose request was refused: keep it open, ignore answers.
+        table = dict(h.t._channel_handler_table)
+        table[MSG_CHANNEL_FAILURE] = lambda chan, m: None
+        table[MSG_CHANNEL_SUCCESS] = lambda chan, m: None
+        h.t._channel_handler_table = table
+        hostiles.append(h)
+        builders.append(FLOODS[kind](ch.remote_chanid))
+    pipe.send("ready")
+    pipe.recv()  # go
+    floods = [h.flood(b, seconds=seconds, max_count=50_000_000) for h, b in zip(hostiles, builders)]
+    for f in floods:
+        f.join(15)
+    pipe.send(sum(f.sent for f in floods))
+    for h in hostiles:
+        h.close()
+
+
+@pytest.mark.parametrize("kind", sorted(FLOODS))
+def test_reading_client_flooding_channel_messages_gets_bounded_work(gateway_factory, upstream,
+                                                                    client_ctx, keys, figures,
+                                                                    kind):
+    # Proves: authenticated sessions that DO read (so the output gate never closes) and flood
+    # their session channel with want-reply `env` requests, or with tiny WINDOW_ADJUSTs (which
+    # need no answer at all), get a bounded amount of work per turn of their I/O thread
+    # (kControlMessagesPerTurn), a per-second message budget and a per-second request budget
+    # (refusals counted), so the legitimate tunnel's round trip stays within 2x idle + 5 ms
+    # and the gateway's memory within 64 MiB. Before: p50 59 ms (env) and 36 ms (adjusts),
+    # the gateway at 50-80 % of a core.
+    k = scaled(full=4, ci=2)
+    sc = Scene(gateway_factory, upstream, client_ctx, 0)
+    get, proc, baseline, rss0 = sc.get, sc.proc, sc.baseline, sc.rss0
+    seconds = scaled(full=10, ci=5)
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=reading_flooders,
+                        args=(sc.gw.ssh_port, str(keys.path("alice")), kind, k, seconds, theirs),
+                        daemon=True)
+    child.start()
+    try:
+        assert ours.poll(60) and ours.recv() == "ready", "the flooders did not get ready"
+        wait_for(lambda: all(f"flood{i}.alice.test" in sc.gw.log_text() for i in range(k)), 10,
+                 "the flooders' forwards")
+        m0 = metrics(sc.gw)
+        ours.send("go")
+        time.sleep(1.0)  # let the flood build up before measuring (load, not synchronisation)
+        cpu0, t0 = proc.cpu_seconds(), time.monotonic()
+        during = timed_ms(get, 40)
+        cpu = (proc.cpu_seconds() - cpu0) / max(0.001, time.monotonic() - t0)
+        rss_peak = proc.settled_rss_kib()
+        assert ours.poll(seconds + 30), "the flooders did not finish"
+        sent = ours.recv()
+        m1 = metrics(sc.gw)
+    finally:
+        child.join(20)
+        if child.is_alive():
+            child.kill()
+    after = timed_ms(get, 20)
+    rss1 = proc.settled_rss_kib()
+    ok = round_trips(figures, f"{kind} flood", baseline, during)
+    delta = {n: m1.get(n, 0) - m0.get(n, 0) for n in ("snigate_ssh_requests_refused_total",
+                                                       "snigate_ssh_sessions_paused_total")}
+    figures(f"{kind}-flooding sessions (reading their answers)", k, "")
+    figures("messages sent (all sessions)", sent, "")
+    figures("gateway CPU during the flood", cpu * 100, "% of a core", "<= 40", cpu <= 0.4)
+    figures("requests refused past the budget (counted)",
+            delta["snigate_ssh_requests_refused_total"], "")
+    figures("sessions paused for the message budget (counted)",
+            delta["snigate_ssh_sessions_paused_total"], "")
+    figures("gateway RSS during vs before", (rss_peak - rss0) / KiB, "MiB", "<= 64",
+            rss_peak - rss0 <= 64 * KiB, memory=True)
+    figures("gateway RSS after vs before", (rss1 - rss0) / KiB, "MiB", "<= 8",
+            rss1 - rss0 <= 8 * KiB, memory=True)
+    back = median(after) <= 2 * median(baseline) + 5
+    figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
+    assert ok and back and (cpu <= 0.4 or SANITIZED)
+    assert rss_peak - rss0 <= 64 * KiB or SANITIZED
+    # The budgets acted (counted): requests refused over 100 a second, and sessions paused over
+    # their message budget (window adjusts need no answer, so only the pause can stop them).
+    if kind == "env":
+        assert delta["snigate_ssh_requests_refused_total"] > 0
+    assert delta["snigate_ssh_sessions_paused_total"] > 0

@@ -398,6 +398,33 @@ TEST(Config, KeysAreOptions) {
 
 // Proves the table is complete: every row can be set by its flag, its variable and its file
 // key to the same value, shows that value back, and is in --help with its metavariable.
+/// Cluster options are valid only together (cli.cpp check_cluster): the flags that make a row of
+/// theirs acceptable alone, without the row itself.
+std::vector<std::string> cluster_companions(std::string_view key) {
+  const std::vector<std::pair<std::string, std::string>> all = {
+      {"cluster_etcd", "http://127.0.0.1:7"},
+      {"node_id", "seven"},
+      {"relay_listen", "127.0.0.2:7"},
+      {"cluster_ca", "/ca"},
+      {"cluster_cert", "/cert"},
+      {"cluster_key", "/key"}};
+  const bool relay = key == "relay_listen" || key == "relay_advertise" ||
+                     key.starts_with("cluster_c") || key == "cluster_key";
+  const bool cluster =
+      relay || key == "node_id" || key == "cluster_etcd" || key == "cluster_lease_ttl";
+  std::vector<std::string> out;
+  for (const auto& [k, v] : all) {
+    if (!cluster || k == key || (!relay && k != "cluster_etcd" && k != "node_id")) {
+      continue;
+    }
+    std::string flag = "--" + k;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    out.push_back(flag);
+    out.push_back(v);
+  }
+  return out;
+}
+
 TEST(Settings, EveryRowWorksThroughEveryLayer) {
   const std::string usage = usage_text();
   for (const SettingSpec& s : settings()) {
@@ -410,21 +437,30 @@ TEST(Settings, EveryRowWorksThroughEveryLayer) {
     EXPECT_NE(usage.find("  " + flag + " " + std::string(s.metavar)), std::string::npos);
     // A value each kind accepts (within every row's range): what the flag sets, the others
     // set too.
-    const std::string value = s.kind == ValueKind::list      ? "127.0.0.1:7"
+    const std::string value = s.metavar == "CIDR"            ? "10.0.0.0/8"
+                              : s.kind == ValueKind::list    ? "127.0.0.1:7"
                               : s.key == "admin_listen"      ? "127.0.0.2:7"
                               : s.key == "log_level"         ? "warn"
                               : s.key == "domain"            ? "seven.test"
+                              : s.key == "cluster_etcd"      ? "http://127.0.0.1:7"
+                              : s.key == "node_id"           ? "seven"
+                              : s.key.starts_with("relay_")  ? "127.0.0.2:7"
                               : s.kind == ValueKind::integer ? "7"
                                                              : "/seven";
-    const auto by_flag = parse({"serve", flag, value});
+    const std::vector<std::string> companions = cluster_companions(s.key);
+    const auto with = [&](std::vector<std::string> args) {
+      args.insert(args.end(), companions.begin(), companions.end());
+      return args;
+    };
+    const auto by_flag = parse(with({"serve", flag, value}));
     ASSERT_EQ(by_flag.error, "");
     EXPECT_EQ(by_flag.origins.at(std::string(s.key)), "flag");
-    const auto by_env = parse({"serve"}, {{env_name(s.key), value}});
+    const auto by_env = parse(with({"serve"}), {{env_name(s.key), value}});
     ASSERT_EQ(by_env.error, "");
     EXPECT_EQ(by_env.origins.at(std::string(s.key)), "env " + env_name(s.key));
     const std::string toml = std::string(s.key) + " = " +
                              (s.kind == ValueKind::integer ? value : "\"" + value + "\"") + "\n";
-    const auto by_file = parse({"serve", "--config", "f.toml"}, {}, {{"f.toml", toml}});
+    const auto by_file = parse(with({"serve", "--config", "f.toml"}), {}, {{"f.toml", toml}});
     ASSERT_EQ(by_file.error, "");
     EXPECT_EQ(by_file.origins.at(std::string(s.key)), "f.toml:1");
     EXPECT_EQ(s.show(by_flag.config), s.show(by_env.config));
@@ -433,6 +469,22 @@ TEST(Settings, EveryRowWorksThroughEveryLayer) {
       EXPECT_EQ(s.show(by_flag.config), std::vector<std::string>{value});
     }
   }
+}
+
+// Proves --trusted-proxy takes CIDRs and bare addresses (stored normalised), is repeatable
+// and refuses anything else naming the option.
+TEST(Settings, TrustedProxyIsACidrList) {
+  const auto r =
+      parse({"serve", "--trusted-proxy", "10.1.2.3/8", "--trusted-proxy", "2001:DB8::1"});
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.config.trusted_proxy, (std::vector<std::string>{"10.1.2.3/8", "2001:db8::1/128"}));
+  EXPECT_EQ(parse({"serve"}, {{"SNIGATE_TRUSTED_PROXY", "10.0.0.1, 10.0.0.2"}})
+                .config.trusted_proxy.size(),
+            2u);
+  EXPECT_EQ(parse({"serve", "--trusted-proxy", "lb.example.com"}).error,
+            "snigate: --trusted-proxy: expected an address or CIDR (10.0.0.0/8, 2001:db8::/32), "
+            "got \"lb.example.com\"");
+  EXPECT_TRUE(parse({"serve"}).config.trusted_proxy.empty());
 }
 
 // Proves the flags each subcommand takes come from the table's scopes: hostkey takes only
@@ -481,6 +533,39 @@ TEST(Settings, HelpLinesFromTheTable) {
   }
   EXPECT_EQ(settings_help(kHostkey, false).find("--domain"), std::string::npos);
   EXPECT_NE(settings_help(kServe, true).find("--max-sessions-per-key N"), std::string::npos);
+}
+
+// Proves the cluster options are refused apart from cluster mode and without their companions,
+// each with one line naming the option and what to add.
+TEST(Settings, ClusterOptionsNeedEachOther) {
+  EXPECT_EQ(parse({"serve", "--node-id", "n1"}).error,
+            "snigate: --node-id is a cluster option: add --cluster-etcd http://HOST:PORT (cluster "
+            "mode), or drop it");
+  EXPECT_EQ(parse({"serve"}, {{"SNIGATE_CLUSTER_LEASE_TTL", "2"}}).error,
+            "snigate: --cluster-lease-ttl is a cluster option: add --cluster-etcd "
+            "http://HOST:PORT (cluster mode), or drop it");
+  EXPECT_EQ(parse({"serve", "--cluster-etcd", "http://127.0.0.1:2379"}).error,
+            "snigate: --cluster-etcd needs --node-id ID (a name unique to this node, e.g. its host "
+            "name)");
+  EXPECT_EQ(parse({"serve", "--cluster-etcd", "https://e:2379", "--node-id", "n1"}).error,
+            "snigate: --cluster-etcd: expected http://HOST:PORT (https is not supported: keep etcd "
+            "on a private network), got \"https://e:2379\"");
+  EXPECT_EQ(parse({"serve", "--cluster-etcd", "http://a:1,http://b:2", "--node-id", "n/1"}).error,
+            "snigate: --node-id: expected 1 to 64 letters, digits, '.', '_' or '-', got \"n/1\"");
+  EXPECT_NE(parse({"serve", "--cluster-etcd", "http://a:1", "--node-id", "n1", "--relay-listen",
+                   "0.0.0.0:9444"})
+                .error.find("--relay-listen needs --cluster-ca"),
+            std::string::npos);
+  EXPECT_EQ(
+      parse({"serve", "--cluster-etcd", "http://a:1", "--node-id", "n1", "--relay-listen",
+             "0.0.0.0:9444", "--cluster-ca", "c", "--cluster-cert", "c", "--cluster-key", "k"})
+          .error,
+      "snigate: --relay-listen 0.0.0.0:9444 listens on every address: add --relay-advertise "
+      "HOST:PORT (the address other nodes dial)");
+  const auto ok = parse({"serve", "--cluster-etcd", "http://a:1, http://[::1]:2", "--node-id", "n1",
+                         "--cluster-lease-ttl", "2"});
+  EXPECT_EQ(ok.error, "");
+  EXPECT_EQ(ok.config.cluster_lease_ttl, std::chrono::seconds(2));
 }
 
 }  // namespace

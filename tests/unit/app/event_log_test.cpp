@@ -164,6 +164,16 @@ TEST(Rfc3339, FormatsUtcWithMicroseconds) {
 
 // ---- events ---------------------------------------------------------------------------------
 
+// Proves a relayed connection's record (cluster mode, written by the owner) names the ingress.
+TEST(EventJson, ConnectionClosedNamesTheIngressNode) {
+  tunnel::ConnectionClosed ev;
+  ev.client_ip = "203.0.113.9";
+  ev.close_reason = "closed";
+  ev.ingress_node = "node-1";
+  const auto v = json::parse(to_json(ev, "ev_1")).as_object();
+  EXPECT_EQ(v.at("object").at("conn").at("ingress_node"), "node-1");
+}
+
 tunnel::ConnectionClosed routed_connection() {
   tunnel::ConnectionClosed ev;
   ev.endpoint_id = "ep_12";
@@ -195,6 +205,7 @@ TEST(EventJson, ConnectionClosedRouted) {
   EXPECT_EQ(conn.at("client_ip"), "203.0.113.9");
   EXPECT_EQ(conn.at("client_port").as_int64(), 51234);
   EXPECT_EQ(conn.at("server_name"), "app.example.com");
+  EXPECT_TRUE(conn.at("ingress_node").is_null());  // reached this node itself
   EXPECT_EQ(conn.at("start_ts"), "2024-05-01T12:00:00.000000Z");
   EXPECT_EQ(conn.at("end_ts"), "2024-05-01T12:00:01.500000Z");
   EXPECT_EQ(conn.at("duration_ns").as_int64(), 1'500'000'000);

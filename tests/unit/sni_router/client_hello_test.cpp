@@ -16,9 +16,9 @@
 #include <string_view>
 #include <vector>
 
+#include "common/byte_reader.hpp"
 #include "common/tls_alert.hpp"
 #include "common/unique_handle.hpp"
-#include "sni_router/byte_reader.hpp"
 #include "sni_router/limits.hpp"
 
 namespace gw::sni {

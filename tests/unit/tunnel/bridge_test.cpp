@@ -106,7 +106,7 @@ std::vector<std::byte> bytes(std::size_t n, std::uint8_t seed) {
 
 class BridgeTest : public ::testing::Test {
  protected:
-  void make(std::vector<std::byte> peeked = {}) {
+  void make(std::vector<std::byte> peeked = {}, BufferBudgets budgets = {}) {
     Local::socket ours(ioc_);
     boost::asio::local::connect_pair(ours, client_);
     client_.non_blocking(true);
@@ -119,12 +119,13 @@ class BridgeTest : public ::testing::Test {
                           40000,
                           "app.example.test",
                           std::chrono::steady_clock::now(),
-                          std::chrono::system_clock::now()};
+                          std::chrono::system_clock::now(),
+                          {}};
     bridge_ = std::make_shared<Bridge>(
         Bridge::Socket(std::move(ours)), std::move(peeked), start,
         EndpointLabel{"ep_1", "tls://app.example.test", 3, "SHA256:x", "alice"}, channel_, config_,
         stats_, std::make_shared<spdlog::logger>("test"),
-        [this](const ConnectionClosed& ev) { records_.push_back(ev); });
+        [this](const ConnectionClosed& ev) { records_.push_back(ev); }, std::move(budgets));
     bridge_->start();
     check_invariants();
   }
@@ -312,6 +313,59 @@ TEST_F(BridgeTest, DownCapStopsConsumptionUntilTheClientReadsThenEverythingArriv
   EXPECT_GT(channel_->resumes, resumes_before);
   EXPECT_TRUE(channel_->held.empty());
   EXPECT_FALSE(bridge_->down_refused());
+}
+
+TEST_F(BridgeTest, WhatTheDownBufferHoldsCountsAgainstItsBudgetsUntilTheClientReads) {
+  auto endpoint = std::make_shared<BufferBudget>(64 * 1024);
+  auto key = std::make_shared<BufferBudget>(1 << 30);
+  make({}, BufferBudgets{endpoint, key});
+  channel_->open();
+  EXPECT_FALSE(bridge_->stalled_since()) << "holds nothing: keeping up";
+  const auto down = bytes(4 << 20, 9);
+  channel_->send(down);
+  settle();
+  EXPECT_EQ(endpoint->held(), static_cast<std::int64_t>(bridge_->down_buffered()));
+  EXPECT_EQ(key->held(), endpoint->held());
+  EXPECT_TRUE(endpoint->over()) << "256 KiB held against a 64 KiB budget";
+  EXPECT_FALSE(key->over());
+  ASSERT_TRUE(bridge_->stalled_since());
+  EXPECT_LE(*bridge_->stalled_since(), std::chrono::steady_clock::now());
+  std::vector<std::byte> got;
+  ASSERT_TRUE(drive(
+      [&] {
+        auto chunk = client_read_available();
+        got.insert(got.end(), chunk.begin(), chunk.end());
+        return got.size() == down.size();
+      },
+      20000));
+  EXPECT_EQ(endpoint->held(), 0);
+  EXPECT_FALSE(bridge_->stalled_since());
+  channel_->send(bytes(4 << 20, 10));
+  settle();
+  EXPECT_GT(key->held(), 0);
+  bridge_->abort("test");
+  EXPECT_EQ(endpoint->held(), 0) << "a finished connection gives its bytes back at once";
+  EXPECT_EQ(key->held(), 0);
+}
+
+TEST(HeldBytes, ReportsDifferencesToBothBudgetsAndGivesBackWhenGone) {
+  auto a = std::make_shared<BufferBudget>(100);
+  auto b = std::make_shared<BufferBudget>(1000);
+  {
+    HeldBytes one(BufferBudgets{a, b});
+    HeldBytes two(BufferBudgets{a, nullptr});
+    one.set(60);
+    two.set(50);
+    EXPECT_EQ(a->held(), 110);
+    EXPECT_EQ(b->held(), 60);
+    EXPECT_TRUE(a->over());
+    EXPECT_TRUE(one.over()) << "either budget over";
+    one.set(10);
+    EXPECT_EQ(a->held(), 60);
+    EXPECT_FALSE(one.over());
+  }
+  EXPECT_EQ(a->held(), 0);
+  EXPECT_EQ(b->held(), 0);
 }
 
 TEST_F(BridgeTest, IdleDeadlineEachWay) {

@@ -183,5 +183,28 @@ TEST(EndpointRegistry, RouteCarriesBindingAndHolders) {
   EXPECT_EQ(reg->find("app.alice.test"), c);
 }
 
+// Proves: find_held_by() answers the holder with the named session for a public name, and
+// nothing for an internal one (internal endpoints are this node's own: never relayed to).
+TEST(EndpointRegistry, FindHeldByNeverAnswersAnInternalName) {
+  struct SessionEndpoint : FakeEndpoint {
+    explicit SessionEndpoint(std::uint64_t id) : id(id) {}
+    std::uint64_t session_id() const override { return id; }
+    std::uint64_t id;
+  };
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto pub = std::make_shared<SessionEndpoint>(7);
+  auto internal = std::make_shared<SessionEndpoint>(8);
+  auto held_pub = reg->claim(ClaimRequest{"app.alice.test", pub, "fpA", false, false, ""});
+  ClaimRequest r{"app.internal", internal, "fpA", false, false, ""};
+  r.internal = true;
+  auto held_internal = reg->claim(r);
+  ASSERT_TRUE(held_pub.registration);
+  ASSERT_TRUE(held_internal.registration);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 7), pub);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 8), nullptr);
+  EXPECT_EQ(reg->find_held_by("app.internal", 8), nullptr);
+  EXPECT_EQ(reg->find("app.internal"), internal);  // still routed for ssh -L / -W
+}
+
 }  // namespace
 }  // namespace gw::tunnel

@@ -9,7 +9,7 @@
 #include <span>
 #include <string_view>
 
-namespace gw::sni {
+namespace gw {
 
 class ByteReader {
  public:
@@ -110,4 +110,4 @@ class ByteReader {
   std::size_t pos_ = 0;
 };
 
-}  // namespace gw::sni
+}  // namespace gw

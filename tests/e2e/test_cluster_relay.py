@@ -1,0 +1,144 @@
+"""Cluster mode, the relay (CLUSTER.md "Relay"): a visitor who lands on one node reaches a tunnel
+that lives on another, over mutual TLS between the nodes, against real processes (one etcd, nodes
+on 127.0.1.x with --relay-listen, real `ssh -R`, real TLS clients). The owner writes the one
+tcp_connection_closed record, with the visitor's address and the ingress node."""
+
+import ssl
+import time
+
+from clusterlib import cluster, etcd  # noqa: F401 (fixtures)
+from conftest import (fwd, free_closed_port, https_get, is_alert, metric, parse_prometheus,
+                      raw_exchange, client_hello, read_events, wait_for)
+from test_trusted_proxy import BALANCER, haproxy  # noqa: F401 (fixture)
+
+EVENTS = "events.jsonl"
+VISITOR = "127.0.0.9"  # the visitor's own source address: neither node's
+
+
+def keys_text(keys) -> str:
+    return f'permitlisten="*.alice.test:443" {keys.pub("alice")}\n'
+
+
+def relay_node(cluster, i, keys, args=(), **kw):
+    return cluster.node(i, relay=True, authorized_keys=keys_text(keys),
+                        args=["--event-log", EVENTS, *args], **kw)
+
+
+def closed_events(gw) -> list[dict]:
+    return [e for e in read_events(gw.dir / EVENTS) if e["event_type"] == "tcp_connection_closed.v0"]
+
+
+def test_visitor_on_another_node_reaches_the_tunnel(cluster, keys, upstream, client_ctx):
+    # Proves: a visitor at node 2 reaches alice's tunnel on node 1 through the relay, the
+    # certificate of her upstream verifies end to end (passthrough), and the one
+    # tcp_connection_closed record is the owner's, with the visitor's address (not node 2's) and
+    # node 2 named as the ingress; node 2 writes none. Both nodes count the relay.
+    n1 = relay_node(cluster, 1, keys, admin_listen="127.0.0.1:0")
+    n2 = relay_node(cluster, 2, keys, admin_listen="127.0.0.1:0")
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    wait_for(lambda: n2.routed("app.alice.test"), 10, "node 2 to route the name (its watch)")
+    answer = https_get(n2.tls_port, "app.alice.test", client_ctx, host=n2.host, source=VISITOR)
+    assert answer.status == 200 and answer.body.startswith("hello from upstream"), answer
+
+    def owner_record():
+        return [e for e in closed_events(n1) if e["object"]["conn"]["client_ip"] == VISITOR]
+    records = wait_for(owner_record, 10, "the owner's tcp_connection_closed record")
+    conn = records[0]["object"]["conn"]
+    assert conn["ingress_node"] == "n2", conn
+    assert conn["server_name"] == "app.alice.test" and conn["refusal_reason"] is None, conn
+    assert conn["bytes_in"] > 0 and conn["bytes_out"] > 0, conn
+    assert not [e for e in closed_events(n2) if e["object"]["conn"]["client_ip"] == VISITOR]
+    m2 = parse_prometheus(n2.admin("GET", "/metrics").body.decode())
+    m1 = parse_prometheus(n1.admin("GET", "/metrics").body.decode())
+    assert metric(m2, "snigate_relay_connections_total", direction="out") >= 1
+    assert metric(m1, "snigate_relay_connections_total", direction="in") >= 1
+
+
+def test_pool_spreads_over_nodes_through_the_relay(cluster, keys, upstream_factory, client_ctx):
+    # Proves: `tls --pool` members on nodes 1 and 2 both get visitors who all land on node 3
+    # (round-robin over the remote members), each answered by a real upstream.
+    n1, n2, n3 = (relay_node(cluster, i, keys) for i in (1, 2, 3))
+    up1, up2 = upstream_factory("http", "one"), upstream_factory("http", "two")
+    n1.tunnel([fwd("pool.alice.test", up1)], key="alice", command="tls --pool").start()
+    n2.tunnel([fwd("pool.alice.test", up2)], key="alice", command="tls --pool").start()
+    cluster.wait_holders("pool.alice.test", ["n1", "n2"], 10)
+    wait_for(lambda: n3.routed("pool.alice.test"), 10, "node 3 to route the pool")
+    seen = set()
+    deadline = time.monotonic() + 30
+    for _ in range(12):
+        if time.monotonic() > deadline:
+            break
+        body = https_get(n3.tls_port, "pool.alice.test", client_ctx, host=n3.host).body
+        seen.add(body.split()[2])
+    assert seen == {"one", "two"}, seen
+
+
+def test_unreachable_peer_gets_alert_80_and_nothing_moves(cluster, keys, upstream, client_ctx):
+    # Proves: when the owner's relay address can't be reached, the visitor at another node gets
+    # TLS alert 80 (internal_error) at once, counted as unreachable; the route stays the
+    # owner's, and the owner still serves its own visitors.
+    dead = f"127.0.1.1:{free_closed_port()}"
+    n1 = cluster.node(1, authorized_keys=keys_text(keys),
+                      args=cluster.relay_args(1, advertise=dead))
+    n2 = relay_node(cluster, 2, keys, admin_listen="127.0.0.1:0")
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    # Before node 2's watch has the route the answer is 112 (unknown name); then 80, at once.
+    def routed_answer():
+        t0 = time.monotonic()
+        r = raw_exchange(n2.tls_port, [client_hello("app.alice.test")], host=n2.host)
+        return None if is_alert(r.data, 112) else (r, time.monotonic() - t0)
+    r, took = wait_for(routed_answer, 10, "node 2 to route the name")
+    assert is_alert(r.data, 80), r
+    assert took < 3, took
+    m2 = parse_prometheus(n2.admin("GET", "/metrics").body.decode())
+    assert metric(m2, "snigate_relay_failures_total", side="out", reason="unreachable") >= 1
+    assert cluster.etcd.holders("app.alice.test") == ["n1"]
+    assert https_get(n1.tls_port, "app.alice.test", client_ctx, host=n1.host).status == 200
+
+
+def test_relay_without_a_cluster_certificate_is_refused(cluster, keys):
+    # Proves: a TLS client without a certificate under the cluster CA is refused on the relay
+    # port and counted; the node keeps serving.
+    n1 = relay_node(cluster, 1, keys, admin_listen="127.0.0.1:0")
+    import socket
+    ctx = ssl.create_default_context(cafile=str(cluster.pki.ca))
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.1.1", cluster.relay_ports[1]), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="n1") as s:
+                s.sendall(b"\r\n\r\n\0\r\nQUIT\n")
+                got = s.recv(1)
+        except (ssl.SSLError, OSError):
+            got = b""
+    assert got == b""
+
+    def counted():
+        m = parse_prometheus(n1.admin("GET", "/metrics").body.decode())
+        return metric(m, "snigate_relay_failures_total", side="in", reason="certificate") >= 1
+    wait_for(counted, 10, "the refused relay connection to be counted")
+
+
+def test_visitor_address_survives_haproxy_and_the_relay(cluster, keys, upstream, client_ctx,
+                                                        haproxy):
+    # Proves: with HAProxy in front of three nodes (round-robin, send-proxy-v2, the nodes trusting
+    # it with --trusted-proxy), a visitor's address survives both hops: the owner's records carry
+    # the visitor's own address for every request, whichever node it landed on, and name the
+    # ingress node for the relayed ones.
+    trust = ["--trusted-proxy", f"{BALANCER}/32"]
+    nodes = [relay_node(cluster, i, keys, args=trust) for i in (1, 2, 3)]
+    nodes[0].tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    front = haproxy([(n.host, n.tls_port) for n in nodes])
+    for n in nodes[1:]:
+        wait_for(lambda n=n: n.routed("app.alice.test"), 10, f"{n.host} to route the name")
+    for _ in range(6):
+        assert https_get(front, "app.alice.test", client_ctx, source=VISITOR).status == 200
+
+    def records():
+        got = [e["object"]["conn"] for e in closed_events(nodes[0])
+               if e["object"]["conn"]["client_ip"] == VISITOR]
+        return got if len(got) >= 6 else None
+    conns = wait_for(records, 15, "six records with the visitor's address on the owner")
+    assert {c["ingress_node"] for c in conns} == {None, "n2", "n3"}, conns
