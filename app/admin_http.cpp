@@ -60,6 +60,7 @@ std::string endpoint_json(const EndpointView& e) {
       .str("proto", e.proto)
       .str("created_at", e.created_at)
       .boolean("pool", e.pool)
+      .str("binding", e.binding)
       .num("session_id", e.session_id)
       .str("key_fingerprint", e.key_fingerprint)
       .str("key_name", e.key_name)

@@ -59,6 +59,7 @@ struct EndpointView {
   /// endpoint on another node its session there (this node has no counters for it).
   std::string node;
   std::string node_session;
+  std::string binding = "public";  ///< "internal": reached only through ssh -L / -W
 };
 
 /// One SSH session as GET /api/sessions shows it.

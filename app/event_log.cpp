@@ -71,7 +71,14 @@ std::string to_json(const tunnel::ConnectionClosed& ev, std::string_view event_i
       .str("close_reason", ev.close_reason)
       .str_or_null("refusal_reason", ev.refusal_reason)
       .str_or_null("ingress_node", ev.ingress_node)
-      .end();
+      .str("binding", tunnel::binding_name(ev.internal));
+  if (ev.internal) {
+    j.begin("client_session")
+        .num("id", ev.client_session_id)
+        .str_or_null("key_fingerprint", ev.client_key_fingerprint)
+        .end();
+  }
+  j.end();
   if (ev.endpoint_id.empty() && ev.endpoint_url.empty()) {
     j.null("endpoint");
   } else {
@@ -139,6 +146,7 @@ std::string to_json(const tunnel::EndpointCreated& ev, std::string_view event_id
       .str("url", ev.url)
       .str("proto", "tls")
       .boolean("pool", ev.pool)
+      .str("binding", tunnel::binding_name(ev.internal))
       .num("session_id", ev.session_id)
       .str_or_null("key_fingerprint", ev.key_fingerprint)
       .str_or_null("key_name", ev.key_name)

@@ -5,6 +5,7 @@
 #include "app/metrics.hpp"
 #include "cluster/relay_stats.hpp"
 #include "sshd/session_handle.hpp"
+#include "tunnel/events.hpp"
 
 namespace gw::app {
 
@@ -16,7 +17,8 @@ std::vector<EndpointView> GatewayBackend::endpoints() {
     for (const auto& e : info.endpoints) {
       out.push_back(EndpointView{e.id, e.url, "tls", rfc3339(e.created_at), e.pool, info.id,
                                  info.key_fingerprint, info.key_name, info.peer, e.open_connections,
-                                 e.bytes_in, e.bytes_out, node, ""});
+                                 e.bytes_in, e.bytes_out, node, "",
+                                 tunnel::binding_name(e.internal)});
     }
   }
   if (!cluster_) {
@@ -110,6 +112,7 @@ std::string GatewayBackend::metrics_text() {
   m.connections_accepted = tls.accepted;
   m.connections_refused = {
       {"no_route", tls.no_route},
+      {"internal_endpoint", tls.internal_only},
       {"no_sni", tls.no_sni},
       {"bad_sni", tls.bad_sni},
       {"not_tls", tls.not_tls},
@@ -124,6 +127,7 @@ std::string GatewayBackend::metrics_text() {
        tls.over_limit + ssh.connections_over_endpoint_limit + ssh.connections_over_open_limit},
   };
   m.connections_routed = tls.routed;
+  m.direct_refused = ssh.direct_refused;
   m.connections_active =
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
   m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));

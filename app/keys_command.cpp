@@ -455,6 +455,15 @@ std::string allowed_names(const keys::KeyOptions& o) {
   return s;
 }
 
+/// permitopen entries (internal endpoints the key may reach), for `keys list`.
+std::string open_text(const keys::KeyOptions& o) {
+  std::string s;
+  for (const auto& p : o.permit_open) {
+    s += (s.empty() ? "" : ",") + listen_text(p);
+  }
+  return s;
+}
+
 std::string expiry_text(const keys::KeyOptions& o) {
   if (!o.expiry_unix) {
     return "-";
@@ -691,9 +700,12 @@ int list(const Args& a, const Target& t, std::ostream& out, std::ostream& err) {
     out << "[";
     for (std::size_t i = 0; i < all.size(); ++i) {
       const auto& k = all[i];
-      std::vector<std::string> allow;
+      std::vector<std::string> allow, open;
       for (const auto& p : k.options.permit_listen) {
         allow.push_back(listen_text(p));
+      }
+      for (const auto& p : k.options.permit_open) {
+        open.push_back(listen_text(p));
       }
       out << (i ? "," : "")
           << JsonObject()
@@ -701,6 +713,7 @@ int list(const Args& a, const Target& t, std::ostream& out, std::ostream& err) {
                  .str("name", k.comment)
                  .str("type", k.type)
                  .str_array("allow", allow)
+                 .str_array("open", open)  // permitopen: internal endpoints it may reach
                  .str_array("from", k.options.from)
                  .boolean("port_forwarding", k.options.port_forwarding)
                  .str_or_null("expires", k.options.expiry_unix ? expiry_text(k.options) : "")
@@ -717,6 +730,8 @@ int list(const Args& a, const Target& t, std::ostream& out, std::ostream& err) {
     }
     out << k.fingerprint << "  " << (k.comment.empty() ? "-" : printable(k.comment, 100))
         << "  allow=" << printable(allowed_names(k.options), 400)
+        << (k.options.permit_open.empty() ? std::string()
+                                          : "  open=" + printable(open_text(k.options), 400))
         << "  from=" << (from.empty() ? "-" : printable(from, 400))
         << "  expires=" << expiry_text(k.options) << "  " << k.loc << "\n";
   }

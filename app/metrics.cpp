@@ -109,6 +109,11 @@ std::string render_metrics(const MetricsSnapshot& s) {
     w.sample("connections_refused_total", "reason=\"" + escape_label_value(reason) + "\"", n);
   }
   w.counter("connections_routed", "TLS connections handed to an endpoint.", s.connections_routed);
+  w.counter(
+      "direct_refused",
+      "ssh -L / -W channel opens to internal endpoints refused (no permitopen, another "
+      "key's name, a public or unknown name, restrict, the per-session limit or request budget).",
+      s.direct_refused);
   w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
   w.gauge("connections_pending", "TLS connections accepted whose ClientHello is still awaited.",
           s.connections_pending);

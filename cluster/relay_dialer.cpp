@@ -287,11 +287,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     }
     proxy::Header h;
     h.source = conn_.client;
-    boost::system::error_code ec;
-    h.destination = conn_.socket.local_endpoint(ec);
-    if (ec) {
-      h.destination = boost::asio::ip::tcp::endpoint(conn_.client.address(), 0);
-    }
+    h.destination = conn_.local_tcp_endpoint().value_or(
+        boost::asio::ip::tcp::endpoint(conn_.client.address(), 0));
     h.authority = conn_.server_name;
     h.unique_id = unique_id(dialer_->tls_->node_id(), conn_.id);
     h.route = proxy::RouteTlv{route_.session_id, route_.revision};

@@ -157,8 +157,8 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     std::vector<std::byte>().swap(buffer_);
     auto& ioc = static_cast<boost::asio::io_context&>(stream_->executor().context());
     endpoint->deliver(tunnel::IncomingConnection{
-        boost::asio::ip::tcp::socket(ioc), std::move(peeked), sni_, *h.source, id_, accepted_at_,
-        accepted_wall_, std::move(stream_), peer_node_});
+        boost::asio::generic::stream_protocol::socket(ioc), std::move(peeked), sni_, *h.source, id_,
+        accepted_at_, accepted_wall_, std::move(stream_), peer_node_});
   }
 
   /// The status byte. The first write after a handshake always fits in the socket buffer.

@@ -55,6 +55,10 @@ class KeysCategory final : public std::error_category {
                "no bits set past len)";
       case errc::too_many_permitlisten:
         return "too many permitlisten options";
+      case errc::bad_permitopen:
+        return "permitopen must be \"host:port\" with a port number or *";
+      case errc::too_many_permitopen:
+        return "too many permitopen options";
       case errc::missing_key_type:
         return "options but no key after them";
       case errc::unsupported_key_type:
@@ -348,18 +352,23 @@ std::optional<Failure> parse_options_into(std::string_view s, KeyOptions& out) {
         out.port_forwarding = true;
       }
       // The pty/agent/X11/user-rc family restricts sessions we never offer: accepted, ignored.
-    } else if (iequals(name, "permitlisten")) {
+    } else if (iequals(name, "permitlisten") || iequals(name, "permitopen")) {
+      // One grammar for both, as in OpenSSH's handle_permit(): "host:port", port a number or
+      // `*`. permitopen only records the list: like OpenSSH, it does not undo restrict or
+      // no-port-forwarding (port-forwarding after restrict does).
+      const bool listen = iequals(name, "permitlisten");
       if (!value) {
         return Failure{errc::missing_value, std::string(name)};
       }
       auto pl = parse_permitlisten(*value);
       if (!pl) {
-        return Failure{errc::bad_permitlisten, *value};
+        return Failure{listen ? errc::bad_permitlisten : errc::bad_permitopen, *value};
       }
-      if (out.permit_listen.size() >= kMaxPermitListen) {
-        return Failure{errc::too_many_permitlisten, {}};
+      auto& list = listen ? out.permit_listen : out.permit_open;
+      if (list.size() >= kMaxPermitListen) {
+        return Failure{listen ? errc::too_many_permitlisten : errc::too_many_permitopen, {}};
       }
-      out.permit_listen.push_back(std::move(*pl));
+      list.push_back(std::move(*pl));
     } else if (iequals(name, "from")) {
       if (!value) {
         return Failure{errc::missing_value, std::string(name)};

@@ -2,7 +2,7 @@
 // structs; parsing and authorisation are separate (expiry, from= and permitlisten are applied
 // by the callers that know the clock, the peer address and the requested name).
 // Deliberately doesn't support certificates (cert-authority, principals=), command=, environment=,
-// permitopen=, tunnel= or security-key types: an option or key type we don't implement rejects
+// tunnel= or security-key types: an option or key type we don't implement rejects
 // the line instead of being silently ignored, except OpenSSH's harmless session restrictions
 // (no-pty, no-agent-forwarding, no-X11-forwarding, no-user-rc) which we have nothing to apply to.
 #pragma once
@@ -38,6 +38,8 @@ enum class errc {
   bad_base64,             // not canonical padded base64
   key_type_mismatch,      // the blob's embedded type (or ECDSA curve) differs from the declared one
   malformed_blob,         // the blob's structure is wrong for its type
+  bad_permitopen,         // as bad_permitlisten, for permitopen
+  too_many_permitopen,    // more than kMaxPermitListen permitopen entries
 };
 
 const std::error_category& keys_category() noexcept;
@@ -53,6 +55,8 @@ struct PermitListen {
 
 struct KeyOptions {
   std::vector<PermitListen> permit_listen;
+  /// Internal endpoints the key may reach (ssh -L / -W); empty = only its own. Same grammar.
+  std::vector<PermitListen> permit_open;
   std::vector<std::string> from;            // patterns, one per list element, `!` kept
   std::optional<std::int64_t> expiry_unix;  // UTC seconds; the key is invalid from then on
   bool port_forwarding = true;

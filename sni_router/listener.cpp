@@ -224,7 +224,16 @@ class Peek : public std::enable_shared_from_this<Peek> {
         return;
       }
     }
-    auto endpoint = registry_->find(sni_);
+    tunnel::Route found = registry_->route(sni_);
+    if (found.internal) {
+      // Reached only through the gateway's SSH side: answered like an unknown name, so the
+      // public port says nothing about it; the event and the counter say why.
+      stats_->internal_only++;
+      refuse("internal_endpoint", "internal_endpoint", gw::kAlertUnrecognizedName,
+             "an internal endpoint: not routed from the public port (ssh -L / -W only)");
+      return;
+    }
+    auto endpoint = std::move(found.endpoint);
     if (!endpoint) {
       stats_->no_route++;
       refuse("no_route", "no_route", gw::kAlertUnrecognizedName, "no tunnel serves this name");

@@ -37,6 +37,7 @@ struct RouterStats {
   std::atomic<std::uint64_t> routed{0};
   std::atomic<std::uint64_t> relayed{0};  ///< of those, to another cluster node (cluster mode)
   std::atomic<std::uint64_t> no_route{0};
+  std::atomic<std::uint64_t> internal_only{0};  ///< an internal endpoint's name (ssh -L only)
   std::atomic<std::uint64_t> no_sni{0};
   std::atomic<std::uint64_t> bad_sni{0};
   std::atomic<std::uint64_t> not_tls{0};

@@ -43,6 +43,15 @@ ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, std::
       origin_port_(origin_port),
       held_bytes_(std::move(budgets)) {}
 
+ForwardedChannel::ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted,
+                                   tunnel::BufferBudgets budgets)
+    : host_(host),
+      session_(session),
+      channel_(accepted),
+      port_(0),
+      origin_port_(0),
+      held_bytes_(std::move(budgets)) {}
+
 ForwardedChannel::~ForwardedChannel() {
   // Normally settle() freed it; a channel still here belongs to a session being freed, whose
   // ssh_free() frees it (detach() forgot it), or was never started.
@@ -53,7 +62,10 @@ ForwardedChannel::~ForwardedChannel() {
 
 void ForwardedChannel::start(tunnel::ChannelHandler& handler) {
   handler_ = &handler;
-  channel_ = ssh_channel_new(session_);
+  const bool accepted = channel_ != nullptr;  // opened by the client: nothing to send
+  if (!accepted) {
+    channel_ = ssh_channel_new(session_);
+  }
   if (channel_ == nullptr) {
     state_ = State::failed;
     queue();  // reported from service(), never from inside start()
@@ -65,6 +77,12 @@ void ForwardedChannel::start(tunnel::ChannelHandler& handler) {
   callbacks_.channel_close_function = &ForwardedChannel::on_close_cb;
   ssh_callbacks_init(&callbacks_);
   ssh_set_channel_callbacks(channel_, &callbacks_);
+  if (accepted) {
+    state_ = State::open;
+    window_after_write_ = ssh_channel_window_size(channel_);
+    queue();  // on_channel_opened() from service(), never from inside start()
+    return;
+  }
   state_ = State::opening;
   host_.count_open_in_flight(+1);
   const int rc = poll_open();  // sends the open; a local client may even answer at once
@@ -266,8 +284,24 @@ void ForwardedChannel::resume_reading() {
   // libssh keeps what the handler refused and withholds the window; no new packet (and so no
   // callback) comes until we read. The read may run the data callback re-entrantly, which
   // offers the bytes ahead of the ones the read returns: order is kept either way.
+  //
+  // Everything libssh holds is taken in one read: after each read that leaves the window below
+  // 640 KB, libssh 0.10 tops it up to 1.28 MB whatever it still buffers, so reading 64 KB at a
+  // time let a consumer slower than the client grow libssh's buffer by up to 1.28 MB per read
+  // (past kMaxUnconsumed: the channel was closed as a window violation; seen with ssh -L
+  // uploads into a slower internal endpoint). One read per resume bounds it by the window.
   while (libssh_holds_data_ && handler_ != nullptr && channel_ != nullptr) {
-    const int n = ssh_channel_read_nonblocking(channel_, scratch(), kScratchBytes, 0);
+    const int avail = ssh_channel_poll(channel_, 0);  // may run the data callback re-entrantly
+    const std::size_t count =
+        std::max(avail > 0 ? static_cast<std::size_t>(avail) : 0, kScratchBytes);
+    std::vector<std::byte> big;  // only while a slow consumer let libssh hold more than 64 KB
+    std::byte* dest = scratch();
+    if (count > kScratchBytes) {
+      big.resize(count);
+      dest = big.data();
+    }
+    const int n =
+        ssh_channel_read_nonblocking(channel_, dest, static_cast<std::uint32_t>(count), 0);
     host_.after_channel_write();  // the read may have sent a window adjust
     if (n <= 0 || handler_ == nullptr) {
       libssh_holds_data_ = false;
@@ -276,7 +310,7 @@ void ForwardedChannel::resume_reading() {
       break;
     }
     libssh_held_ -= std::min(libssh_held_, static_cast<std::size_t>(n));
-    const auto got = std::span<const std::byte>(scratch(), static_cast<std::size_t>(n));
+    const auto got = std::span<const std::byte>(dest, static_cast<std::size_t>(n));
     const std::size_t taken = deliver(got);
     if (taken < got.size()) {
       held_.assign(got.begin() + static_cast<std::ptrdiff_t>(taken), got.end());

@@ -1,4 +1,6 @@
-// ForwardedChannel: a `forwarded-tcpip` channel to the ssh client, as a tunnel::Channel. All of
+// ForwardedChannel: a `forwarded-tcpip` channel to the ssh client, as a tunnel::Channel (or a
+// `direct-tcpip` channel the client opened and we accepted: the same data path, only without
+// the open; one class, so the sharp edges below are handled once). All of
 // libssh 0.10's sharp edges on the data path live here (shared/LIBSSH-NOTES.md):
 //   - the open is polled: ssh_channel_open_reverse_forward answers SSH_AGAIN until the client
 //     replies, and only the same call with the same arguments collects the answer;
@@ -70,6 +72,11 @@ class ForwardedChannel final : public tunnel::Channel,
   /// `budgets`: where the bytes it holds for the handler are counted.
   ForwardedChannel(ChannelHost& host, ssh_session session, std::string address, std::uint32_t port,
                    std::string origin, std::uint16_t origin_port,
+                   tunnel::BufferBudgets budgets = {});
+  /// A channel the client opened and we already accepted (direct-tcpip, ssh -L / -W): start()
+  /// only binds the handler and reports the open from service(). `accepted` is owned by
+  /// `session`, as any channel; `budgets` as above.
+  ForwardedChannel(ChannelHost& host, ssh_session session, ssh_channel accepted,
                    tunnel::BufferBudgets budgets = {});
   ~ForwardedChannel() override;
   ForwardedChannel(const ForwardedChannel&) = delete;

@@ -148,6 +148,7 @@ std::string ForwardTable::claim(std::size_t key, Forward& f, const ClaimOptions&
   request.pool = options.pool;
   request.takeover = options.takeover;
   request.pool_group = options.pool_group;
+  request.internal = options.internal || is_internal_name(f.hostname);
   tunnel::ClaimResult result = ctx_->registry->claim(std::move(request));
   if (!result.registration) {
     return result.refusal;
@@ -160,17 +161,20 @@ std::string ForwardTable::claim(std::size_t key, Forward& f, const ClaimOptions&
   f.id = "ep_" + std::to_string(ctx_->stats->next_endpoint_id++);
   f.created_at = std::chrono::system_clock::now();
   f.pool = options.pool;
-  ctx_->log->info("endpoint.created conn=s{} url={} id={} fp={} key=\"{}\" pool={} forward={}",
-                  session_id_, url_for(f), f.id, options.key_fingerprint,
-                  printable(options.key_name), f.pool, key);
+  f.internal = request.internal;
+  ctx_->log->info(
+      "endpoint.created conn=s{} url={} id={} fp={} key=\"{}\" pool={} binding={} forward={}",
+      session_id_, url_for(f), f.id, options.key_fingerprint, printable(options.key_name), f.pool,
+      tunnel::binding_name(f.internal), key);
   ctx_->events->emit(tunnel::EndpointCreated{f.id, url_for(f), session_id_, options.key_fingerprint,
-                                             options.key_name, f.pool, f.created_at});
+                                             options.key_name, f.pool, f.created_at, f.internal});
   return {};
 }
 
 std::string ForwardTable::url_for(const Forward& f) const {
   std::string url = "tls://" + f.hostname;
-  if (ctx_->advertise_port != 443) {
+  // An internal endpoint is opened as NAME:443 through the SSH port, whatever the TLS port.
+  if (ctx_->advertise_port != 443 && !f.internal) {
     url += ":" + std::to_string(ctx_->advertise_port);
   }
   return url;
@@ -178,7 +182,14 @@ std::string ForwardTable::url_for(const Forward& f) const {
 
 std::string ForwardTable::banner_for(const Forward& f) const {
   return "snigate: Forwarding " + url_for(f) + " -> your -R " + f.bind_address + ":" +
-         std::to_string(f.bind_port) + " target (TLS passes through untouched)";
+         std::to_string(f.bind_port) + " target (TLS passes through untouched)" +
+         (f.internal ? "\nsnigate: " + f.hostname +
+                           " is internal: not on the public port; teammates reach it with ssh -L "
+                           "PORT:" +
+                           f.hostname + ":443 (or -W " + f.hostname +
+                           ":443) to this "
+                           "gateway"
+                     : std::string());
 }
 
 std::vector<EndpointInfo> ForwardTable::infos() const {
@@ -186,7 +197,7 @@ std::vector<EndpointInfo> ForwardTable::infos() const {
   for (const auto& [key, f] : forwards_) {
     if (f.registration) {
       out.push_back(EndpointInfo{f.id, url_for(f), f.pool, f.created_at, f.open_connections,
-                                 f.bytes_in, f.bytes_out});
+                                 f.bytes_in, f.bytes_out, f.internal});
     }
   }
   return out;

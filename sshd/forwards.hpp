@@ -35,6 +35,9 @@ struct Forward {
   std::string id;  ///< "ep_<n>", for the API and events
   std::chrono::system_clock::time_point created_at;
   bool pool = false;
+  /// An internal endpoint (tls --internal, or a name under .internal): not routed from the
+  /// public port; teammates reach it with ssh -L / -W. Set when claimed.
+  bool internal = false;
   /// Another session of the same key holds the name: claimed the moment that one lets go.
   bool waiting = false;
   /// Cluster mode: the cluster registry's hold on the name (released with the forward), and
@@ -54,6 +57,7 @@ struct ClaimOptions {
   std::string key_name;
   bool pool = false;
   bool takeover = false;
+  bool internal = false;   ///< tls --internal
   std::string pool_group;  ///< see tunnel::ClaimRequest::pool_group
 };
 

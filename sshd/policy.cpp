@@ -2,6 +2,7 @@
 // branch that doesn't positively allow a forward refuses it with a sentence the user can act on.
 #include "sshd/policy.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "common/ascii.hpp"
@@ -84,11 +85,10 @@ bool is_unnamed_bind_address(std::string_view lowered) {
   return false;
 }
 
-bool port_allowed(const keys::PermitListen& entry, const ForwardPolicy& policy) {
+bool port_allowed(const keys::PermitListen& entry, std::uint16_t advertise_port) {
   // The request's port is already known to be 443, advertise_port or 0; those are one port as
   // far as the user is concerned, so an entry for any of them allows all three.
-  return !entry.port || *entry.port == 443 || *entry.port == policy.advertise_port ||
-         *entry.port == 0;
+  return !entry.port || *entry.port == 443 || *entry.port == advertise_port || *entry.port == 0;
 }
 
 bool host_allowed(const keys::PermitListen& entry, const tunnel::Hostname& host) {
@@ -137,7 +137,7 @@ const keys::AuthorizedKey* reserved_by(const tunnel::Hostname& host, const Forwa
   return nullptr;
 }
 
-std::string describe_permitlisten(const std::vector<keys::PermitListen>& entries) {
+std::string describe_permits(const std::vector<keys::PermitListen>& entries) {
   std::string out;
   constexpr std::size_t kShown = 5;
   for (std::size_t i = 0; i < entries.size() && i < kShown; ++i) {
@@ -167,6 +167,8 @@ std::string tls_help_text() {
          "options:\n"
          "  --allow-cidr CIDR  only clients in CIDR may connect (repeatable; IPv4 or IPv6)\n"
          "  --deny-cidr CIDR   refuse clients in CIDR (repeatable)\n"
+         "  --internal         an internal endpoint: not on the public port, reached with\n"
+         "                     ssh -L PORT:NAME:443 / ssh -W NAME:443 (so is any NAME.internal)\n"
          "  --pool             share NAME with other sessions that also pass --pool\n"
          "  --takeover         move NAME here from another session of the same key\n"
          "  --verbose          print one line per connection\n"
@@ -231,7 +233,8 @@ CommandResult parse_command(std::string_view command_line) {
       (name == "--allow-cidr" ? cmd.allow_cidr : cmd.deny_cidr).push_back(std::move(cidr));
       continue;
     }
-    bool* flag = name == "--pool"                     ? &cmd.pool
+    bool* flag = name == "--internal"                 ? &cmd.internal
+                 : name == "--pool"                   ? &cmd.pool
                  : name == "--takeover"               ? &cmd.takeover
                  : name == "--verbose"                ? &cmd.verbose
                  : (name == "--help" || name == "-h") ? &cmd.help
@@ -276,15 +279,22 @@ ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOpt
   if (key.permit_listen.empty()) {
     // Only names under --domain; a wildcard must leave at least one label of its own under it
     // (`*.x.DOMAIN`), since `*.DOMAIN` would catch every other user's generated names.
-    bool under = host->is_under(policy.domain);
+    // Names under .internal too: an internal endpoint is reached only through the gateway by
+    // keys the admin allowed (permitopen) or by the same key, so it takes no public name away.
+    static const tunnel::Hostname kInternal = *tunnel::Hostname::parse(kInternalSuffix, false);
+    const auto under_either = [&](const tunnel::Hostname& h) {
+      return h.is_under(policy.domain) || h.is_under(kInternal);
+    };
+    bool under = under_either(*host);
     if (host->is_wildcard()) {
       auto base = tunnel::Hostname::parse(host->suffix());
-      under = base && base->is_under(policy.domain);
+      under = base && under_either(*base);
     }
     if (!under) {
       return refuse("cannot use " + name + ": this key may use only names under " +
-                    policy.domain.str() + " (or no name, for a generated one); ask the admin " +
-                    "for permitlisten=\"" + name + ":443\" on its authorized_keys line");
+                    policy.domain.str() + " and .internal (or no name, for a generated one); " +
+                    "ask the admin for permitlisten=\"" + name + ":443\" on its authorized_keys " +
+                    "line");
     }
     if (reserved_by(*host, policy) != nullptr) {
       return refuse("cannot use " + name + ": authorized_keys gives " +
@@ -295,20 +305,101 @@ ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOpt
   } else {
     bool allowed = false;
     for (const auto& entry : key.permit_listen) {
-      if (port_allowed(entry, policy) && host_allowed(entry, *host)) {
+      if (port_allowed(entry, policy.advertise_port) && host_allowed(entry, *host)) {
         allowed = true;
         break;
       }
     }
     if (!allowed) {
       return refuse("cannot use " + name + ":" + std::to_string(port) +
-                    ": this key's permitlisten allows only " +
-                    describe_permitlisten(key.permit_listen) +
+                    ": this key's permitlisten allows only " + describe_permits(key.permit_listen) +
                     " (or no name, for a generated one)");
     }
   }
   d.ok = true;
   d.hostname = std::move(*host);
+  return d;
+}
+
+bool is_internal_name(std::string_view host) {
+  return host.ends_with(".internal") && host.size() > kInternalSuffix.size() + 1;
+}
+
+DirectDecision decide_direct_open(
+    const DirectRequest& request, const keys::KeyOptions& key, std::string_view key_fingerprint,
+    std::uint16_t advertise_port,
+    const std::function<DirectTarget(const tunnel::Hostname&)>& lookup) {
+  using Code = DirectDecision::Code;
+  const auto no = [](Code code, const char* reason, std::string why) {
+    DirectDecision d;
+    d.code = code;
+    d.reason = reason;
+    d.refusal = std::move(why);
+    return d;
+  };
+  if (!key.port_forwarding) {
+    return no(Code::administratively_prohibited, "restricted",
+              "this key may not open connections through the gateway (its authorized_keys "
+              "line has restrict or no-port-forwarding; port-forwarding after restrict "
+              "re-enables it)");
+  }
+  const std::string shown = gw::printable(request.host, 80);
+  if (request.port != 443 && request.port != advertise_port) {
+    return no(Code::connect_failed, "bad_port",
+              "port " + std::to_string(request.port) +
+                  ": internal endpoints are reached on port 443 (ssh -L LOCAL:" + shown + ":443)");
+  }
+  auto host = tunnel::Hostname::parse(request.host, /*allow_wildcard=*/false);
+  if (!host) {
+    return no(Code::connect_failed, "bad_name",
+              "cannot reach '" + shown + "': " + host.error().message());
+  }
+  const std::string& name = host->str();
+  const std::string ask =
+      "ask the admin for permitopen=\"" + name + ":443\" on your key's authorized_keys line";
+  if (!key.permit_open.empty()) {
+    bool allowed = false;
+    for (const auto& entry : key.permit_open) {
+      if (port_allowed(entry, advertise_port) &&
+          keys::match_pattern_list(name, ascii::lower(entry.host_pattern), true) ==
+              keys::ListMatch::match) {
+        allowed = true;
+        break;
+      }
+    }
+    if (!allowed) {
+      return no(Code::administratively_prohibited, "not_permitted",
+                "cannot reach " + name + ": this key's permitopen allows only " +
+                    describe_permits(key.permit_open) + "; " + ask);
+    }
+  }
+  const DirectTarget target = lookup(*host);
+  if (!target.exists) {
+    return no(Code::connect_failed, "no_endpoint",
+              "no internal endpoint serves " + name + " (is its owner's ssh -R " + name +
+                  ":443:... tls running?)");
+  }
+  if (!target.internal) {
+    return no(Code::connect_failed, "public_only",
+              name +
+                  " is a public endpoint, not an internal one: connect to the gateway's TLS "
+                  "port instead");
+  }
+  if (key.permit_open.empty()) {
+    const bool own = !target.key_fingerprints.empty() &&
+                     std::all_of(target.key_fingerprints.begin(), target.key_fingerprints.end(),
+                                 [&](const std::string& fp) { return fp == key_fingerprint; });
+    if (!own) {
+      return no(Code::administratively_prohibited, "other_key",
+                name +
+                    " is another key's internal endpoint (a key without permitopen reaches "
+                    "only its own); " +
+                    ask);
+    }
+  }
+  DirectDecision d;
+  d.ok = true;
+  d.name = std::move(*host);
   return d;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@ namespace gw::sshd {
 struct TlsCommand {
   std::vector<std::string> allow_cidr;  // normalised "addr/len"; a bare address gets /32 or /128
   std::vector<std::string> deny_cidr;
+  bool internal = false;  ///< every endpoint of the session is internal (ssh -L / -W only)
   bool pool = false;
   bool takeover = false;
   bool verbose = false;
@@ -74,6 +76,52 @@ struct ForwardDecision {
 /// --domain default must never hand out what the admin gave someone explicitly.
 ForwardDecision decide_forward(const ForwardRequest& request, const keys::KeyOptions& key,
                                const ForwardPolicy& policy);
+
+/// Names under this label are internal endpoints whatever the command says (`app.internal`).
+inline constexpr std::string_view kInternalSuffix = "internal";
+
+/// True if `host` (normalised, may be a wildcard) is under `.internal`.
+bool is_internal_name(std::string_view host);
+
+/// A direct-tcpip channel open (`ssh -L LOCAL:HOST:PORT`, `ssh -W HOST:PORT`) as the client sent
+/// it: where the teammate wants to go.
+struct DirectRequest {
+  std::string host;
+  std::uint32_t port = 0;
+};
+
+/// What serves a name, as the registry saw it when the open arrived.
+struct DirectTarget {
+  bool exists = false;                        ///< a live endpoint serves the name
+  bool internal = false;                      ///< its binding
+  std::vector<std::string> key_fingerprints;  ///< the keys holding it
+};
+
+struct DirectDecision {
+  /// The SSH open-failure code the refusal maps to (RFC 4254 5.1): rights are
+  /// administratively_prohibited, a target that isn't there is connect_failed.
+  enum class Code { none, administratively_prohibited, connect_failed };
+  bool ok = false;
+  Code code = Code::none;
+  std::optional<tunnel::Hostname> name;  ///< set when ok: the normalised name to route
+  /// Stable word for logs and metrics: restricted, bad_port, bad_name, not_permitted,
+  /// no_endpoint, public_only, other_key (and, decided before this, limit and request_budget:
+  /// direct_channel.cpp).
+  const char* reason = "";
+  std::string refusal;  ///< user-facing, says what to do instead; empty when ok
+};
+
+/// Decides a direct-tcpip open by a key (README "Internal endpoints"). In order: the key's
+/// restrict/no-port-forwarding (permitopen does not undo them, as in OpenSSH; port-forwarding
+/// after restrict does); the port is 443 or `advertise_port`; the host is a Hostname (no
+/// wildcard); with permitopen entries, one must match (host patterns as for permitlisten, port
+/// 443/advertise_port/`*`), checked before anything is looked up so a key learns nothing about
+/// names it may not reach; then `lookup(name)` must find a live internal endpoint, which a key
+/// without permitopen may reach only if every holder is that same key.
+DirectDecision decide_direct_open(
+    const DirectRequest& request, const keys::KeyOptions& key, std::string_view key_fingerprint,
+    std::uint16_t advertise_port,
+    const std::function<DirectTarget(const tunnel::Hostname&)>& lookup);
 
 /// A 6-8 character lowercase label from caller-supplied randomness: starts with a letter, then
 /// letters and digits without the look-alikes l, o, 0, 1. Never all digits, never a hyphen.

@@ -64,6 +64,9 @@ struct SshStats : tunnel::BridgeStats {
   /// Connections closed to keep an endpoint's or key's buffered bytes within budget.
   std::atomic<std::uint64_t> buffer_budget_closes{0};
   std::atomic<std::uint64_t> next_endpoint_id{1};
+  /// direct-tcpip opens (ssh -L / -W to internal endpoints) refused before any channel opened.
+  std::atomic<std::uint64_t> direct_refused{0};
+  std::atomic<std::uint64_t> next_internal_conn_id{0};  ///< see direct_channel.cpp
 };
 
 struct ServerContext {

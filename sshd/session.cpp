@@ -159,6 +159,11 @@ int message_cb(ssh_session, ssh_message msg, void* self) {
   // Requests no callback took: libssh answers them with the default refusal once we return 1.
   // Authentication requests among them (password, keyboard-interactive, ...) count too, and
   // channel requests (env, signal, ...) and other channel opens take from the request budget.
+  if (ssh_message_type(msg) == SSH_REQUEST_CHANNEL_OPEN &&
+      ssh_message_subtype(msg) == SSH_CHANNEL_DIRECT_TCPIP) {
+    static_cast<Session*>(self)->on_direct_tcpip(msg);  // counts it against the request budget
+    return 0;                                           // answered
+  }
   switch (ssh_message_type(msg)) {
     case SSH_REQUEST_AUTH:
       static_cast<Session*>(self)->on_auth_other("other");
@@ -186,7 +191,8 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
       terminal_(*this),
       forwards_(ctx_, id),
       forward_requests_(kForwardRequestsPerSecond),
-      requests_(kRequestsPerSecond) {
+      requests_(kRequestsPerSecond),
+      direct_(ioc, *this, ctx_, id) {
   started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
   bridge_config_.idle_timeout = ctx_->idle_timeout;
 }
@@ -197,6 +203,7 @@ Session::~Session() {
   for (auto& [id, entry] : bridges_) {
     entry.bridge->abort("session_closed");
   }
+  direct_.abort_all("session_closed");
   for (auto& channel : adopted_) {
     channel->detach();
   }
@@ -413,7 +420,18 @@ void Session::after_pump() {
     bridges_.erase(id);
   }
   finished_bridges_.clear();
-  if (draining_ && bridges_.empty()) {
+  direct_.collect();
+  for (const auto& refusal : direct_.take_refusals()) {
+    terminal_.write("snigate: " + refusal, true);  // one per open the user's own ssh made
+  }
+  if (const std::string why = direct_.take_disconnect(); !why.empty()) {
+    // A refused ssh -W: OpenSSH prints a disconnect's reason, not an open failure's.
+    ssh_session_set_disconnect_message(session_.get(), why.c_str());
+    close_reason_ = "direct_refused";
+    finish_close();
+    return;
+  }
+  if (draining_ && bridges_.empty() && direct_.size() == 0) {
     begin_close();
   }
   if (info_dirty_) {
@@ -598,6 +616,7 @@ void Session::on_tick() {
       for (auto& [id, entry] : bridges_) {
         entry.bridge->check_deadlines(now);
       }
+      direct_.check_deadlines(now);
       if (enforce_buffer_budgets()) {
         next_tick = kOverBudgetTick;  // stalls mature without any pump: look again soon
       }
@@ -825,15 +844,23 @@ void Session::become_ready() {
 }
 
 void Session::end_if_nothing_served() {
+  if (state_ == State::ready && forwards_.empty() && !asked_for_forwards_) {
+    // No -R at all: a teammate's session for ssh -L / -W to internal endpoints, whose opens
+    // come whenever their local clients connect. It stays; the user is told once.
+    if (!told_no_forwards_) {
+      told_no_forwards_ = true;
+      terminal_.write(
+          "snigate: no -R in this session: it serves no endpoint; ssh -L PORT:NAME:443 / -W "
+          "NAME:443 through it reach internal endpoints (to publish: add -R "
+          "NAME:443:localhost:PORT)",
+          true);
+    }
+    return;
+  }
   if (state_ == State::ready && forwards_.empty()) {
     // Never sit connected serving nothing: the client (ExitOnForwardFailure, autossh,
     // systemd) then knows to stop or retry.
-    terminal_.write(
-        asked_for_forwards_
-            ? "snigate: none of your forwards could be served (see above); closing"
-            : "snigate: no endpoints: add -R NAME:443:localhost:PORT to your ssh command "
-              "(or -R 443:localhost:PORT for a generated name)",
-        true);
+    terminal_.write("snigate: none of your forwards could be served (see above); closing", true);
     ctx_->log->warn("session.refuse conn=s{} fp={} reason=\"no endpoint to serve\"", id_,
                     key_ ? key_->fingerprint : "-");
     exit_status_ = 1;
@@ -848,6 +875,7 @@ ClaimOptions Session::claim_options() const {
   o.key_name = key_->comment;
   o.pool = command_ && command_->pool;
   o.takeover = command_ && command_->takeover;
+  o.internal = command_ && command_->internal;
   o.pool_group = key_->options.permit_listen.empty() ? key_->fingerprint : "";
   return o;
 }
@@ -924,7 +952,9 @@ void Session::end_forward(std::size_t key, const std::string& why, bool taken_ov
 }
 
 bool Session::gate_claim(std::size_t key, Forward& f) {
-  if (!ctx_->claim_gate) {
+  // Internal endpoints are this node's own: never claimed in the cluster registry (so never
+  // relayed to), reached with ssh -L / -W through this node (README, Internal endpoints).
+  if (!ctx_->claim_gate || f.internal) {
     return false;
   }
   const ClaimOptions o = claim_options();
@@ -990,6 +1020,21 @@ void Session::gate_decided(std::size_t key, const tunnel::GateAnswer& answer) {
   request_pump();
 }
 
+// ---- direct-tcpip: ssh -L / -W to internal endpoints (direct_channel.*) -----------------
+
+void Session::on_direct_tcpip(ssh_message msg) {
+  // Counted like every other channel open (the per-second request budget), answered or not.
+  const bool within_budget = request_allowed();
+  if (!key_ || (state_ != State::authenticated && state_ != State::ready)) {
+    ssh_message_reply_default(msg);
+    return;
+  }
+  direct_.open(msg, session_.get(), *key_,
+               boost::asio::ip::tcp::endpoint(peer_address_, peer_port_),
+               !terminal_.exists() && forwards_.empty() && direct_.size() == 0, within_budget);
+  request_pump();  // the refusal (if any) is written after the pump
+}
+
 // ---- forwards --------------------------------------------------------------------------
 
 void Session::on_global_request(ssh_message msg) {
@@ -1033,6 +1078,7 @@ void Session::on_global_request(ssh_message msg) {
 
 void Session::refuse_forward(ssh_message msg, const std::string& address, int port,
                              const std::string& why) {
+  asked_for_forwards_ = true;  // a publishing session, not a teammate's ssh -L / -W one
   ctx_->stats->forwards_refused++;
   ctx_->log->warn("forward.refuse conn=s{} fp={} addr=\"{}\" port={} reason=\"{}\"", id_,
                   key_ ? key_->fingerprint : "-", printable(address), port, why);
@@ -1109,14 +1155,15 @@ void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) 
     return;
   }
   boost::system::error_code ec;
-  const auto protocol = conn.client.protocol();
+  // TCP from the public port, or a local pair end from a teammate's ssh -L (direct_channel.*).
+  const auto protocol = conn.socket.local_endpoint(ec).protocol();
   const int fd = conn.socket.release(ec);
   if (ec) {
     return;
   }
   boost::asio::post(ioc_, [self = shared_from_this(), forward_key, fd, protocol,
                            conn = std::move(conn)]() mutable {
-    boost::asio::ip::tcp::socket socket(self->ioc_);
+    boost::asio::generic::stream_protocol::socket socket(self->ioc_);
     boost::system::error_code ec;
     socket.assign(protocol, fd, ec);
     if (ec) {
@@ -1351,6 +1398,7 @@ void Session::teardown_endpoints() {
   forwards_.remove_all("session_ended");  // vanish now, before the last bytes are flushed
   info_dirty_ = true;
   abort_connections("session_closed", std::nullopt);
+  direct_.abort_all("session_closed");
 }
 
 void Session::abort_connections(const char* reason, std::optional<std::size_t> forward_key) {

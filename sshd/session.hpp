@@ -31,6 +31,7 @@
 
 #include "common/cidr.hpp"
 #include "keys/authorized_keys.hpp"
+#include "sshd/direct_channel.hpp"
 #include "sshd/forwarded_channel.hpp"
 #include "sshd/forwards.hpp"
 #include "sshd/policy.hpp"
@@ -84,6 +85,8 @@ class Session final : public SessionHandle,
   /// An authentication request of any other method ("none", password, ...): refused, counted.
   int on_auth_other(const char* method);
   void on_global_request(ssh_message msg);
+  /// A direct-tcpip open (ssh -L / -W to an internal endpoint): decided and answered now.
+  void on_direct_tcpip(ssh_message msg);
   /// ChannelHost: public, as libssh's message callback (a trampoline) counts requests too.
   bool request_allowed() override;
 
@@ -218,7 +221,8 @@ class Session final : public SessionHandle,
   mutable std::mutex info_mutex_;
   SessionInfo info_;  ///< guarded by info_mutex_: the one thing other threads read
   bool draining_ = false;
-  bool asked_for_forwards_ = false;  ///< any -R was accepted (for the closing message)
+  bool asked_for_forwards_ = false;  ///< any -R was asked for (for the closing message)
+  bool told_no_forwards_ = false;    ///< a session without -R was told it serves nothing
   bool servicing_ = false;           ///< inside after_pump()'s channel service loop
   bool input_processed_ = false;     ///< during after_pump(), after a pump that read input
   int opens_in_flight_ = 0;          ///< forwarded-tcpip opens the client has not answered
@@ -233,6 +237,7 @@ class Session final : public SessionHandle,
   std::vector<std::uint64_t> finished_bridges_;  ///< erased after the pump, never inside one
   std::vector<std::weak_ptr<ForwardedChannel>> service_queue_;
   std::vector<std::shared_ptr<ForwardedChannel>> adopted_;  ///< see ChannelHost::adopt
+  DirectChannels direct_;  ///< this session's ssh -L / -W channels to internal endpoints
 };
 
 }  // namespace gw::sshd

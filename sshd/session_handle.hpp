@@ -19,6 +19,7 @@ struct EndpointInfo {
   bool pool = false;
   std::chrono::system_clock::time_point created_at;
   std::uint64_t open_connections = 0, bytes_in = 0, bytes_out = 0;
+  bool internal = false;  ///< binding "internal" (ssh -L / -W only) rather than "public"
 };
 
 /// What the admin API shows of a session; a copy, safe to read from any thread.

@@ -83,9 +83,20 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
     result.refusal = std::move(why);
     return result;
   }
+  // A name has one binding, so a pool never mixes them (a takeover by the same key may change
+  // it: the holders go).
+  if (const Entry* held = routes_.find_exact(request.name);
+      held != nullptr && !held->holders.empty() && request.pool && !request.takeover &&
+      held->holders.front().internal != request.internal) {
+    result.refusal = request.name + " is held as " +
+                     (request.internal ? "a public" : "an internal") +
+                     " endpoint: a pool's members must all be internal (tls --internal, or a name "
+                     "under .internal) or all public";
+    return result;
+  }
   const std::uint64_t token = next_token_++;
-  Holder holder{std::move(request.endpoint), token, request.key_fingerprint, request.pool,
-                request.pool_group};
+  Holder holder{std::move(request.endpoint), token,           request.key_fingerprint, request.pool,
+                request.pool_group,          request.internal};
   Entry* e = routes_.find_exact(request.name);
   if (e == nullptr || e->holders.empty()) {
     if (e == nullptr) {
@@ -129,20 +140,29 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   return result;
 }
 
-std::shared_ptr<TunnelEndpoint> EndpointRegistry::find(std::string_view server_name) const {
+Route EndpointRegistry::route(std::string_view server_name) const {
+  Route out;
   std::lock_guard lock(mutex_);
   const Entry* e = routes_.find(server_name);
-  if (e == nullptr) {
-    return nullptr;
+  if (e == nullptr || e->holders.empty()) {
+    return out;
+  }
+  out.internal = e->holders.front().internal;  // one binding per name (see claim())
+  for (const Holder& h : e->holders) {
+    if (std::find(out.key_fingerprints.begin(), out.key_fingerprints.end(), h.key_fingerprint) ==
+        out.key_fingerprints.end()) {
+      out.key_fingerprints.push_back(h.key_fingerprint);
+    }
   }
   // Round-robin over pooled holders, skipping any whose session is already gone.
   for (std::size_t tries = 0; tries < e->holders.size(); ++tries) {
     const Holder& h = e->holders[e->next++ % e->holders.size()];
     if (auto ep = h.endpoint.lock()) {
-      return ep;
+      out.endpoint = std::move(ep);
+      return out;
     }
   }
-  return nullptr;
+  return out;
 }
 
 std::shared_ptr<TunnelEndpoint> EndpointRegistry::find_held_by(std::string_view server_name,
@@ -151,7 +171,9 @@ std::shared_ptr<TunnelEndpoint> EndpointRegistry::find_held_by(std::string_view 
   {
     std::lock_guard lock(mutex_);
     const Entry* e = routes_.find(server_name);
-    if (e == nullptr) {
+    // Internal names are this node's only (never in the cluster registry): nothing is relayed
+    // to them, even if a stale route at the ingress still names a session that now holds one.
+    if (e == nullptr || e->holders.empty() || e->holders.front().internal) {
       return nullptr;
     }
     for (const Holder& h : e->holders) {

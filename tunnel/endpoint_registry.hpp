@@ -58,6 +58,18 @@ struct ClaimRequest {
   /// are under --domain use the key's fingerprint, so another key can't join its pool and
   /// take a share of its connections.
   std::string pool_group;
+  /// An internal endpoint: reached only through the gateway's SSH side (direct-tcpip), never
+  /// routed from the public TLS port. Names share one namespace whatever their binding, so a
+  /// name always has one answer; a pool never mixes bindings.
+  bool internal = false;
+};
+
+/// What serves a name, as a lookup saw it (copied under the lock).
+struct Route {
+  std::shared_ptr<TunnelEndpoint> endpoint;  ///< the holder picked (round-robin); null if none
+  bool internal = false;                     ///< the name's binding
+  /// The keys of the name's holders (no duplicates): who an internal name belongs to.
+  std::vector<std::string> key_fingerprints;
 };
 
 struct ClaimResult {
@@ -83,9 +95,15 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
 
   /// Routes a normalised server name: exact match, then the longest wildcard suffix; among
   /// pooled holders, round-robin.
-  std::shared_ptr<TunnelEndpoint> find(std::string_view server_name) const;
+  std::shared_ptr<TunnelEndpoint> find(std::string_view server_name) const {
+    return route(server_name).endpoint;
+  }
+  /// As find(), with the binding and holders of the name that matched: the public listener
+  /// refuses internal ones with their own reason, direct-tcpip opens check who may reach them.
+  Route route(std::string_view server_name) const;
   /// The holder of the route `server_name` wins whose session_id() is `session_id`, or null:
   /// a relayed connection goes to the pool member the ingress chose, not the next in turn.
+  /// Null for an internal name (internal endpoints are never relayed to).
   std::shared_ptr<TunnelEndpoint> find_held_by(std::string_view server_name,
                                                std::uint64_t session_id) const;
 
@@ -99,6 +117,7 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
     std::string key_fingerprint;
     bool pool;
     std::string pool_group;
+    bool internal;
   };
   struct Entry {
     std::vector<Holder> holders;

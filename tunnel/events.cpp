@@ -27,6 +27,9 @@ ConnectionClosed connection_closed(const ConnectionStart& start, const EndpointL
   ev.close_reason = close_reason;
   ev.refusal_reason = refusal_reason;
   ev.conn_id = start.conn_id;
+  ev.internal = start.internal;
+  ev.client_session_id = start.client_session_id;
+  ev.client_key_fingerprint = start.client_key_fingerprint;
   ev.ingress_node = start.ingress_node;
   return ev;
 }

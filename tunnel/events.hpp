@@ -48,6 +48,13 @@ struct ConnectionClosed {
   std::string key_name;          ///< authorized_keys comment/name; may be empty
   std::uint64_t conn_id = 0;     ///< the router's connection number (logs show it as t<id>)
   std::uint64_t session_id = 0;  ///< owning SSH session; 0 when refused before routing
+  /// How the connection arrived: false = the public TLS port, true = a teammate's direct-tcpip
+  /// channel (ssh -L / -W) to an internal endpoint.
+  bool internal = false;
+  /// For internal connections: the teammate's SSH session and key (client_ip/port are its
+  /// SSH address). 0 / empty otherwise.
+  std::uint64_t client_session_id = 0;
+  std::string client_key_fingerprint{};
   /// Cluster mode: the node the visitor reached when it was relayed here; empty otherwise.
   std::string ingress_node;
 };
@@ -61,7 +68,13 @@ struct ConnectionStart {
   std::chrono::steady_clock::time_point accepted_at{};
   SystemTime accepted_wall{};
   std::string ingress_node;  ///< cluster mode: the node that relayed it here; empty otherwise
+  bool internal = false;     ///< see ConnectionClosed::internal and the two below
+  std::uint64_t client_session_id = 0;
+  std::string client_key_fingerprint{};
 };
+
+/// "internal" or "public": the binding's name in events, the API and logs.
+inline const char* binding_name(bool internal) { return internal ? "internal" : "public"; }
 
 /// Who served a routed connection: the endpoint and the session (and key) holding it.
 struct EndpointLabel {
@@ -118,6 +131,7 @@ struct EndpointCreated {
   std::string key_name;
   bool pool = false;  ///< joined a load-balanced pool rather than owning the name alone
   SystemTime time{};
+  bool internal = false;  ///< an internal endpoint (ssh -L / -W only)
 };
 
 /// An endpoint that went away.

@@ -85,7 +85,8 @@ TEST_F(AdminHandler, ListEndpoints) {
   EXPECT_EQ(e.at("open_connections").as_int64(), 2);
   EXPECT_EQ(e.at("bytes_in").as_int64(), 100);
   EXPECT_EQ(e.at("bytes_out").as_int64(), 200);
-  EXPECT_EQ(e.size(), 12u);
+  EXPECT_EQ(e.at("binding"), "public");
+  EXPECT_EQ(e.size(), 13u);
   EXPECT_EQ(list[1].at("pool"), true);
 }
 

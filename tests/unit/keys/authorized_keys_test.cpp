@@ -193,7 +193,10 @@ TEST(AuthorizedKeys, RefusedLines) {
       {"bare comma", ", " + ed, errc::stray_comma},
       {"unknown option", "no-such-option " + ed, errc::unknown_option},
       {"command= not supported", R"(command="/bin/true" )" + ed, errc::unknown_option},
-      {"permitopen not supported", R"(permitopen="a:1" )" + ed, errc::unknown_option},
+      {"permitopen port only", R"(permitopen="443" )" + ed, errc::bad_permitopen},
+      {"permitopen empty host", R"(permitopen=":443" )" + ed, errc::bad_permitopen},
+      {"permitopen port text", R"(permitopen="a.internal:https" )" + ed, errc::bad_permitopen},
+      {"permitopen without value", "permitopen " + ed, errc::missing_value},
       {"cert-authority not supported", "cert-authority " + ed, errc::unknown_option},
       {"text after quote", R"(from="a"x )" + ed, errc::unknown_option},
       {"duplicate from", R"(from="a",from="b" )" + ed, errc::duplicate_option},
@@ -267,6 +270,35 @@ TEST(AuthorizedKeys, RefusedLines) {
     EXPECT_EQ(k.error(), make_error_code(c.error))
         << c.label << ": got \"" << k.error().message() << "\"";
   }
+}
+
+// permitopen="host:port" has permitlisten's grammar and its own list; like OpenSSH it does not
+// undo restrict (only port-forwarding after restrict does).
+TEST(AuthorizedKeys, PermitOpen) {
+  auto k = parse_authorized_key_line(with(
+      R"(permitopen="app.internal:443",permitopen="*.team.internal:*",permitlisten="a.test:443")"));
+  ASSERT_TRUE(k.has_value()) << k.error().message();
+  ASSERT_EQ(k->options.permit_open.size(), 2u);
+  EXPECT_EQ(k->options.permit_open[0].host_pattern, "app.internal");
+  EXPECT_EQ(k->options.permit_open[0].port, 443);
+  EXPECT_EQ(k->options.permit_open[1].host_pattern, "*.team.internal");
+  EXPECT_FALSE(k->options.permit_open[1].port.has_value());
+  EXPECT_EQ(k->options.permit_listen.size(), 1u);
+  auto r = parse_authorized_key_line(with(R"(restrict,permitopen="app.internal:443")"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->options.port_forwarding);
+  EXPECT_EQ(r->options.permit_open.size(), 1u);
+  auto re =
+      parse_authorized_key_line(with(R"(restrict,port-forwarding,permitopen="app.internal:443")"));
+  ASSERT_TRUE(re.has_value());
+  EXPECT_TRUE(re->options.port_forwarding);
+  std::string opts;
+  for (std::size_t i = 0; i <= kMaxPermitListen; ++i) {
+    opts += (i ? "," : "") + std::string(R"(permitopen="a.internal:443")");
+  }
+  auto capped = parse_authorized_key_line(with(opts));
+  ASSERT_FALSE(capped.has_value());
+  EXPECT_EQ(capped.error(), errc::too_many_permitopen);
 }
 
 // parse_key_options works on a bare options string (for `snigate keys add`).

@@ -7,6 +7,8 @@
 #include <set>
 #include <string>
 
+#include "common/ascii.hpp"
+
 namespace gw::sshd {
 namespace {
 
@@ -288,9 +290,9 @@ TEST(DecideForward, RefusalSaysWhatToDo) {
   const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 443, nullptr, {}};
   const auto d = decide_forward({"app.alice.test", 443}, keys::KeyOptions{}, policy);
   EXPECT_EQ(d.refusal,
-            "cannot use app.alice.test: this key may use only names under tunnel.example.com (or "
-            "no name, for a generated one); ask the admin for permitlisten=\"app.alice.test:443\" "
-            "on its authorized_keys line");
+            "cannot use app.alice.test: this key may use only names under tunnel.example.com and "
+            ".internal (or no name, for a generated one); ask the admin for "
+            "permitlisten=\"app.alice.test:443\" on its authorized_keys line");
 }
 
 // Generated labels are 6-8 chars, valid hostname labels, start with a letter, and vary.
@@ -342,6 +344,180 @@ TEST(DecideForward, NamesGivenToAnotherKeyAreNotUnderTheDomainDefault) {
   EXPECT_TRUE(decide_forward(ForwardRequest{"app.alice.tunnel.example.com", 443},
                              store->keys()[0].options, alice)
                   .ok);
+}
+
+// ---- decide_direct_open: ssh -L / -W to internal endpoints --------------------------------
+
+DirectTarget internal_of(std::vector<std::string> fps) { return DirectTarget{true, true, fps}; }
+
+keys::KeyOptions permit_open(std::vector<std::string> entries) {
+  keys::KeyOptions o;
+  for (auto& e : entries) {
+    const auto colon = e.rfind(':');
+    keys::PermitListen p{e.substr(0, colon), {}};
+    if (e.substr(colon + 1) != "*") {
+      p.port = static_cast<std::uint16_t>(std::stoi(e.substr(colon + 1)));
+    }
+    o.permit_open.push_back(p);
+  }
+  return o;
+}
+
+// Proves: each refusal of a direct-tcpip open has its own reason, code and a message saying
+// what to do, in the documented order; the allowed cases return the normalised name.
+TEST(DecideDirectOpen, Table) {
+  using Code = DirectDecision::Code;
+  keys::KeyOptions restricted;
+  restricted.port_forwarding = false;
+  restricted.permit_open = permit_open({"app.internal:443"}).permit_open;
+  struct Case {
+    const char* label;
+    DirectRequest request;
+    keys::KeyOptions key;
+    DirectTarget target;
+    const char* reason;  // "" = allowed
+    Code code;
+    const char* says;  // a piece of the refusal
+  };
+  const DirectTarget mine = internal_of({"fpMe"});
+  const DirectTarget theirs = internal_of({"fpOther"});
+  const DirectTarget mixed = internal_of({"fpMe", "fpOther"});
+  const DirectTarget pub{true, false, {"fpOther"}};
+  const DirectTarget none{};
+  const std::vector<Case> cases = {
+      {"own internal, no permitopen", {"APP.internal", 443}, {}, mine, "", Code::none, ""},
+      {"advertised port", {"app.internal", 8443}, {}, mine, "", Code::none, ""},
+      {"restrict forbids, permitopen or not",
+       {"app.internal", 443},
+       restricted,
+       mine,
+       "restricted",
+       Code::administratively_prohibited,
+       "restrict or no-port-forwarding"},
+      {"other port", {"app.internal", 80}, {}, mine, "bad_port", Code::connect_failed, "port 443"},
+      {"not a hostname", {"10.0.0.1", 443}, {}, mine, "bad_name", Code::connect_failed, "10.0.0.1"},
+      {"wildcard name", {"*.internal", 443}, {}, mine, "bad_name", Code::connect_failed, ""},
+      {"another key's, no permitopen",
+       {"app.internal", 443},
+       {},
+       theirs,
+       "other_key",
+       Code::administratively_prohibited,
+       "permitopen=\"app.internal:443\""},
+      {"a pool with another key's member",
+       {"app.internal", 443},
+       {},
+       mixed,
+       "other_key",
+       Code::administratively_prohibited,
+       "another key's"},
+      {"permitopen allows another key's",
+       {"app.internal", 443},
+       permit_open({"app.internal:443"}),
+       theirs,
+       "",
+       Code::none,
+       ""},
+      {"permitopen pattern and any port",
+       {"db.team.internal", 443},
+       permit_open({"*.team.internal:*"}),
+       theirs,
+       "",
+       Code::none,
+       ""},
+      {"permitopen negation wins",
+       {"db.team.internal", 443},
+       permit_open({"*.team.internal,!db.team.internal:443"}),
+       theirs,
+       "not_permitted",
+       Code::administratively_prohibited,
+       "permitopen allows only"},
+      {"permitopen does not list it, even if it is the key's own",
+       {"app.internal", 443},
+       permit_open({"other.internal:443"}),
+       mine,
+       "not_permitted",
+       Code::administratively_prohibited,
+       "other.internal:443"},
+      {"permitopen for another port",
+       {"app.internal", 443},
+       permit_open({"app.internal:22"}),
+       theirs,
+       "not_permitted",
+       Code::administratively_prohibited,
+       ""},
+      {"nothing serves it",
+       {"gone.internal", 443},
+       {},
+       none,
+       "no_endpoint",
+       Code::connect_failed,
+       "no internal endpoint serves gone.internal"},
+      {"a public endpoint",
+       {"app.alice.test", 443},
+       {},
+       pub,
+       "public_only",
+       Code::connect_failed,
+       "TLS port"},
+      {"a public endpoint, permitted",
+       {"app.alice.test", 443},
+       permit_open({"app.alice.test:443"}),
+       pub,
+       "public_only",
+       Code::connect_failed,
+       "public"},
+  };
+  for (const auto& c : cases) {
+    bool looked_up = false;
+    const DirectDecision d =
+        decide_direct_open(c.request, c.key, "fpMe", 8443, [&](const tunnel::Hostname& name) {
+          looked_up = true;
+          EXPECT_FALSE(name.is_wildcard()) << c.label;
+          return c.target;
+        });
+    EXPECT_EQ(std::string(d.reason), c.reason) << c.label << ": " << d.refusal;
+    EXPECT_EQ(d.code, c.code) << c.label;
+    EXPECT_EQ(d.ok, std::string(c.reason).empty()) << c.label;
+    if (d.ok) {
+      EXPECT_EQ(d.name->str(), gw::ascii::lower(c.request.host)) << c.label;
+      EXPECT_TRUE(d.refusal.empty()) << c.label;
+    } else {
+      EXPECT_NE(d.refusal.find(c.says), std::string::npos) << c.label << ": " << d.refusal;
+    }
+    if (std::string(c.reason) == "not_permitted" || std::string(c.reason) == "restricted") {
+      EXPECT_FALSE(looked_up) << c.label << ": a key learns nothing of names it may not reach";
+    }
+  }
+}
+
+// Proves: names under .internal are internal endpoints, and a key without permitlisten may
+// bind them (like names under --domain), but not the bare `*.internal` wildcard.
+TEST(DecideForward, InternalNames) {
+  EXPECT_TRUE(is_internal_name("app.internal"));
+  EXPECT_TRUE(is_internal_name("*.team.internal"));
+  EXPECT_FALSE(is_internal_name("internal"));
+  EXPECT_FALSE(is_internal_name("app.internal.example.com"));
+  EXPECT_FALSE(is_internal_name("appinternal"));
+  const ForwardPolicy policy{*tunnel::Hostname::parse("tunnel.example.com"), 443, nullptr, {}};
+  EXPECT_TRUE(decide_forward({"app.internal", 443}, keys::KeyOptions{}, policy).ok);
+  EXPECT_TRUE(decide_forward({"*.team.internal", 443}, keys::KeyOptions{}, policy).ok);
+  EXPECT_FALSE(decide_forward({"*.internal", 443}, keys::KeyOptions{}, policy).ok);
+  keys::KeyOptions listed;
+  listed.permit_listen.push_back({"*.alice.test", 443});
+  EXPECT_FALSE(decide_forward({"app.internal", 443}, listed, policy).ok)
+      << "permitlisten restricts internal names too";
+}
+
+// Proves: `tls --internal` is an option of its own, and --help lists it.
+TEST(ParseCommand, Internal) {
+  const auto r = parse_command("tls --internal --pool");
+  ASSERT_TRUE(r.command) << r.error;
+  EXPECT_TRUE(r.command->internal);
+  EXPECT_TRUE(r.command->pool);
+  EXPECT_FALSE(parse_command("tls").command->internal);
+  EXPECT_NE(tls_help_text().find("--internal"), std::string::npos);
+  EXPECT_FALSE(parse_command("tls --internal=yes").command);
 }
 
 }  // namespace

@@ -153,5 +153,58 @@ TEST(EndpointRegistry, NamesOfDifferentKeysNeverNest) {
   EXPECT_NE(over.refusal.find("would cover app.alice.test"), std::string::npos) << over.refusal;
 }
 
+// Proves: route() reports a name's binding and its holders' keys (no duplicates), find() is
+// route().endpoint, and a pool never mixes internal and public holders.
+TEST(EndpointRegistry, RouteCarriesBindingAndHolders) {
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto a = std::make_shared<FakeEndpoint>();
+  auto b = std::make_shared<FakeEndpoint>();
+  auto c = std::make_shared<FakeEndpoint>();
+  ClaimRequest internal{"app.internal", a, "fpA", true, false, ""};
+  internal.internal = true;
+  auto first = reg->claim(internal);
+  ASSERT_TRUE(first.registration);
+  internal.endpoint = b;
+  auto second = reg->claim(internal);  // same key, pooled: one fingerprint listed
+  ASSERT_TRUE(second.registration);
+  const Route r = reg->route("app.internal");
+  EXPECT_TRUE(r.internal);
+  EXPECT_EQ(r.key_fingerprints, std::vector<std::string>{"fpA"});
+  EXPECT_TRUE(r.endpoint == a || r.endpoint == b);
+  auto public_join = reg->claim(ClaimRequest{"app.internal", c, "fpA", true, false, ""});
+  EXPECT_FALSE(public_join.registration);
+  EXPECT_NE(public_join.refusal.find("is held as an internal endpoint"), std::string::npos)
+      << public_join.refusal;
+  EXPECT_FALSE(reg->route("app.alice.test").internal);
+  EXPECT_EQ(reg->route("app.alice.test").endpoint, nullptr);
+  auto pub = reg->claim(req("app.alice.test", c, "fpC"));
+  ASSERT_TRUE(pub.registration);
+  EXPECT_FALSE(reg->route("app.alice.test").internal);
+  EXPECT_EQ(reg->find("app.alice.test"), c);
+}
+
+// Proves: find_held_by() answers the holder with the named session for a public name, and
+// nothing for an internal one (internal endpoints are this node's own: never relayed to).
+TEST(EndpointRegistry, FindHeldByNeverAnswersAnInternalName) {
+  struct SessionEndpoint : FakeEndpoint {
+    explicit SessionEndpoint(std::uint64_t id) : id(id) {}
+    std::uint64_t session_id() const override { return id; }
+    std::uint64_t id;
+  };
+  auto reg = std::make_shared<EndpointRegistry>();
+  auto pub = std::make_shared<SessionEndpoint>(7);
+  auto internal = std::make_shared<SessionEndpoint>(8);
+  auto held_pub = reg->claim(ClaimRequest{"app.alice.test", pub, "fpA", false, false, ""});
+  ClaimRequest r{"app.internal", internal, "fpA", false, false, ""};
+  r.internal = true;
+  auto held_internal = reg->claim(r);
+  ASSERT_TRUE(held_pub.registration);
+  ASSERT_TRUE(held_internal.registration);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 7), pub);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 8), nullptr);
+  EXPECT_EQ(reg->find_held_by("app.internal", 8), nullptr);
+  EXPECT_EQ(reg->find("app.internal"), internal);  // still routed for ssh -L / -W
+}
+
 }  // namespace
 }  // namespace gw::tunnel
