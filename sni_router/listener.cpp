@@ -26,6 +26,9 @@ constexpr std::uint32_t kRefusalLinesPerSecond = 50;
 /// headers for a hello split into many small records. Past this the hello is "too large".
 constexpr std::size_t kMaxPeekBytes = kMaxClientHelloBytes + 16 * 1024;
 
+/// How an SSH client's version string starts (RFC 4253 4.2); enough to tell it from TLS.
+constexpr std::string_view kSshPrefix = "SSH-";
+
 /// The smallest read; a new connection is refused when the budget can't cover it.
 constexpr std::size_t kMinReadBytes = 512;
 
@@ -109,6 +112,11 @@ class Peek : public std::enable_shared_from_this<Peek> {
         self->to_ssh();  // silent: an SSH client waiting for our version string
         return;
       }
+      if (const auto deadline = self->accepted_at_ + self->timeout_;
+          std::chrono::steady_clock::now() < deadline) {
+        self->arm_timer(deadline);  // was the silence timer: TLS, the hello's deadline now
+        return;
+      }
       self->stats_->timeout++;
       self->refuse("timeout", "timeout", std::nullopt, "no ClientHello within the timeout");
     });
@@ -119,18 +127,17 @@ class Peek : public std::enable_shared_from_this<Peek> {
   /// nothing to replay). One byte other than 'S' (a TLS record starts with 0x16) is enough
   /// to say TLS; "SSH-" says SSH. A closed or failed socket is left to the read path.
   Kind classify() {
-    static constexpr std::string_view kSsh = "SSH-";
-    char head[4];
+    char head[kSshPrefix.size()];
     const ssize_t n = ::recv(socket_.native_handle(), head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       return Kind::unknown;
     }
     const auto got = static_cast<std::size_t>(std::max<ssize_t>(n, 0));
-    if (n <= 0 || std::string_view(head, got) != kSsh.substr(0, got)) {
+    if (n <= 0 || std::string_view(head, got) != kSshPrefix.substr(0, got)) {
       classifying_ = false;
       return Kind::tls;
     }
-    return got == kSsh.size() ? Kind::ssh : Kind::unknown;  // "SS": wait for the rest
+    return got == kSshPrefix.size() ? Kind::ssh : Kind::unknown;  // "SS": wait for the rest
   }
 
   void to_ssh() {
@@ -155,8 +162,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
     if (classifying_) {
       switch (classify()) {
         case Kind::tls:
-          arm_timer(accepted_at_ + timeout_);  // the silence deadline becomes the hello's
-          break;
+          break;  // the silence timer re-arms itself for the hello's deadline (no cancel here)
         case Kind::ssh:
           to_ssh();
           return;
@@ -398,9 +404,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::string client_ip() const { return client_.address().to_string(); }
 
   bool starts_with_ssh() const {
-    static constexpr std::string_view kSsh = "SSH-";
-    return buffer_.size() >= kSsh.size() &&
-           std::memcmp(buffer_.data(), kSsh.data(), kSsh.size()) == 0;
+    return buffer_.size() >= kSshPrefix.size() &&
+           std::memcmp(buffer_.data(), kSshPrefix.data(), kSshPrefix.size()) == 0;
   }
 
   boost::asio::ip::tcp::socket socket_;
