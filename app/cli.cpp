@@ -36,6 +36,12 @@ bool known_option(std::string_view name, unsigned scope) {
   return s != nullptr && (s->scopes & scope) != 0;
 }
 
+/// The row of a boolean flag ("--ssh-on-tls-port") allowed in `scope`, or nullptr.
+const SettingSpec* boolean_setting(std::string_view name, unsigned scope) {
+  const SettingSpec* s = name.starts_with("--") ? find_setting(key_of(name)) : nullptr;
+  return s != nullptr && s->kind == ValueKind::boolean && (s->scopes & scope) != 0 ? s : nullptr;
+}
+
 ParseResult fail(std::string error) {
   ParseResult r;
   r.error = std::move(error);
@@ -148,7 +154,22 @@ ParseResult parse_options(const std::vector<std::string>& args, std::size_t firs
                   " (see snigate --help)");
     }
     const std::size_t eq = arg.find('=');
-    const std::string name = arg.substr(0, eq);
+    std::string name = arg.substr(0, eq);
+    // A boolean: `--x` alone is true, `--no-x` false (and `--x=false` through the table).
+    const SettingSpec* boolean = boolean_setting(name, scope);
+    if (boolean == nullptr && name.starts_with("--no-")) {
+      if (boolean_setting("--" + name.substr(5), scope) != nullptr) {
+        if (eq != std::string::npos) {
+          return fail(option_error(name, "takes no value"));
+        }
+        flags.push_back({key_of("--" + name.substr(5)), {"false"}, name, "flag"});
+        continue;
+      }
+    }
+    if (boolean != nullptr && eq == std::string::npos) {
+      flags.push_back({key_of(name), {"true"}, name, "flag"});
+      continue;
+    }
     if (!known_option(name, scope)) {
       return fail("snigate: unknown option " + printable(name, 100) + " (see snigate --help)");
     }

@@ -58,6 +58,9 @@ struct ServeConfig {
   /// CIDRs (normalised, "10.0.0.0/8") whose connections to the TLS listener start with a
   /// PROXY v2 header naming the visitor (an L4 load balancer); empty: nobody's.
   std::vector<std::string> trusted_proxy;
+  /// The TLS listener also takes SSH (told apart by the first bytes), for clients behind
+  /// firewalls that let only 443 out.
+  bool ssh_on_tls_port = true;
   // Limits against floods and runaway clients (docs/security.md); each is a row of the settings
   // table (config.cpp) with its range and --help line.
   /// A flood at one name, or a client that never answers channel opens, can't take every

@@ -276,6 +276,19 @@ std::vector<std::string> show_count(const ServeConfig& c) {
 }
 
 template <auto M>
+std::string apply_bool(const SettingSpec&, const std::string& value, bool, ServeConfig& c) {
+  if (value != "true" && value != "false") {
+    return "expected true or false, got " + quoted(value);
+  }
+  c.*M = value == "true";
+  return {};
+}
+template <auto M>
+std::vector<std::string> show_bool(const ServeConfig& c) {
+  return {c.*M ? "true" : "false"};
+}
+
+template <auto M>
 std::string apply_listen_optional(const SettingSpec&, const std::string& value, bool,
                                   ServeConfig& c) {
   std::string why;
@@ -375,6 +388,11 @@ constexpr SettingSpec count(std::string_view key, std::uint64_t min, std::uint64
 }
 
 template <auto M>
+constexpr SettingSpec boolean(std::string_view key, std::string_view help) {
+  return {key, ValueKind::boolean, "", help, 0, 0, &apply_bool<M>, &show_bool<M>};
+}
+
+template <auto M>
 constexpr SettingSpec listen_optional(std::string_view key, std::string_view help) {
   return {key,
           ValueKind::string,
@@ -405,6 +423,10 @@ const SettingSpec kSettings[] = {
                                  "with a PROXY v2 header naming the visitor; repeatable")
         .default_is("none")
         .unset_is("(no PROXY headers accepted)"),
+    boolean<&C::ssh_on_tls_port>("ssh_on_tls_port",
+                                 "the TLS listener also takes SSH clients (told apart by their "
+                                 "first bytes; silent for 300 ms = SSH); --no-ssh-on-tls-port: "
+                                 "TLS only"),
     listen_or_off<&C::admin_listen>("admin_listen", "HTTP admin API and /metrics"),
     text<&C::state_dir>("state_dir", "DIR", "host keys live here, generated on first start")
         .in(kServe | kHostkey | kKeys),
@@ -524,6 +546,12 @@ std::optional<std::string> scalar_text(const toml::node& node, ValueKind kind) {
     }
     return std::nullopt;
   }
+  if (kind == ValueKind::boolean) {
+    if (const auto* b = node.as_boolean()) {
+      return b->get() ? "true" : "false";
+    }
+    return std::nullopt;
+  }
   if (const auto* s = node.as_string()) {
     return s->get();
   }
@@ -634,6 +662,7 @@ SettingsResult parse_toml_settings(std::string_view text, std::string_view path)
     } else {
       const std::string_view want = info->kind == ValueKind::list      ? "an array of strings"
                                     : info->kind == ValueKind::integer ? "an integer"
+                                    : info->kind == ValueKind::boolean ? "true or false"
                                                                        : "a string";
       r.error = "snigate: " + where + ": expected " + std::string(want) + ", got " +
                 std::string(type_name(*e.node));
@@ -771,7 +800,8 @@ std::string to_toml(const ServeConfig& c, const std::map<std::string, std::strin
       }
       value += "]";
     } else {
-      value = s.kind == ValueKind::integer ? values.front() : toml_string(values.front());
+      const bool bare = s.kind == ValueKind::integer || s.kind == ValueKind::boolean;
+      value = bare ? values.front() : toml_string(values.front());
     }
     out += key + " = " + value;
     if (origins != nullptr) {

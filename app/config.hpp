@@ -27,7 +27,8 @@ namespace gw::app {
 enum Scope : unsigned { kServe = 1, kHostkey = 2, kKeys = 4 };
 
 /// How a setting is spelled in the TOML file (and split in the environment: lists at commas).
-enum class ValueKind { list, integer, string };
+/// A boolean's flag takes no value (`--x` is true, `--no-x` or `--x=false` false).
+enum class ValueKind { list, integer, string, boolean };
 
 /// One row of the settings table.
 struct SettingSpec {

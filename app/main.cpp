@@ -418,6 +418,10 @@ int serve(const gw::app::ServeConfig& config) {
   ctx->tunnel_log = log.tunnel;
   ctx->events = events;
   gw::sshd::Server ssh(ctx, host_key.private_key_path);
+  if (config.ssh_on_tls_port) {
+    // Before the I/O threads run: the TLS acceptors read it without a lock.
+    tls.set_ssh_handoff([&ssh](tcp::socket socket) { ssh.adopt(std::move(socket)); });
+  }
   std::vector<tcp::endpoint> ssh_bound;
   for (const auto& a : config.ssh_listen) {
     ssh_bound.push_back(bind_listener(

@@ -1,7 +1,12 @@
 #include "sni_router/listener.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+#include <string_view>
 
 #include "common/printable.hpp"
 #include "common/proxy_v2.hpp"
@@ -21,6 +26,9 @@ constexpr std::uint32_t kRefusalLinesPerSecond = 50;
 /// headers for a hello split into many small records. Past this the hello is "too large".
 constexpr std::size_t kMaxPeekBytes = kMaxClientHelloBytes + 16 * 1024;
 
+/// How an SSH client's version string starts (RFC 4253 4.2); enough to tell it from TLS.
+constexpr std::string_view kSshPrefix = "SSH-";
+
 /// The smallest read; a new connection is refused when the budget can't cover it.
 constexpr std::size_t kMinReadBytes = 512;
 
@@ -32,7 +40,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
        std::shared_ptr<spdlog::logger> log, std::shared_ptr<tunnel::EventSink> events,
        std::shared_ptr<RouterStats> stats, std::shared_ptr<PerIpCounter> per_ip,
        std::shared_ptr<PerSecondBudget> log_budget, bool from_trusted_proxy,
-       std::shared_ptr<const Listener::Cluster> cluster)
+       std::shared_ptr<const Listener::Cluster> cluster,
+       std::shared_ptr<const Listener::SshHandoff> ssh)
       : socket_(std::move(socket)),
         client_(std::move(client)),
         timer_(socket_.get_executor()),
@@ -44,7 +53,8 @@ class Peek : public std::enable_shared_from_this<Peek> {
         per_ip_(std::move(per_ip)),
         log_budget_(std::move(log_budget)),
         expect_proxy_header_(from_trusted_proxy),
-        cluster_(std::move(cluster)) {
+        cluster_(std::move(cluster)),
+        ssh_(std::move(ssh)) {
     accepted_at_ = std::chrono::steady_clock::now();
     accepted_wall_ = std::chrono::system_clock::now();
     boost::system::error_code ec;
@@ -58,6 +68,9 @@ class Peek : public std::enable_shared_from_this<Peek> {
     if (!expect_proxy_header_) {
       counted_ip_ = client_.address();  // the listener counted it before constructing us
     }
+    // Behind a trusted proxy the PROXY header comes first and is consumed by reading, so the
+    // socket could no longer be handed to libssh untouched: such connections are TLS only.
+    classifying_ = ssh_ != nullptr && !expect_proxy_header_;
   }
   ~Peek() {
     release_budget();
@@ -68,17 +81,74 @@ class Peek : public std::enable_shared_from_this<Peek> {
   }
 
   void start() {
-    timer_.expires_after(timeout_);
-    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-      if (!ec && !self->done_) {
-        self->stats_->timeout++;
-        self->refuse("timeout", "timeout", std::nullopt, "no ClientHello within the timeout");
+    if (classifying_) {
+      switch (classify()) {
+        case Kind::tls:
+          break;
+        case Kind::ssh:
+          to_ssh();
+          return;
+        case Kind::unknown:
+          arm_timer(accepted_at_ + std::min<std::chrono::milliseconds>(kSshSilence, timeout_));
+          wait_readable();
+          return;
       }
-    });
+    }
+    arm_timer(accepted_at_ + timeout_);
     on_readable();  // bytes may already be here (edge-triggered waits need a first try)
   }
 
  private:
+  enum class Kind { unknown, tls, ssh };
+
+  /// While classifying, the deadline is the SSH silence delay; after it, the ClientHello's.
+  void arm_timer(std::chrono::steady_clock::time_point at) {
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->done_) {
+        return;
+      }
+      if (self->classifying_) {
+        self->to_ssh();  // silent: an SSH client waiting for our version string
+        return;
+      }
+      if (const auto deadline = self->accepted_at_ + self->timeout_;
+          std::chrono::steady_clock::now() < deadline) {
+        self->arm_timer(deadline);  // was the silence timer: TLS, the hello's deadline now
+        return;
+      }
+      self->stats_->timeout++;
+      self->refuse("timeout", "timeout", std::nullopt, "no ClientHello within the timeout");
+    });
+  }
+
+  /// --ssh-on-tls-port: looks at the first bytes with MSG_PEEK, so that an SSH connection
+  /// reaches libssh untouched (libssh reads the client's version string from the fd itself;
+  /// nothing to replay). One byte other than 'S' (a TLS record starts with 0x16) is enough
+  /// to say TLS; "SSH-" says SSH. A closed or failed socket is left to the read path.
+  Kind classify() {
+    char head[kSshPrefix.size()];
+    const ssize_t n = ::recv(socket_.native_handle(), head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      return Kind::unknown;
+    }
+    const auto got = static_cast<std::size_t>(std::max<ssize_t>(n, 0));
+    if (n <= 0 || std::string_view(head, got) != kSshPrefix.substr(0, got)) {
+      classifying_ = false;
+      return Kind::tls;
+    }
+    return got == kSshPrefix.size() ? Kind::ssh : Kind::unknown;  // "SS": wait for the rest
+  }
+
+  void to_ssh() {
+    stats_->ssh++;
+    log_->debug("sni.to_ssh conn=t{} client={}", id_, client_ip());
+    done_ = true;
+    timer_.cancel();
+    release_budget();
+    (*ssh_)(std::move(socket_));  // our per-IP count goes with us; the SSH side counts its own
+  }
+
   void wait_readable() {
     socket_.async_wait(boost::asio::ip::tcp::socket::wait_read,
                        [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -89,6 +159,18 @@ class Peek : public std::enable_shared_from_this<Peek> {
   }
 
   void on_readable() {
+    if (classifying_) {
+      switch (classify()) {
+        case Kind::tls:
+          break;  // the silence timer re-arms itself for the hello's deadline (no cancel here)
+        case Kind::ssh:
+          to_ssh();
+          return;
+        case Kind::unknown:
+          wait_readable();
+          return;
+      }
+    }
     for (;;) {
       boost::system::error_code ec;
       const std::size_t available = socket_.available(ec);
@@ -170,6 +252,7 @@ class Peek : public std::enable_shared_from_this<Peek> {
       return false;
     }
     expect_proxy_header_ = false;
+    from_proxy_ = true;
     need_at_least_ = 1;
     buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(r.consumed));
     const auto via = client_.address();
@@ -192,6 +275,12 @@ class Peek : public std::enable_shared_from_this<Peek> {
     if (error == errc::not_tls || error == errc::sslv2_client_hello) {
       stats_->not_tls++;
       reason = "not_tls";
+      if (ssh_ && from_proxy_ && starts_with_ssh()) {
+        refuse("invalid", reason, alert,
+               "SSH on the TLS port does not work through a --trusted-proxy (its PROXY header "
+               "comes first): have the balancer send SSH to --ssh-listen");
+        return;
+      }
     } else if (error == errc::client_hello_too_large || error == errc::record_too_large) {
       stats_->too_large++;
       reason = "too_large";
@@ -323,6 +412,11 @@ class Peek : public std::enable_shared_from_this<Peek> {
 
   std::string client_ip() const { return client_.address().to_string(); }
 
+  bool starts_with_ssh() const {
+    return buffer_.size() >= kSshPrefix.size() &&
+           std::memcmp(buffer_.data(), kSshPrefix.data(), kSshPrefix.size()) == 0;
+  }
+
   boost::asio::ip::tcp::socket socket_;
   boost::asio::ip::tcp::endpoint client_;
   boost::asio::steady_timer timer_;
@@ -335,6 +429,9 @@ class Peek : public std::enable_shared_from_this<Peek> {
   std::shared_ptr<PerSecondBudget> log_budget_;
   bool expect_proxy_header_;  ///< from a trusted proxy, and its header is not read yet
   std::shared_ptr<const Listener::Cluster> cluster_;  ///< null on a single node
+  std::shared_ptr<const Listener::SshHandoff> ssh_;   ///< null: TLS only
+  bool classifying_ = false;  ///< SSH or TLS not known yet (nothing read from the socket)
+  bool from_proxy_ = false;   ///< a trusted proxy's header was read
   /// The address counted in per_ip_: the socket's peer, or for a trusted proxy the visitor
   /// once its header named one (the balancer itself would hit the per-IP cap at once).
   std::optional<boost::asio::ip::address> counted_ip_;
@@ -409,7 +506,7 @@ void Listener::on_accept(boost::asio::ip::tcp::socket socket) {
     return;
   }
   std::make_shared<Peek>(std::move(socket), remote, next_id_++, registry_, config_, log_, events_,
-                         stats_, per_ip_, log_budget_, trusted, cluster_)
+                         stats_, per_ip_, log_budget_, trusted, cluster_, ssh_)
       ->start();
 }
 

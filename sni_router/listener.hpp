@@ -16,6 +16,7 @@
 #include <boost/asio/post.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,9 @@ struct RouterStats {
   std::atomic<std::uint64_t> over_limit{0};
   /// From a trusted proxy: no PROXY v2 header, or a malformed one.
   std::atomic<std::uint64_t> bad_proxy_header{0};
+  /// Handed to the SSH side (--ssh-on-tls-port): began with "SSH-", or silent for
+  /// kSshSilence.
+  std::atomic<std::uint64_t> ssh{0};
   std::atomic<std::int64_t> pending{0};
   std::atomic<std::int64_t> pending_bytes{0};  ///< buffer capacity those pending hellos hold
   LatencyHistogram client_hello_wait{kLatencyBuckets};  ///< accept -> routed
@@ -64,6 +68,11 @@ inline constexpr std::int64_t kPendingHelloBudgetBytes = 48 << 20;
 inline constexpr std::size_t kSmallHelloBytes = 4 * 1024;
 inline constexpr std::int64_t kPendingHelloReserveBytes = 16 << 20;
 
+/// With --ssh-on-tls-port, a connection that has sent nothing this long is an SSH client
+/// waiting for the server's version string (RFC 4253 4.2 lets either side speak first; TLS
+/// clients always send their ClientHello at once).
+inline constexpr std::chrono::milliseconds kSshSilence{300};
+
 /// Set from ServeConfig: app/cli.hpp holds the defaults and why; the byte budget is a
 /// constant (above) that tests may lower.
 struct RouterConfig {
@@ -78,6 +87,9 @@ struct RouterConfig {
 
 class Listener {
  public:
+  /// Takes an SSH connection found on the TLS port, untouched: nothing was read from it.
+  using SshHandoff = std::function<void(boost::asio::ip::tcp::socket)>;
+
   struct Cluster {
     std::shared_ptr<tunnel::ClusterRoutes> routes;
     std::shared_ptr<tunnel::Relay> relay;
@@ -92,6 +104,13 @@ class Listener {
   void set_cluster(std::shared_ptr<tunnel::ClusterRoutes> routes,
                    std::shared_ptr<tunnel::Relay> relay) {
     cluster_ = std::make_shared<const Cluster>(Cluster{std::move(routes), std::move(relay)});
+  }
+
+  /// --ssh-on-tls-port (before the I/O threads run): connections starting with "SSH-", or
+  /// silent for kSshSilence, go to `ssh` instead of being refused as not TLS. Not for those
+  /// from a --trusted-proxy (see listener.cpp).
+  void set_ssh_handoff(SshHandoff ssh) {
+    ssh_ = std::make_shared<const SshHandoff>(std::move(ssh));
   }
 
   /// Thread-safe: stops accepting.
@@ -114,6 +133,7 @@ class Listener {
   std::shared_ptr<PerIpCounter> per_ip_ = std::make_shared<PerIpCounter>();
   std::shared_ptr<PerSecondBudget> log_budget_;
   std::shared_ptr<const Cluster> cluster_;  ///< null on a single node
+  std::shared_ptr<const SshHandoff> ssh_;   ///< null: TLS only
   AcceptorSet acceptors_;
   std::atomic<std::uint64_t> next_id_{1};
 };

@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <stdexcept>
 #include <string>
@@ -36,6 +38,14 @@ boost::asio::ip::tcp::endpoint Server::listen(const std::vector<boost::asio::io_
       [this](const boost::system::error_code& ec) {
         ctx_->log->error("ssh.accept_failed error=\"{}\"", ec.message());
       });
+}
+
+void Server::adopt(boost::asio::ip::tcp::socket socket) {
+  auto& ioc = static_cast<boost::asio::io_context&>(
+      boost::asio::query(socket.get_executor(), boost::asio::execution::context));
+  boost::system::error_code ignored;
+  socket.non_blocking(false, ignored);  // as our own acceptor hands it over
+  on_accept(ioc, std::move(socket));
 }
 
 void Server::on_accept(boost::asio::io_context& ioc, boost::asio::ip::tcp::socket socket) {

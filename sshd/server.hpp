@@ -23,6 +23,11 @@ class Server {
   /// Throws std::runtime_error when the host key can't be loaded into libssh.
   Server(std::shared_ptr<const ServerContext> ctx, const std::string& host_key_path);
 
+  /// Takes a connection another listener accepted (SSH on the TLS port) exactly as if this
+  /// one had: the same pre-auth limits. Nothing may have been read from it (peeking is fine):
+  /// libssh reads the client's version string itself. Runs on the socket's own io_context.
+  void adopt(boost::asio::ip::tcp::socket socket);
+
   /// Thread-safe: stops accepting.
   void stop() { acceptors_.stop(); }
 

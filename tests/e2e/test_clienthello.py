@@ -122,9 +122,11 @@ def test_hello_past_the_read_cap_in_tiny_records_is_refused(gateway, upstream, c
 
 
 @pytest.mark.parametrize("first_bytes", [b"", b"\x16\x03\x01\x02\x00\x01"], ids=["silent", "partial"])
-def test_client_hello_timeout_is_3_seconds(gateway, first_bytes):
+def test_client_hello_timeout_is_3_seconds(gateway_factory, first_bytes):
     # Proves: a connection that sends nothing (or only the start of a ClientHello) is closed after
-    # the 3 s ClientHello timeout: not much sooner, not much later.
+    # the 3 s ClientHello timeout: not much sooner, not much later. (With --ssh-on-tls-port, the
+    # default, a silent one is SSH after 300 ms: test_ssh_on_tls_port.py.)
+    gateway = gateway_factory(args=["--no-ssh-on-tls-port"] if not first_bytes else [])
     r = raw_exchange(gateway.tls_port, [first_bytes] if first_bytes else [], read_timeout=10)
     assert r.closed, f"still open after {r.elapsed:.1f}s"
     assert 2.5 <= r.elapsed <= 5.0, f"closed after {r.elapsed:.2f}s"

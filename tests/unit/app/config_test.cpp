@@ -446,20 +446,25 @@ TEST(Settings, EveryRowWorksThroughEveryLayer) {
                               : s.key == "node_id"           ? "seven"
                               : s.key.starts_with("relay_")  ? "127.0.0.2:7"
                               : s.kind == ValueKind::integer ? "7"
+                              : s.kind == ValueKind::boolean ? "false"  // every default is true
                                                              : "/seven";
     const std::vector<std::string> companions = cluster_companions(s.key);
     const auto with = [&](std::vector<std::string> args) {
       args.insert(args.end(), companions.begin(), companions.end());
       return args;
     };
-    const auto by_flag = parse(with({"serve", flag, value}));
+    // A boolean's flag takes its value only after "=" (`--x` alone is true).
+    const auto by_flag = parse(s.kind == ValueKind::boolean ? with({"serve", flag + "=" + value})
+                                                            : with({"serve", flag, value}));
     ASSERT_EQ(by_flag.error, "");
     EXPECT_EQ(by_flag.origins.at(std::string(s.key)), "flag");
     const auto by_env = parse(with({"serve"}), {{env_name(s.key), value}});
     ASSERT_EQ(by_env.error, "");
     EXPECT_EQ(by_env.origins.at(std::string(s.key)), "env " + env_name(s.key));
-    const std::string toml = std::string(s.key) + " = " +
-                             (s.kind == ValueKind::integer ? value : "\"" + value + "\"") + "\n";
+    const std::string toml =
+        std::string(s.key) + " = " +
+        (s.kind != ValueKind::string && s.kind != ValueKind::list ? value : "\"" + value + "\"") +
+        "\n";
     const auto by_file = parse(with({"serve", "--config", "f.toml"}), {}, {{"f.toml", toml}});
     ASSERT_EQ(by_file.error, "");
     EXPECT_EQ(by_file.origins.at(std::string(s.key)), "f.toml:1");
@@ -566,6 +571,23 @@ TEST(Settings, ClusterOptionsNeedEachOther) {
                          "--cluster-lease-ttl", "2"});
   EXPECT_EQ(ok.error, "");
   EXPECT_EQ(ok.config.cluster_lease_ttl, std::chrono::seconds(2));
+}
+
+TEST(Settings, BooleanFlagsTakeNoValueOrEqualsAndHaveANoForm) {
+  EXPECT_TRUE(parse({"serve"}).config.ssh_on_tls_port);
+  EXPECT_FALSE(parse({"serve", "--no-ssh-on-tls-port"}).config.ssh_on_tls_port);
+  const auto on = parse({"serve", "--no-ssh-on-tls-port", "--ssh-on-tls-port"});
+  EXPECT_EQ(on.error, "");
+  EXPECT_TRUE(on.config.ssh_on_tls_port);
+  EXPECT_FALSE(parse({"serve", "--ssh-on-tls-port=false"}).config.ssh_on_tls_port);
+  EXPECT_FALSE(parse({"serve"}, {{"SNIGATE_SSH_ON_TLS_PORT", "false"}}).config.ssh_on_tls_port);
+  EXPECT_NE(parse({"serve", "--ssh-on-tls-port=no"}).error.find("expected true or false"),
+            std::string::npos);
+  EXPECT_NE(parse({"serve", "--no-ssh-on-tls-port=1"}).error.find("takes no value"),
+            std::string::npos);
+  const auto file =
+      parse({"serve", "--config", "f.toml"}, {}, {{"f.toml", "ssh_on_tls_port = \"x\"\n"}});
+  EXPECT_NE(file.error.find("expected true or false"), std::string::npos) << file.error;
 }
 
 }  // namespace
