@@ -48,6 +48,9 @@ struct ServeConfig {
   std::optional<std::uint16_t> advertise_port;  ///< nullopt: the first TLS listener's port
   std::chrono::seconds idle_timeout{300};
   std::chrono::seconds client_hello_timeout{3};
+  /// ClientHello to the client's first application_data record; 0: no handshake watch at all
+  /// (neither this deadline nor the record checks: docs/security.md).
+  std::chrono::seconds tls_handshake_timeout{60};
   std::chrono::seconds login_grace{60};  ///< SSH: from accept until authenticated
   unsigned threads = 0;                  ///< 0: one per core
   /// File whose first line is the admin API's bearer token (kept out of `ps` and shell

@@ -447,6 +447,10 @@ const SettingSpec kSettings[] = {
                               "close tunnels idle this long in either direction"),
     seconds<&C::client_hello_timeout>("client_hello_timeout", 1, kMaxClientHelloSeconds,
                                       "time a client has to send its ClientHello"),
+    seconds<&C::tls_handshake_timeout>("tls_handshake_timeout", 0, kMaxIdleSeconds,
+                                       "time a client has from its ClientHello to its first "
+                                       "application data; until then its records are checked")
+        .zero_is("off: no deadline, no record checks"),
     seconds<&C::login_grace>("login_grace", 1, kMaxLoginGraceSeconds,
                              "time an SSH client has to authenticate"),
     count<&C::threads>("threads", 0, kMaxThreads, "I/O threads")

@@ -160,6 +160,9 @@ std::string GatewayBackend::metrics_text() {
   m.ssh_requests_refused = ssh.requests_refused;
   m.ssh_sessions_paused = ssh.sessions_paused;
   m.buffer_budget_closes = ssh.buffer_budget_closes;
+  m.tls_handshake_closes = {{"timeout", ssh.tls_handshake_timeouts},
+                            {"record_overflow", ssh.tls_record_overflows},
+                            {"bad_record_type", ssh.tls_bad_record_types}};
   m.buffered_bytes =
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, ctx_->sessions->buffered_bytes()));
   m.client_hello_wait = tls.client_hello_wait.snapshot();

@@ -387,11 +387,13 @@ int serve(const gw::app::ServeConfig& config) {
                                                               log.tunnel);
       bind_listener("--relay-listen", *config.relay_listen,
                     [&](const tcp::endpoint& where) { return relay_in->listen(raw, where); });
+      gw::tunnel::BridgeConfig relay_bridge_config;
+      relay_bridge_config.idle_timeout = config.idle_timeout;
+      relay_bridge_config.tls_handshake_timeout = config.tls_handshake_timeout;
       // Before tls.listen(): the accepting threads read it without a lock.
-      tls.set_cluster(cluster,
-                      std::make_shared<gw::cluster::RelayDialer>(
-                          relay_tls, rc, cluster, registry, raw,
-                          gw::tunnel::BridgeConfig{config.idle_timeout}, relay_stats, log.tunnel));
+      tls.set_cluster(cluster, std::make_shared<gw::cluster::RelayDialer>(
+                                   relay_tls, rc, cluster, registry, raw, relay_bridge_config,
+                                   relay_stats, log.tunnel));
     }
   }
   std::vector<tcp::endpoint> tls_bound;
@@ -407,6 +409,7 @@ int serve(const gw::app::ServeConfig& config) {
   ctx->domain = *gw::tunnel::Hostname::parse(config.domain, false);
   ctx->advertise_port = config.advertise_port.value_or(tls_bound.front().port());
   ctx->idle_timeout = config.idle_timeout;
+  ctx->tls_handshake_timeout = config.tls_handshake_timeout;
   ctx->login_grace = config.login_grace;
   ctx->max_connections_per_endpoint = config.max_connections_per_endpoint;
   ctx->startups = std::make_shared<gw::sshd::StartupTable>(

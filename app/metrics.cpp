@@ -148,6 +148,13 @@ std::string render_metrics(const MetricsSnapshot& s) {
             "Tunnelled connections closed because their endpoint or key held more buffered bytes "
             "than its budget and their public client had read nothing for 500 ms.",
             s.buffer_budget_closes);
+  w.family("tls_handshake_closes_total", "counter",
+           "Tunnelled connections closed before the client's TLS handshake was over: past "
+           "--tls-handshake-timeout, a record over 2^14+2048 bytes, or a record type no "
+           "handshake sends.");
+  for (const auto& [reason, n] : s.tls_handshake_closes) {
+    w.sample("tls_handshake_closes_total", "reason=\"" + escape_label_value(reason) + "\"", n);
+  }
   w.gauge("buffered_bytes",
           "Bytes tunnelled connections hold buffered toward public clients that read slower "
           "than their upstream sends (the bridges' buffers and what the channels keep).",

@@ -62,7 +62,9 @@ struct MetricsSnapshot {
   std::uint64_t ssh_requests_refused = 0;   ///< counter: over a session's request budget
   std::uint64_t ssh_sessions_paused = 0;    ///< counter: input paused, over the message budget
   std::uint64_t buffer_budget_closes = 0;   ///< counter: stalled connections closed, see cpp
-  std::uint64_t buffered_bytes = 0;         ///< gauge: held toward public clients, all keys
+  /// counter: connections closed before the client's TLS handshake was over, by reason
+  std::map<std::string, std::uint64_t> tls_handshake_closes;
+  std::uint64_t buffered_bytes = 0;  ///< gauge: held toward public clients, all keys
   // Event log
   std::uint64_t events_dropped = 0;  ///< counter: events not written (queue full, write error)
   // Admin API itself

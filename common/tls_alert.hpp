@@ -1,6 +1,7 @@
 // TLS alert descriptions the router sends and the 7-byte fatal alert record that carries
 // one. Pure (no sockets): tunnel/tls_alert.hpp does the sending. Deliberately only the
-// alerts DESIGN.md section 4 names, plus protocol_version for pre-TLS-1.0 records.
+// alerts DESIGN.md section 4 names, plus protocol_version for pre-TLS-1.0 records and
+// unexpected_message for the record guard (common/tls_record_guard.hpp).
 #pragma once
 
 #include <array>
@@ -9,6 +10,7 @@
 
 namespace gw {
 
+inline constexpr std::uint8_t kAlertUnexpectedMessage = 10;  ///< a record type no handshake sends
 inline constexpr std::uint8_t kAlertRecordOverflow = 22;     ///< a record longer than allowed
 inline constexpr std::uint8_t kAlertDecodeError = 50;        ///< malformed or over-cap hello
 inline constexpr std::uint8_t kAlertProtocolVersion = 70;    ///< SSL 3.0 or unknown version

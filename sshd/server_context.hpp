@@ -76,7 +76,8 @@ struct ServerContext {
   std::shared_ptr<KeySource> keys;
   tunnel::Hostname domain = *tunnel::Hostname::parse("localhost", false);
   std::uint16_t advertise_port = 443;
-  std::chrono::seconds idle_timeout{};  ///< from ServeConfig, like the limits below
+  std::chrono::seconds idle_timeout{};             ///< from ServeConfig, like the limits below
+  std::chrono::seconds tls_handshake_timeout{60};  ///< 0: no handshake watch
   std::chrono::seconds login_grace{};
   std::chrono::seconds keepalive_interval{15};  ///< SSH keepalives on idle sessions
   /// Without a session channel (`ssh -N`), endpoints start routing after this grace.

@@ -195,6 +195,7 @@ Session::Session(boost::asio::io_context& ioc, std::shared_ptr<const ServerConte
       direct_(ioc, *this, ctx_, id) {
   started_at_ = last_peer_data_ = last_keepalive_sent_ = Clock::now();
   bridge_config_.idle_timeout = ctx_->idle_timeout;
+  bridge_config_.tls_handshake_timeout = ctx_->tls_handshake_timeout;
 }
 
 Session::~Session() {

@@ -73,7 +73,9 @@ Bridge::Bridge(std::unique_ptr<PublicStream> stream, std::vector<std::byte> peek
       on_closed_(std::move(on_closed)),
       up_pending_(std::move(peeked)),
       down_held_(std::move(budgets)) {
-  last_up_ = last_down_ = open_sent_ = last_drained_ = std::chrono::steady_clock::now();
+  last_up_ = last_down_ = open_sent_ = last_drained_ = handshake_started_ =
+      std::chrono::steady_clock::now();
+  watching_ = config_.tls_handshake_timeout.count() > 0;
 }
 
 Bridge::~Bridge() = default;
@@ -114,6 +116,15 @@ void Bridge::start() {
   count_up(up_pending_.size());  // the ClientHello the router read counts as client bytes
   open_sent_ = std::chrono::steady_clock::now();
   channel_->start(*this);
+  // The router parsed the ClientHello, but the peek may hold more records than that one.
+  if (watching_ && !finished_) {
+    const auto verdict = guard_.feed(up_pending_);
+    if (verdict == TlsRecordGuard::Verdict::done) {
+      watching_ = false;
+    } else if (verdict != TlsRecordGuard::Verdict::watching) {
+      refuse_records_later(verdict);
+    }
+  }
 }
 
 void Bridge::on_channel_opened() {
@@ -163,7 +174,7 @@ bool Bridge::push_up_pending() {
 }
 
 void Bridge::pull_up() {
-  if (finished_ || channel_state_ != ChannelState::open) {
+  if (finished_ || finish_posted_ || channel_state_ != ChannelState::open) {
     return;
   }
   if (!up_pending_.empty() && !push_up_pending()) {
@@ -202,6 +213,10 @@ void Bridge::pull_up() {
     const std::size_t n = r.bytes;
     last_up_ = std::chrono::steady_clock::now();
     count_up(n);
+    // One predictable branch per read once the handshake is over: the guard is off then.
+    if (watching_ && !check_records(std::span<const std::byte>(scratch(), n))) {
+      return;
+    }
     const auto w = channel_->write(std::span<const std::byte>(scratch(), n));
     if (!w) {
       finish("channel_write_failed");
@@ -219,6 +234,42 @@ void Bridge::pull_up() {
   }
   // Budget spent with data still flowing: continue after others had their turn.
   boost::asio::post(stream_->executor(), [self = shared_from_this()] { self->pull_up(); });
+}
+
+bool Bridge::check_records(std::span<const std::byte> bytes) {
+  const auto verdict = guard_.feed(bytes);
+  if (verdict == TlsRecordGuard::Verdict::watching) {
+    return true;
+  }
+  watching_ = false;
+  if (verdict == TlsRecordGuard::Verdict::done) {
+    log_->debug("bridge.handshake_done conn=t{} records={}", id(), guard_.records());
+    return true;
+  }
+  note_refusal(verdict);
+  finish(TlsRecordGuard::reason_for(verdict));
+  return false;
+}
+
+void Bridge::refuse_records_later(TlsRecordGuard::Verdict verdict) {
+  watching_ = false;
+  note_refusal(verdict);
+  finish_later(TlsRecordGuard::reason_for(verdict));
+}
+
+void Bridge::note_refusal(TlsRecordGuard::Verdict verdict) {
+  (verdict == TlsRecordGuard::Verdict::oversize ? stats_->tls_record_overflows
+                                                : stats_->tls_bad_record_types)++;
+  // A plaintext alert only while nothing of the upstream's went down: after its ServerHello
+  // the client reads records under the handshake keys (TLS 1.3), and a plaintext alert would
+  // surface as a confusing bad_record_mac; then a plain close says as much.
+  close_alert_ = bytes_down_ == 0 ? TlsRecordGuard::alert_for(verdict) : 0;
+  log_->warn(
+      "bridge.tls_record_refused conn=t{} sni={} client={} type={} length={} alert={} "
+      "reason=\"a record no TLS handshake sends (type 20-23, at most {} bytes) before the "
+      "client's handshake was over: is the client speaking TLS?\"",
+      id(), start_.server_name, start_.client_ip, guard_.last_type(), guard_.last_length(),
+      close_alert_, TlsRecordGuard::kMaxRecordBytes);
 }
 
 void Bridge::send_up_eof() {
@@ -390,6 +441,17 @@ void Bridge::check_deadlines(std::chrono::steady_clock::time_point now) {
   if (channel_state_ != ChannelState::open) {
     return;
   }
+  if (watching_ && now - handshake_started_ > config_.tls_handshake_timeout) {
+    stats_->tls_handshake_timeouts++;
+    log_->warn(
+        "bridge.handshake_timeout conn=t{} sni={} client={} records={} reason=\"the client did "
+        "not finish its TLS handshake within {} s (--tls-handshake-timeout)\"",
+        id(), start_.server_name, start_.client_ip, guard_.records(),
+        std::chrono::duration_cast<std::chrono::seconds>(config_.tls_handshake_timeout).count());
+    watching_ = false;
+    finish("tls_handshake_timeout");
+    return;
+  }
   if (now - last_up_ > config_.idle_timeout) {
     finish("idle_client");
   } else if (now - last_down_ > config_.idle_timeout) {
@@ -416,6 +478,8 @@ void Bridge::finish(const char* reason) {
   std::uint64_t alert_bytes = 0;
   if (channel_state_ == ChannelState::failed) {
     alert_bytes = stream_->alert_and_close(gw::kAlertInternalError);
+  } else if (close_alert_ != 0) {
+    alert_bytes = stream_->alert_and_close(close_alert_);
   } else {
     stream_->close();
   }

@@ -22,6 +22,11 @@
 // Runs on the socket's thread only; knows nothing of SSH. Deliberately no retries: a channel
 // the far end refuses gets a TLS internal_error alert and the connection ends. Deadlines are
 // checked by the owner's timer through check_deadlines(), so tests can drive the clock.
+//
+// Until the client's handshake is over (its first application_data record) the up bytes also
+// go through a TlsRecordGuard (common/tls_record_guard.hpp) and the handshake has a deadline
+// (BridgeConfig::tls_handshake_timeout); after that the guard is off and reads go straight to
+// the channel, with no per-record work (docs/security.md).
 #pragma once
 
 #include <atomic>
@@ -36,6 +41,7 @@
 #include <vector>
 
 #include "common/histogram.hpp"
+#include "common/tls_record_guard.hpp"
 #include "tunnel/buffer_budget.hpp"
 #include "tunnel/channel.hpp"
 #include "tunnel/events.hpp"
@@ -53,6 +59,10 @@ struct BridgeStats {
   std::atomic<std::uint64_t> bytes_in{0};               ///< public client -> upstream, as it flows
   std::atomic<std::uint64_t> bytes_out{0};              ///< upstream -> public client, as it flows
   std::atomic<std::uint64_t> channel_open_failures{0};  ///< refused or timed out
+  /// Closed before the client's handshake was over: past the deadline, or a record refused.
+  std::atomic<std::uint64_t> tls_handshake_timeouts{0};
+  std::atomic<std::uint64_t> tls_record_overflows{0};
+  std::atomic<std::uint64_t> tls_bad_record_types{0};
   LatencyHistogram channel_open_latency{kLatencyBuckets};
 };
 
@@ -66,6 +76,9 @@ struct BridgeConfig {
   std::size_t down_buffer_cap = 256 * 1024;
   /// Most bytes moved up per wake-up, so one busy client can't starve others on this thread.
   std::size_t up_budget = 512 * 1024;
+  /// From the ClientHello to the client's first application_data record; zero turns the
+  /// handshake watch off altogether (no deadline and no record checks).
+  Duration tls_handshake_timeout = std::chrono::seconds(60);
 };
 
 class Bridge final : public std::enable_shared_from_this<Bridge>, private ChannelHandler {
@@ -110,6 +123,9 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   /// Bytes held in our buffers (each bounded: see the file comment).
   std::size_t up_buffered() const { return up_pending_.size(); }
   std::size_t down_buffered() const { return down_pending_.size(); }
+  /// True until the client's first application_data record (or a refusal): the guard reads
+  /// the up bytes. Always false with tls_handshake_timeout zero.
+  bool watching_handshake() const { return watching_; }
   /// True while the bridge took less than the channel offered and waits to resume it.
   bool down_refused() const { return down_refused_; }
   /// Since when the public client has taken none of the bytes we hold for it; nullopt while
@@ -144,6 +160,12 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   void set_up(UpState next);
   void set_down(DownState next);
   void set_channel(ChannelState next);
+  /// The handshake watch over bytes about to go up: false if it refused them (finished).
+  bool check_records(std::span<const std::byte> bytes);
+  /// The same for the peeked bytes in start(), where finishing at once is not allowed.
+  void refuse_records_later(TlsRecordGuard::Verdict verdict);
+  /// Counts, logs and picks the alert for a refused record.
+  void note_refusal(TlsRecordGuard::Verdict verdict);
   void count_up(std::uint64_t n);
   void count_down(std::uint64_t n);
   /// After down_pending_ changed: its size to the budgets.
@@ -170,9 +192,13 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   bool finished_ = false;
   bool finish_posted_ = false;
   bool counted_active_ = false;
+  bool watching_ = false;         ///< the handshake watch is on: see watching_handshake()
+  std::uint8_t close_alert_ = 0;  ///< nonzero: finish() sends this alert before closing
+  TlsRecordGuard guard_;
   std::uint64_t bytes_up_ = 0;
   std::uint64_t bytes_down_ = 0;
   std::chrono::steady_clock::time_point open_sent_;
+  std::chrono::steady_clock::time_point handshake_started_;  ///< the ClientHello was read
   std::chrono::steady_clock::time_point last_up_;
   std::chrono::steady_clock::time_point last_down_;
   std::chrono::steady_clock::time_point last_drained_;  ///< the socket last took bytes

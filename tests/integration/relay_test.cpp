@@ -30,6 +30,13 @@
 namespace gw::cluster {
 namespace {
 
+/// These tests pump bytes that are not TLS records: no handshake watch (tunnel/bridge.hpp).
+tunnel::BridgeConfig no_handshake_watch() {
+  tunnel::BridgeConfig c;
+  c.tls_handshake_timeout = {};
+  return c;
+}
+
 namespace fs = std::filesystem;
 using boost::asio::ip::make_address;
 using boost::asio::ip::tcp;
@@ -228,7 +235,7 @@ class RelayTest : public ::testing::Test {
     routes_ = std::make_shared<FakeRoutes>();
     routes_->route = route(17);
     dialer_ = std::make_shared<RelayDialer>(ingress_tls_, pki_->config("node-1"), routes_, nullptr,
-                                            std::vector{&ingress_.ioc}, tunnel::BridgeConfig{},
+                                            std::vector{&ingress_.ioc}, no_handshake_watch(),
                                             ingress_stats_, log_);
     public_ =
         std::make_unique<tcp::acceptor>(ingress_.ioc, tcp::endpoint(make_address("127.0.1.1"), 0));

@@ -114,6 +114,7 @@ class BridgeTest : public ::testing::Test {
     peeked_ = peeked.size();
     config_.idle_timeout = 300s;
     config_.open_timeout = 10s;
+    config_.tls_handshake_timeout = handshake_timeout_;
     ConnectionStart start{7,
                           "192.0.2.1",
                           40000,
@@ -193,6 +194,16 @@ class BridgeTest : public ::testing::Test {
       }
     }
   }
+  /// Reads until `n` bytes arrived (bounded).
+  std::vector<std::byte> client_read_until_eof_or(std::size_t n) {
+    std::vector<std::byte> all;
+    drive([&] {
+      auto got = client_read_available();
+      all.insert(all.end(), got.begin(), got.end());
+      return eof_ || all.size() >= n;
+    });
+    return all;
+  }
   std::vector<std::byte> client_read_until_eof() {
     std::vector<std::byte> all;
     EXPECT_TRUE(drive([&] {
@@ -214,7 +225,18 @@ class BridgeTest : public ::testing::Test {
   std::vector<ConnectionClosed> records_;
   std::size_t peeked_ = 0;
   bool eof_ = false;
+  /// Off unless a test turns it on: the other tests pump bytes that are not TLS records.
+  std::chrono::seconds handshake_timeout_{0};
 };
+
+/// A TLS record header of `type` announcing `length` bytes, and that many bytes.
+std::vector<std::byte> tls_record(std::uint8_t type, std::size_t length) {
+  std::vector<std::byte> r{std::byte{type}, std::byte{3}, std::byte{3},
+                           std::byte(static_cast<std::uint8_t>(length >> 8)),
+                           std::byte(static_cast<std::uint8_t>(length))};
+  r.resize(5 + length, std::byte{7});
+  return r;
+}
 
 TEST_F(BridgeTest, PeekedBytesGoUpFirstOnceOpenedThenSocketBytes) {
   make(bytes(517, 1));
@@ -457,6 +479,91 @@ TEST_F(BridgeTest, ChannelFailureEndsTheConnectionWithItsReason) {
   EXPECT_TRUE(bridge_->finished());
   ASSERT_EQ(records_.size(), 1u);
   EXPECT_EQ(records_[0].close_reason, "window_violation");
+}
+
+// ---- the handshake watch (common/tls_record_guard.hpp) ----------------------------------
+
+TEST_F(BridgeTest, HandshakeDeadlineClosesWithItsOwnReasonAndCounts) {
+  handshake_timeout_ = 60s;
+  make(tls_record(22, 200));
+  channel_->open();
+  client_write(tls_record(22, 30));  // still handshaking
+  ASSERT_TRUE(drive([&] { return channel_->received.size() == 205 + 35; }));
+  EXPECT_TRUE(bridge_->watching_handshake());
+  const auto now = std::chrono::steady_clock::now();
+  bridge_->check_deadlines(now + 59s);
+  EXPECT_FALSE(bridge_->finished());
+  bridge_->check_deadlines(now + 61s);
+  EXPECT_TRUE(bridge_->finished());
+  check_invariants();
+  ASSERT_EQ(records_.size(), 1u);
+  EXPECT_EQ(records_[0].close_reason, "tls_handshake_timeout");
+  EXPECT_EQ(stats_->tls_handshake_timeouts.load(), 1u);
+  EXPECT_TRUE(client_read_until_eof().empty()) << "no alert: there is none for a slow handshake";
+}
+
+TEST_F(BridgeTest, TheFirstApplicationDataEndsTheWatchAndTheDeadline) {
+  handshake_timeout_ = 60s;
+  make(tls_record(22, 200));
+  channel_->open();
+  auto more = tls_record(20, 1);
+  const auto data = tls_record(23, 40);
+  more.insert(more.end(), data.begin(), data.end());
+  // Bulk bytes after it are no records at all: the guard must not be reading them.
+  const auto bulk = bytes(70000, 3);
+  more.insert(more.end(), bulk.begin(), bulk.end());
+  client_write(more);
+  ASSERT_TRUE(drive([&] { return channel_->received.size() == 205 + more.size(); }));
+  EXPECT_FALSE(bridge_->watching_handshake());
+  bridge_->check_deadlines(std::chrono::steady_clock::now() + 61s);
+  EXPECT_FALSE(bridge_->finished());
+}
+
+TEST_F(BridgeTest, AnOversizeRecordBeforeAnythingWentDownGetsRecordOverflow) {
+  handshake_timeout_ = 60s;
+  make(tls_record(22, 200));
+  channel_->open();
+  const auto big = tls_record(22, (1u << 14) + 2049);
+  client_write(std::span(big).first(5000));
+  ASSERT_TRUE(drive([&] { return bridge_->finished(); }));
+  check_invariants();
+  EXPECT_EQ(channel_->received.size(), 205u) << "the refused bytes never go up";
+  ASSERT_EQ(records_.size(), 1u);
+  EXPECT_EQ(records_[0].close_reason, "tls_record_overflow");
+  EXPECT_EQ(stats_->tls_record_overflows.load(), 1u);
+  const auto alert = gw::make_alert(gw::kAlertRecordOverflow);
+  const auto got = client_read_until_eof();
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), alert.begin(), alert.end()));
+}
+
+TEST_F(BridgeTest, ABadTypeInThePeekIsUnexpectedMessage) {
+  handshake_timeout_ = 60s;
+  auto peeked = tls_record(22, 100);
+  const auto heartbeat = tls_record(24, 3);
+  peeked.insert(peeked.end(), heartbeat.begin(), heartbeat.end());
+  make(peeked);
+  ASSERT_TRUE(drive([&] { return bridge_->finished(); }));
+  EXPECT_TRUE(channel_->received.empty());
+  ASSERT_EQ(records_.size(), 1u);
+  EXPECT_EQ(records_[0].close_reason, "tls_bad_record_type");
+  EXPECT_EQ(stats_->tls_bad_record_types.load(), 1u);
+  const auto alert = gw::make_alert(gw::kAlertUnexpectedMessage);
+  const auto got = client_read_until_eof();
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), alert.begin(), alert.end()));
+}
+
+TEST_F(BridgeTest, ARefusalAfterTheServerSpokeIsAPlainClose) {
+  handshake_timeout_ = 60s;
+  make(tls_record(22, 200));
+  channel_->open();
+  const auto server_hello = tls_record(22, 90);
+  channel_->send(server_hello);
+  ASSERT_EQ(client_read_until_eof_or(server_hello.size()).size(), server_hello.size());
+  client_write(tls_record(99, 1));
+  ASSERT_TRUE(drive([&] { return bridge_->finished(); }));
+  EXPECT_EQ(records_[0].close_reason, "tls_bad_record_type");
+  EXPECT_EQ(records_[0].bytes_out, server_hello.size()) << "no plaintext alert after ServerHello";
+  EXPECT_TRUE(client_read_until_eof().empty());
 }
 
 }  // namespace
