@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <cerrno>
+#include <cstring>
 
 #include "common/printable.hpp"
 #include "keys/source_match.hpp"
@@ -271,9 +273,24 @@ void Session::start(ssh_bind bind, std::mutex& bind_mutex, int fd,
     set_state(State::closed);
     return;
   }
+  // Out of descriptors (a flood, a low ulimit), dup fails: end this session, not the process
+  // (assign would throw on -1).
+  const int watch_fd = ::dup(fd);
+  boost::system::error_code ec;
+  if (watch_fd >= 0) {
+    fd_watch_.assign(watch_fd, ec);
+  }
+  if (watch_fd < 0 || ec) {
+    ctx_->log->warn("session.open_failed conn=s{} peer={} error=\"{}\"", id_, peer_,
+                    watch_fd < 0 ? std::strerror(errno) : ec.message());
+    if (watch_fd >= 0) {
+      ::close(watch_fd);
+    }
+    set_state(State::closed);
+    return;
+  }
   event_.reset(ssh_event_new());
   ssh_event_add_session(event_.get(), session_.get());
-  fd_watch_.assign(::dup(fd));
   ctx_->sessions->add(id_, weak_from_this());
   startup_.bind(weak_from_this());
   ctx_->log->info("session.open conn=s{} peer={}", id_, peer_);

@@ -24,7 +24,10 @@ def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_fact
     # closed at the 3 s ClientHello timeout (not before, not much after). The gateway's own
     # event log times each connection from accept; the clients' clocks only bound it from above.
     events = tmp_path / "events.jsonl"
-    gw = stress_gateway(gateway_factory, args=["--event-log", str(events)])
+    # The ClientHello path itself: with --ssh-on-tls-port a silent connection would be handed to
+    # the SSH side after 300 ms (its own limits: test_ssh_on_tls_port.py).
+    gw = stress_gateway(gateway_factory,
+                        args=["--event-log", str(events), "--no-ssh-on-tls-port"])
     gw.tunnel([fwd(NAME, upstream)]).start()
     get = lambda: https_get(gw.tls_port, NAME, client_ctx)  # noqa: E731
     assert get().status == 200
@@ -75,8 +78,9 @@ def test_silent_and_slow_hellos_do_not_delay_others_and_close_at_3s(gateway_fact
 
 def test_per_ip_cap_on_pending_hellos(gateway_factory, upstream, client_ctx, figures):
     # Proves: one IP can hold at most 256 connections that owe their ClientHello; the rest are
-    # closed at once, while other clients are still served.
-    gw = stress_gateway(gateway_factory)
+    # closed at once, while other clients are still served. Silent connections are the
+    # ClientHello path's only without --ssh-on-tls-port (else SSH's after 300 ms).
+    gw = stress_gateway(gateway_factory, args=["--no-ssh-on-tls-port"])
     gw.tunnel([fwd(NAME, upstream)]).start()
     cap, n = 256, 300
     attack = in_thread(hold_open, gw.tls_port, sources(1, block=3) * n, b"", 1.0, 10.0)
