@@ -80,12 +80,6 @@ Registry::Registry(asio::io_context& ioc, RegistryConfig config,
 
 Registry::~Registry() = default;
 
-std::string Registry::session_component(std::uint64_t id) const {
-  // The boot nonce keeps a restarted node's session 1 apart from its predecessor's, whose keys
-  // may outlive it by a TTL.
-  return std::to_string(id) + "." + boot_;
-}
-
 void Registry::start() {
   auto self = shared_from_this();
   asio::co_spawn(
@@ -454,7 +448,8 @@ std::unique_ptr<tunnel::GateTicket> Registry::claim(tunnel::GateClaim request,
                     callbacks = std::move(callbacks)]() mutable {
     Claim c;
     c.key = RouteKey{request.name, request.pool ? RouteKind::pool : RouteKind::single,
-                     self->config_.node_id, self->session_component(request.session_id)};
+                     self->config_.node_id,
+                     cluster::session_component(request.session_id, self->boot_)};
     c.etcd_key = route_key(c.key);
     c.request = std::move(request);
     c.callbacks = std::move(callbacks);

@@ -112,9 +112,6 @@ class Registry final : public tunnel::ClusterRoutes,
   ClusterView view() const;
   const std::string& node_id() const { return config_.node_id; }
 
-  /// The session id component of this node's route keys for session `id`.
-  std::string session_component(std::uint64_t id) const;
-
  private:
   class Ticket;
   enum class ClaimState { pending, won, released };

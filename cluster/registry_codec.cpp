@@ -260,6 +260,22 @@ std::string prefix_end(std::string_view prefix) {
   return std::string(1, '\0');  // etcd: "\0" as range_end means every key from `key` on
 }
 
+std::string session_component(std::uint64_t session, std::string_view boot) {
+  return std::to_string(session) + "." + std::string(boot);
+}
+
+std::optional<std::uint64_t> session_number(std::string_view component) {
+  // A stale boot's number that now belongs to another session still reaches only a session
+  // holding that very name (the relay listener checks the holder).
+  const std::string_view id = component.substr(0, component.find('.'));
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), v);
+  if (ec != std::errc{} || end != id.data() + id.size() || v == 0) {
+    return std::nullopt;
+  }
+  return v;
+}
+
 bool valid_node_id(std::string_view id) {
   if (id.empty() || id.size() > 64) {
     return false;

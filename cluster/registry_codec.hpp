@@ -46,6 +46,12 @@ struct RouteKey {
   std::string session;
 };
 
+/// A route key's session component: "<session>.<boot nonce>". The nonce keeps a restarted
+/// node's keys apart from its predecessor's, which may outlive it by a TTL.
+std::string session_component(std::uint64_t session, std::string_view boot);
+/// The session number of a session component (the relay's route TLV carries one), or nullopt.
+std::optional<std::uint64_t> session_number(std::string_view component);
+
 std::string node_key(std::string_view node_id);
 std::string nodes_prefix();
 std::string routes_prefix();

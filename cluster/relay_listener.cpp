@@ -1,8 +1,8 @@
 #include "cluster/relay_listener.hpp"
 
 #include <boost/asio/steady_timer.hpp>
-#include <charconv>
 
+#include "cluster/registry_codec.hpp"
 #include "cluster/tls_stream.hpp"
 #include "common/printable.hpp"
 #include "common/proxy_v2.hpp"
@@ -15,19 +15,6 @@ namespace {
 /// follows it (a read may return the start of the ClientHello with the header).
 constexpr std::size_t kMaxHeaderRead = proxy::kMaxHeaderBytes + 16 * 1024 + 256;
 constexpr std::size_t kReadChunk = 16 * 1024 + 256;
-
-std::optional<std::uint64_t> parse_session(const std::string& s) {
-  // The registry writes "<session>.<boot nonce>" (cluster/registry.cpp session_component); the
-  // nonce only keeps a restarted node's keys apart in etcd. A stale boot's number that now
-  // belongs to another session still reaches only a session holding this very name.
-  const std::string_view id = std::string_view(s).substr(0, s.find('.'));
-  std::uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), v);
-  if (ec != std::errc{} || end != id.data() + id.size() || v == 0) {
-    return std::nullopt;
-  }
-  return v;
-}
 
 /// One relay connection from accept until it is handed to an endpoint or refused.
 class Inbound : public std::enable_shared_from_this<Inbound> {
@@ -128,7 +115,7 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
       return;
     }
     sni_ = name->str();
-    const auto session = parse_session(h.route->session_id);
+    const auto session = session_number(h.route->session_id);
     auto endpoint = session ? registry_->find_held_by(sni_, *session) : nullptr;
     if (!endpoint) {
       stats_->in_stale++;

@@ -162,23 +162,11 @@ void TlsStream::close() {
   }
 }
 
-bool TlsStream::detach() {
-  boost::system::error_code ec;
-  detached_fd_ = socket_.release(ec);
-  return !ec;
-}
+bool TlsStream::detach() { return tunnel::release_descriptor(socket_, detached_fd_); }
 
 bool TlsStream::attach(boost::asio::io_context& ioc) {
-  boost::asio::ip::tcp::socket socket(ioc);
-  boost::system::error_code ec;
-  socket.assign(protocol_, detached_fd_, ec);
-  if (ec) {
-    return false;  // the destructor closes detached_fd_
-  }
-  detached_fd_ = -1;  // the same descriptor: SSL_set_fd's BIO stays valid
-  socket_ = std::move(socket);
-  socket_.non_blocking(true, ec);
-  return true;
+  // On failure the destructor closes detached_fd_.
+  return tunnel::assign_descriptor(socket_, protocol_, detached_fd_, ioc);
 }
 
 }  // namespace gw::cluster

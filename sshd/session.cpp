@@ -1158,39 +1158,18 @@ void Session::handle_cancel_forward(ssh_message msg) {
 // ---- public connections ----------------------------------------------------------------
 
 void Session::deliver(std::size_t forward_key, tunnel::IncomingConnection conn) {
-  // Runs on the accepting thread: move the socket (or the relay stream) to this session's
-  // io_context.
-  if (conn.stream) {
-    if (!conn.stream->detach()) {
-      return;
-    }
-    boost::asio::post(ioc_,
-                      [self = shared_from_this(), forward_key, conn = std::move(conn)]() mutable {
-                        if (conn.stream->attach(self->ioc_)) {
-                          self->start_bridge(forward_key, std::move(conn));
-                        }
-                      });
+  // Runs on the accepting thread: move the transport (the visitor's socket, a teammate's local
+  // pair end, or a relay's TLS stream) to this session's io_context.
+  conn.stream = conn.take_stream();
+  if (!conn.stream->detach()) {
     return;
   }
-  boost::system::error_code ec;
-  // TCP from the public port, or a local pair end from a teammate's ssh -L (direct_channel.*).
-  const auto protocol = conn.socket.local_endpoint(ec).protocol();
-  const int fd = conn.socket.release(ec);
-  if (ec) {
-    return;
-  }
-  boost::asio::post(ioc_, [self = shared_from_this(), forward_key, fd, protocol,
-                           conn = std::move(conn)]() mutable {
-    boost::asio::generic::stream_protocol::socket socket(self->ioc_);
-    boost::system::error_code ec;
-    socket.assign(protocol, fd, ec);
-    if (ec) {
-      ::close(fd);
-      return;
-    }
-    conn.socket = std::move(socket);
-    self->start_bridge(forward_key, std::move(conn));
-  });
+  boost::asio::post(ioc_,
+                    [self = shared_from_this(), forward_key, conn = std::move(conn)]() mutable {
+                      if (conn.stream->attach(self->ioc_)) {
+                        self->start_bridge(forward_key, std::move(conn));
+                      }
+                    });
 }
 
 tunnel::EndpointLabel Session::label_for(const Forward& f) const {
@@ -1230,10 +1209,8 @@ void Session::start_bridge(std::size_t forward_key, tunnel::IncomingConnection c
   auto channel = std::make_shared<ForwardedChannel>(*this, session_.get(), f->bind_address,
                                                     f->bind_port, conn.client.address().to_string(),
                                                     conn.client.port(), budgets);
-  if (!conn.stream) {
-    boost::system::error_code ec;
-    conn.socket.set_option(boost::asio::ip::tcp::no_delay(true), ec);
-  }
+  // TCP_NODELAY: the public listener set it at accept (sni_router/listener.cpp); a relay's
+  // stream and a local pair need none.
   const tunnel::ConnectionStart start = conn.start();
   auto bridge = std::make_shared<tunnel::Bridge>(
       conn.take_stream(), std::move(conn.peeked), start, label_for(*f), std::move(channel),

@@ -118,12 +118,7 @@ void Bridge::start() {
   channel_->start(*this);
   // The router parsed the ClientHello, but the peek may hold more records than that one.
   if (watching_ && !finished_) {
-    const auto verdict = guard_.feed(up_pending_);
-    if (verdict == TlsRecordGuard::Verdict::done) {
-      watching_ = false;
-    } else if (verdict != TlsRecordGuard::Verdict::watching) {
-      refuse_records_later(verdict);
-    }
+    check_records(up_pending_, /*later=*/true);  // we may be inside the owner's call: finish later
   }
 }
 
@@ -214,7 +209,7 @@ void Bridge::pull_up() {
     last_up_ = std::chrono::steady_clock::now();
     count_up(n);
     // One predictable branch per read once the handshake is over: the guard is off then.
-    if (watching_ && !check_records(std::span<const std::byte>(scratch(), n))) {
+    if (watching_ && !check_records(std::span<const std::byte>(scratch(), n), /*later=*/false)) {
       return;
     }
     const auto w = channel_->write(std::span<const std::byte>(scratch(), n));
@@ -236,7 +231,7 @@ void Bridge::pull_up() {
   boost::asio::post(stream_->executor(), [self = shared_from_this()] { self->pull_up(); });
 }
 
-bool Bridge::check_records(std::span<const std::byte> bytes) {
+bool Bridge::check_records(std::span<const std::byte> bytes, bool later) {
   const auto verdict = guard_.feed(bytes);
   if (verdict == TlsRecordGuard::Verdict::watching) {
     return true;
@@ -247,14 +242,12 @@ bool Bridge::check_records(std::span<const std::byte> bytes) {
     return true;
   }
   note_refusal(verdict);
-  finish(TlsRecordGuard::reason_for(verdict));
+  if (later) {
+    finish_later(TlsRecordGuard::reason_for(verdict));
+  } else {
+    finish(TlsRecordGuard::reason_for(verdict));
+  }
   return false;
-}
-
-void Bridge::refuse_records_later(TlsRecordGuard::Verdict verdict) {
-  watching_ = false;
-  note_refusal(verdict);
-  finish_later(TlsRecordGuard::reason_for(verdict));
 }
 
 void Bridge::note_refusal(TlsRecordGuard::Verdict verdict) {

@@ -160,10 +160,9 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   void set_up(UpState next);
   void set_down(DownState next);
   void set_channel(ChannelState next);
-  /// The handshake watch over bytes about to go up: false if it refused them (finished).
-  bool check_records(std::span<const std::byte> bytes);
-  /// The same for the peeked bytes in start(), where finishing at once is not allowed.
-  void refuse_records_later(TlsRecordGuard::Verdict verdict);
+  /// The handshake watch over bytes about to go up: false if it refused them (then finished,
+  /// or with `later` finishing after this turn: start() may not finish at once).
+  bool check_records(std::span<const std::byte> bytes, bool later);
   /// Counts, logs and picks the alert for a refused record.
   void note_refusal(TlsRecordGuard::Verdict verdict);
   void count_up(std::uint64_t n);

@@ -71,24 +71,14 @@ void SocketStream::close() {
   socket_.close(ec);
 }
 
-bool SocketStream::detach() {
-  boost::system::error_code ec;
-  detached_fd_ = socket_.release(ec);
-  return !ec;
-}
+bool SocketStream::detach() { return release_descriptor(socket_, detached_fd_); }
 
 bool SocketStream::attach(boost::asio::io_context& ioc) {
-  Socket socket(ioc);
-  boost::system::error_code ec;
-  socket.assign(protocol_, detached_fd_, ec);
-  if (ec) {
+  if (!assign_descriptor(socket_, protocol_, detached_fd_, ioc)) {
     ::close(detached_fd_);
     detached_fd_ = -1;
     return false;
   }
-  detached_fd_ = -1;
-  socket_ = std::move(socket);
-  socket_.non_blocking(true, ec);
   return true;
 }
 

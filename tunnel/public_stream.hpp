@@ -49,6 +49,30 @@ class PublicStream {
   virtual bool attach(boost::asio::io_context& ioc) = 0;
 };
 
+/// detach()/attach() for a stream over a socket: the descriptor leaves `socket`'s io_context
+/// into `fd`, then a socket on `ioc` takes the same descriptor (so a TLS session's BIO on it
+/// stays valid). On failure `fd` still holds the descriptor: the caller closes it.
+template <class Socket>
+bool release_descriptor(Socket& socket, int& fd) {
+  boost::system::error_code ec;
+  fd = socket.release(ec);
+  return !ec;
+}
+template <class Socket>
+bool assign_descriptor(Socket& socket, const typename Socket::protocol_type& protocol, int& fd,
+                       boost::asio::io_context& ioc) {
+  Socket moved(ioc);
+  boost::system::error_code ec;
+  moved.assign(protocol, fd, ec);
+  if (ec) {
+    return false;
+  }
+  fd = -1;
+  socket = std::move(moved);
+  socket.non_blocking(true, ec);
+  return true;
+}
+
 /// A plain stream socket (TCP, or a local pair in tests): the single-node path.
 class SocketStream final : public PublicStream {
  public:

@@ -911,24 +911,37 @@ class HttpAnswer:
     peer_cert_san: tuple
 
 
+def _https_exchange(port: int, name: str, ctx: ssl.SSLContext, timeout: float, host: str,
+                    source: str | None) -> tuple[int, bytes, tuple]:
+    """GET / over Python's ssl: (client source port, raw answer, the server's SANs)."""
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as raw:
+        local = raw.getsockname()[1]
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            data = bytearray()
+            while chunk := s.recv(65536):
+                data += chunk
+            san = tuple(v for k, v in s.getpeercert().get("subjectAltName", ()))
+    return local, bytes(data), san
+
+
 def https_get(port: int, name: str, ctx: ssl.SSLContext, timeout: float = 20.0,
               host: str = "127.0.0.1", source: str | None = None) -> HttpAnswer:
     """GET / with Python's ssl, certificate and hostname verified against the test CA; from
     the address `source` when given (a visitor the events can tell from the gateway's own)."""
-    with socket.create_connection((host, port), timeout=timeout,
-                                  source_address=(source, 0) if source else None) as raw:
-        with ctx.wrap_socket(raw, server_hostname=name) as s:
-            s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
-            data = bytearray()
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            san = tuple(v for k, v in s.getpeercert().get("subjectAltName", ()))
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    _, data, san = _https_exchange(port, name, ctx, timeout, host, source)
+    head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
     return HttpAnswer(status, body.decode(errors="replace"), san)
+
+
+def https_get_raw(port: int, name: str, ctx: ssl.SSLContext, source: str | None = None,
+                  timeout: float = 20.0) -> tuple[int, bytes]:
+    """GET / like https_get, but returns (client source port, raw answer): the port finds the
+    connection's event."""
+    local, data, _ = _https_exchange(port, name, ctx, timeout, "127.0.0.1", source)
+    return local, data
 
 
 def curl_get(port: int, name: str, ca: Path, timeout: float = 20.0) -> subprocess.CompletedProcess:

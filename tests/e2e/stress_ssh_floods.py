@@ -134,6 +134,19 @@ def round_trips(figures, what: str, baseline: list[float], during: list[float]) 
     return median(during) <= limit
 
 
+def memory_and_recovery(figures, rss0: int, rss_peak: int, rss1: int, baseline: list[float],
+                        after: list[float]) -> bool:
+    """The figures every flood ends with: RSS during and after against before, and whether the
+    legitimate round trip is back to idle (returned; the caller asserts)."""
+    figures("gateway RSS during vs before", (rss_peak - rss0) / KiB, "MiB", "<= 64",
+            rss_peak - rss0 <= 64 * KiB, memory=True)
+    figures("gateway RSS after vs before", (rss1 - rss0) / KiB, "MiB", "<= 8",
+            rss1 - rss0 <= 8 * KiB, memory=True)
+    back = median(after) <= 2 * median(baseline) + 5
+    figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
+    return back
+
+
 def test_preauth_none_flood_is_cut_off_at_the_attempt_limit(gateway_factory, upstream, client_ctx,
                                                            figures):
     # Proves: clients that finish the key exchange, then send USERAUTH_REQUEST "none" as fast as
@@ -196,12 +209,7 @@ def test_authenticated_keepalive_flood_does_not_slow_other_tunnels(gateway_facto
     figures("requests the gateway took before pushing back (all sessions)", sent, "")
     figures("gateway CPU while the flooders are blocked", cpu * 100, "% of a core", "<= 50",
             cpu <= 0.5)
-    figures("gateway RSS during vs before", (rss_peak - rss0) / KiB, "MiB", "<= 64",
-            rss_peak - rss0 <= 64 * KiB, memory=True)
-    figures("gateway RSS after vs before", (rss1 - rss0) / KiB, "MiB", "<= 8",
-            rss1 - rss0 <= 8 * KiB, memory=True)
-    back = median(after) <= 2 * median(baseline) + 5
-    figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
+    back = memory_and_recovery(figures, rss0, rss_peak, rss1, baseline, after)
     assert ok and back and cpu <= 0.5
 
 
@@ -359,12 +367,7 @@ def test_reading_client_flooding_channel_messages_gets_bounded_work(gateway_fact
             delta["snigate_ssh_requests_refused_total"], "")
     figures("sessions paused for the message budget (counted)",
             delta["snigate_ssh_sessions_paused_total"], "")
-    figures("gateway RSS during vs before", (rss_peak - rss0) / KiB, "MiB", "<= 64",
-            rss_peak - rss0 <= 64 * KiB, memory=True)
-    figures("gateway RSS after vs before", (rss1 - rss0) / KiB, "MiB", "<= 8",
-            rss1 - rss0 <= 8 * KiB, memory=True)
-    back = median(after) <= 2 * median(baseline) + 5
-    figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
+    back = memory_and_recovery(figures, rss0, rss_peak, rss1, baseline, after)
     assert ok and back and (cpu <= 0.4 or SANITIZED)
     assert rss_peak - rss0 <= 64 * KiB or SANITIZED
     # The budgets acted (counted): requests refused over 100 a second, and sessions paused over

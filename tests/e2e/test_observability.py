@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import stat
 import subprocess
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from conftest import (ALERT_DECODE_ERROR, ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME,
                       START_TIMEOUT, MemTls, client_hello, clean_env, free_closed_port, fwd,
+                      https_get_raw,
                       is_alert, metric, parse_prometheus, read_events, tail, wait_for)
 
 EVENTS = "events.jsonl"  # relative: snigate runs in the gateway's own directory
@@ -69,18 +69,6 @@ def raw_conn(port: int, data: bytes, read_timeout: float = 10.0, close_early: bo
         return local, bytes(got), time.monotonic() - t0
     finally:
         s.close()
-
-
-def https_get_from(port: int, name: str, ctx: ssl.SSLContext) -> tuple[int, bytes]:
-    """GET / like https_get, but returns (client source port, raw answer)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
-        local = raw.getsockname()[1]
-        with ctx.wrap_socket(raw, server_hostname=name) as s:
-            s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
-            data = bytearray()
-            while chunk := s.recv(65536):
-                data += chunk
-    return local, bytes(data)
 
 
 def check_common_conn_fields(e: dict):
@@ -197,7 +185,7 @@ def test_session_and_endpoint_events_in_order(gateway_factory, keys, upstream_fa
     up = upstream_factory("http", "up")
     t = gw.tunnel([fwd("app.alice.test", up), fwd("deep.x.alice.test", up)], key="alice",
                   user="e2e-user").start()
-    port, answer = https_get_from(gw.tls_port, "app.alice.test", client_ctx)
+    port, answer = https_get_raw(gw.tls_port, "app.alice.test", client_ctx)
     assert b"hello from up" in answer
     conn = conn_event(gw, port)
     t.close()
@@ -264,7 +252,7 @@ def test_sigterm_writes_every_queued_event(gateway_factory, upstream, client_ctx
     # whole story, nothing was counted as dropped, and the last log line made it out too.
     gw = gateway_factory(args=["--event-log", EVENTS])
     gw.tunnel([fwd("app.alice.test", upstream), fwd("api.alice.test", upstream)]).start()
-    ports = {https_get_from(gw.tls_port, name, client_ctx)[0]
+    ports = {https_get_raw(gw.tls_port, name, client_ctx)[0]
              for name in ["app.alice.test", "api.alice.test"] * 3}
     assert gw.stop() == 0, tail(gw.log_text())
     by_type: dict[str, list[dict]] = {}
@@ -287,7 +275,7 @@ def test_verbose_session_prints_a_line_per_connection(gateway_factory, upstream,
     # connection, with the client's port and the same byte counts as the event log.
     gw = gateway_factory(args=["--event-log", EVENTS])
     t = gw.tunnel([fwd("app.alice.test", upstream)], command="tls --verbose").start()
-    port, answer = https_get_from(gw.tls_port, "app.alice.test", client_ctx)
+    port, answer = https_get_raw(gw.tls_port, "app.alice.test", client_ctx)
     assert b"200 OK" in answer
     line_re = re.compile(rf"snigate: 127\.0\.0\.1:{port} app\.alice\.test (\d+)ms in=(\d+) out=(\d+) (\S+)")
     m = wait_for(lambda: line_re.search(t.stdout() + t.stderr()), 10, "the verbose connection line")
@@ -304,7 +292,7 @@ def test_without_verbose_only_failed_connections_are_reported(gateway_factory, u
     # the barrier: once it shows, a line for the earlier connection would have shown before it.
     gw = gateway_factory(args=["--event-log", EVENTS])
     t = gw.tunnel([fwd("app.alice.test", upstream), fwd("down.alice.test", free_closed_port())]).start()
-    ok_port, answer = https_get_from(gw.tls_port, "app.alice.test", client_ctx)
+    ok_port, answer = https_get_raw(gw.tls_port, "app.alice.test", client_ctx)
     assert b"200 OK" in answer
     assert conn_event(gw, ok_port)["object"]["conn"]["close_reason"] in ("closed", "upstream_closed")
     port, data, _ = raw_conn(gw.tls_port, client_hello("down.alice.test"))
@@ -347,7 +335,7 @@ def test_api_lists_endpoint_and_session(gateway_factory, keys, upstream, client_
     gw = admin_gateway(gateway_factory)
     assert gw.admin_port, "serve.ready did not report admin=127.0.0.1:PORT"
     t = gw.tunnel([fwd("app.alice.test", upstream)], key="alice", user="api-user").start()
-    port, answer = https_get_from(gw.tls_port, "app.alice.test", client_ctx)
+    port, answer = https_get_raw(gw.tls_port, "app.alice.test", client_ctx)
     conn = conn_event(gw, port)["object"]["conn"]
     started = events(gw, "session_started.v0")[0]["object"]
     created = events(gw, "endpoint_created.v0")[0]["object"]
@@ -564,7 +552,7 @@ def test_metrics_parse_and_counters_move(gateway_factory, upstream, client_ctx):
     gw.tunnel([fwd("app.alice.test", upstream), fwd("deep.x.alice.test", upstream)]).start()
     ports = []
     for _ in range(3):
-        port, answer = https_get_from(gw.tls_port, "app.alice.test", client_ctx)
+        port, answer = https_get_raw(gw.tls_port, "app.alice.test", client_ctx)
         assert b"200 OK" in answer
         ports.append(port)
     for _ in range(2):

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import (client_hello, fwd, raw_exchange, read_events, tail, wait_for)
+from conftest import (client_hello, fwd, https_get_raw, raw_exchange, read_events, tail,
+                      wait_for)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 VISITOR = "127.0.0.5"    # allowed by the endpoint's --allow-cidr
@@ -76,18 +77,6 @@ backend gw
             p.kill()
 
 
-def https_get_via(port: int, name: str, ctx: ssl.SSLContext, source: str) -> tuple[int, bytes]:
-    """GET / from `source` (an address of lo) to 127.0.0.1:port; (source port, raw answer)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0)) as raw:
-        local = raw.getsockname()[1]
-        with ctx.wrap_socket(raw, server_hostname=name) as s:
-            s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
-            data = bytearray()
-            while chunk := s.recv(65536):
-                data += chunk
-    return local, bytes(data)
-
-
 def conn_events(gw) -> list[dict]:
     return [e["object"]["conn"] for e in read_events(gw.dir / "events.jsonl")
             if e["event_type"] == "tcp_connection_closed.v0"]
@@ -103,7 +92,7 @@ def test_visitor_address_survives_haproxy(gateway_factory, upstream_factory, cli
                   command=f"tls --verbose --allow-cidr {VISITOR}/32").start()
     front = haproxy(gw.tls_port)
 
-    port, answer = https_get_via(front, "app.alice.test", client_ctx, VISITOR)
+    port, answer = https_get_raw(front, "app.alice.test", client_ctx, source=VISITOR)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     wait_for(lambda: f"originator {VISITOR} port {port}" in t.log(), 10,
              "ssh's forwarded-tcpip originator to be the visitor")
@@ -115,7 +104,7 @@ def test_visitor_address_survives_haproxy(gateway_factory, upstream_factory, cli
     assert BALANCER not in t.log(), "HAProxy's address reached the ssh client"
 
     with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
-        https_get_via(front, "app.alice.test", client_ctx, STRANGER)
+        https_get_raw(front, "app.alice.test", client_ctx, source=STRANGER)
     ev = wait_for(lambda: [c for c in conn_events(gw) if c["client_ip"] == STRANGER], 10,
                   "the stranger's refusal event")
     assert ev[0]["refusal_reason"] == "cidr_denied", ev[0]
