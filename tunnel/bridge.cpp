@@ -301,6 +301,7 @@ std::size_t Bridge::on_channel_data(std::span<const std::byte> data) {
     const auto r = stream_->write_some(data);
     if (r.status == PublicStream::Io::error || r.status == PublicStream::Io::eof) {
       set_down(DownState::closed);  // the public client is gone
+      salvage_up_ = true;
       finish_later("client_reset");
       return data.size();
     }
@@ -352,6 +353,7 @@ void Bridge::flush_down() {
         return;
       }
       if (r.status != PublicStream::Io::ok) {
+        salvage_up_ = true;
         finish("client_reset");
         return;
       }
@@ -463,9 +465,28 @@ void Bridge::finish_later(const char* reason) {
                     [self = shared_from_this(), reason] { self->finish(reason); });
 }
 
+// A peer that wrote and then closed fails our next write (a local pair's with EPIPE, before
+// we ever read what it wrote): an internal endpoint's owner refusing with an alert does just
+// that. Its last words are still readable; the teammate gets them before the close.
+void Bridge::salvage_up() {
+  // Not gated on channel_->blocked(): one read's bytes within the window, once.
+  if (up_ != UpState::open || !up_pending_.empty() || channel_state_ != ChannelState::open) {
+    return;
+  }
+  const auto r = stream_->read_some(std::span<std::byte>(scratch(), kScratchBytes));
+  if (r.status != PublicStream::Io::ok) {
+    return;
+  }
+  count_up(r.bytes);
+  (void)channel_->write(std::span<const std::byte>(scratch(), r.bytes));  // best effort
+}
+
 void Bridge::finish(const char* reason) {
   if (finished_) {
     return;
+  }
+  if (salvage_up_) {
+    salvage_up();
   }
   finished_ = true;
   std::uint64_t alert_bytes = 0;

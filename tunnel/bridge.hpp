@@ -157,6 +157,9 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   void finish(const char* reason);
   /// finish() from a place that may be inside a channel call: posted, never synchronous.
   void finish_later(const char* reason);
+  /// The client's end refused a write: one last read of what it sent before closing, passed
+  /// on (see finish()).
+  void salvage_up();
   void set_up(UpState next);
   void set_down(DownState next);
   void set_channel(ChannelState next);
@@ -190,6 +193,7 @@ class Bridge final : public std::enable_shared_from_this<Bridge>, private Channe
   bool write_armed_ = false;
   bool finished_ = false;
   bool finish_posted_ = false;
+  bool salvage_up_ = false;  ///< a write to the client failed: finish() calls salvage_up()
   bool counted_active_ = false;
   bool watching_ = false;         ///< the handshake watch is on: see watching_handshake()
   std::uint8_t close_alert_ = 0;  ///< nonzero: finish() sends this alert before closing

@@ -127,6 +127,17 @@ def timed_ms(fn, n: int) -> list[float]:
     return out
 
 
+def timed_within(fn, n: int, limit_ms: float, tries: int = 3) -> list[float]:
+    """timed_ms(fn, n), measured again (up to `tries` times) while its median is over limit_ms:
+    a neighbour on a shared machine can spoil one window of samples, but a gateway that is
+    really slowed fails every try. The last measurement's samples."""
+    for _ in range(tries):
+        out = timed_ms(fn, n)
+        if median(out) <= limit_ms:
+            break
+    return out
+
+
 def median(values):
     return statistics.median(values)
 

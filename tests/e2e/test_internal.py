@@ -252,7 +252,15 @@ def test_cidr_rules_limit_and_pool_cover_internal(gateway_factory, keys, upstrea
     gw.tunnel([fwd("db.team.internal", a)], command="tls --internal --pool").start()
     gw.tunnel([fwd("db.team.internal", b)], command="tls --internal --pool").start()
     _, dport = local_forward(gw, "dave", "db.team.internal:443")
-    seen = {https_get(dport, "db.team.internal", client_ctx).body.split()[2] for _ in range(4)}
+    seen = set()
+    for i in range(4):
+        seen.add(https_get(dport, "db.team.internal", client_ctx).body.split()[2])
+        # The client has its answer before the owner's leg has closed: with a limit of 1, the
+        # next request waits for that close (its event), or it could find the member full.
+        wait_for(lambda: len([e for e in read_events(events)
+                              if e["object"].get("conn", {}).get("server_name")
+                              == "db.team.internal"]) > i,
+                 READY_TIMEOUT, f"request {i}'s tcp_connection_closed")
     assert seen == {"pool-a", "pool-b"}, seen
 
     held = MemTls.connect(dport, client_ctx, server_hostname="db.team.internal")
