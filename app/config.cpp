@@ -317,7 +317,9 @@ std::string apply_etcd(const SettingSpec&, const std::string& value, bool, Serve
 template <auto M>
 std::string apply_node_id(const SettingSpec&, const std::string& value, bool, ServeConfig& c) {
   if (!cluster::valid_node_id(value)) {
-    return "expected 1 to 64 letters, digits, '.', '_' or '-', got " + quoted(value);
+    return "expected a DNS name of at most 64 characters (letters, digits, '-', labels joined "
+           "by '.'; it goes in the relay certificate), got " +
+           quoted(value);
   }
   c.*M = value;
   return {};

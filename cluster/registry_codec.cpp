@@ -125,7 +125,13 @@ std::optional<KeyValue> parse_kv(const json::value& v) {
   return kv;
 }
 
-bool valid_session_id(std::string_view s) { return valid_node_id(s); }
+// "<number>.<boot>": a key component, never a DNS name.
+bool valid_session_id(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::ranges::all_of(s, [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
 
 std::string json_text(const json::value& v) { return json::serialize(v); }
 
@@ -277,15 +283,25 @@ std::optional<std::uint64_t> session_number(std::string_view component) {
 }
 
 bool valid_node_id(std::string_view id) {
+  // A DNS name (RFC 1123 labels): the relay's peer certificate must name it in a SAN DNS entry,
+  // and a '_' or an empty label is no valid DNS name, so such a node could never be relayed to.
   if (id.empty() || id.size() > 64) {
     return false;
   }
-  for (const char c : id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-    if (!ok) {
+  std::size_t start = 0;
+  while (start <= id.size()) {
+    const std::size_t dot = std::min(id.find('.', start), id.size());
+    const std::string_view label = id.substr(start, dot - start);
+    if (label.empty() || label.front() == '-' || label.back() == '-') {
       return false;
     }
+    for (const char c : label) {
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-')) {
+        return false;
+      }
+    }
+    start = dot + 1;
   }
   return true;
 }

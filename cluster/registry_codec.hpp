@@ -33,7 +33,8 @@ std::optional<std::string> base64_decode(std::string_view text);
 /// The end of etcd's prefix range for `prefix` (its last byte incremented): range_end.
 std::string prefix_end(std::string_view prefix);
 
-/// A node id: 1..64 of [A-Za-z0-9._-] (it is a key component and goes in certificates).
+/// A node id: a DNS name of at most 64 characters, dot-separated labels of [A-Za-z0-9-] not
+/// starting or ending with '-' (it is a key component and the relay certificate's SAN DNS).
 bool valid_node_id(std::string_view id);
 
 enum class RouteKind { single, pool };

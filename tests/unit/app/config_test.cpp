@@ -556,7 +556,8 @@ TEST(Settings, ClusterOptionsNeedEachOther) {
             "snigate: --cluster-etcd: expected http://HOST:PORT (https is not supported: keep etcd "
             "on a private network), got \"https://e:2379\"");
   EXPECT_EQ(parse({"serve", "--cluster-etcd", "http://a:1,http://b:2", "--node-id", "n/1"}).error,
-            "snigate: --node-id: expected 1 to 64 letters, digits, '.', '_' or '-', got \"n/1\"");
+            "snigate: --node-id: expected a DNS name of at most 64 characters (letters, digits, "
+            "'-', labels joined by '.'; it goes in the relay certificate), got \"n/1\"");
   EXPECT_NE(parse({"serve", "--cluster-etcd", "http://a:1", "--node-id", "n1", "--relay-listen",
                    "0.0.0.0:9444"})
                 .error.find("--relay-listen needs --cluster-ca"),

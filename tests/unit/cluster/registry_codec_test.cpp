@@ -42,7 +42,7 @@ TEST(Keys, RouteKeyParsesBack) {
   EXPECT_EQ(back->kind, RouteKind::single);
   EXPECT_EQ(back->node, "n1");
   EXPECT_EQ(back->session, "3.ff00");
-  EXPECT_EQ(parse_node_key("/snigate/v1/nodes/n-1.b_c"), "n-1.b_c");
+  EXPECT_EQ(parse_node_key("/snigate/v1/nodes/n-1.b-c"), "n-1.b-c");
 }
 
 TEST(Keys, RefusesWhatIsNotARouteKey) {
@@ -64,7 +64,14 @@ TEST(Keys, RefusesWhatIsNotARouteKey) {
 }
 
 TEST(NodeId, Syntax) {
-  EXPECT_TRUE(valid_node_id("node-1.eu_west"));
+  EXPECT_TRUE(valid_node_id("node-1.eu-west"));
+  EXPECT_TRUE(valid_node_id("n1"));
+  EXPECT_FALSE(valid_node_id("node_1"));  // no DNS name: no certificate could name it
+  EXPECT_FALSE(valid_node_id("-n1"));
+  EXPECT_FALSE(valid_node_id("n1-"));
+  EXPECT_FALSE(valid_node_id("a..b"));
+  EXPECT_FALSE(valid_node_id(".a"));
+  EXPECT_FALSE(valid_node_id("a."));
   EXPECT_FALSE(valid_node_id(""));
   EXPECT_FALSE(valid_node_id("a/b"));
   EXPECT_FALSE(valid_node_id(std::string(65, 'a')));
