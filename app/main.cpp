@@ -364,6 +364,7 @@ int serve(const gw::app::ServeConfig& config) {
 
   std::shared_ptr<gw::cluster::Registry> cluster;
   std::unique_ptr<gw::cluster::RelayListener> relay_in;
+  std::shared_ptr<gw::cluster::RelayDialer> relay_out;
   auto relay_stats = std::make_shared<gw::cluster::RelayStats>();
   if (!config.cluster_etcd.empty()) {
     // The relay's files are checked before the node registers: a wrong certificate is a
@@ -390,10 +391,10 @@ int serve(const gw::app::ServeConfig& config) {
       gw::tunnel::BridgeConfig relay_bridge_config;
       relay_bridge_config.idle_timeout = config.idle_timeout;
       relay_bridge_config.tls_handshake_timeout = config.tls_handshake_timeout;
+      relay_out = std::make_shared<gw::cluster::RelayDialer>(
+          relay_tls, rc, cluster, registry, raw, relay_bridge_config, relay_stats, log.tunnel);
       // Before tls.listen(): the accepting threads read it without a lock.
-      tls.set_cluster(cluster, std::make_shared<gw::cluster::RelayDialer>(
-                                   relay_tls, rc, cluster, registry, raw, relay_bridge_config,
-                                   relay_stats, log.tunnel));
+      tls.set_cluster(cluster, relay_out);
     }
   }
   std::vector<tcp::endpoint> tls_bound;
@@ -405,6 +406,10 @@ int serve(const gw::app::ServeConfig& config) {
   auto ctx = std::make_shared<gw::sshd::ServerContext>();
   ctx->registry = registry;
   ctx->claim_gate = cluster;  // null on a single node
+  if (relay_out) {
+    ctx->cluster_routes = cluster;  // teammates' ssh -L / -W to another node's internal endpoint
+    ctx->relay = relay_out;
+  }
   ctx->keys = keys;
   ctx->domain = *gw::tunnel::Hostname::parse(config.domain, false);
   ctx->advertise_port = config.advertise_port.value_or(tls_bound.front().port());

@@ -567,6 +567,7 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
     std::vector<std::pair<std::string, std::int64_t>> others;  // key, mod_revision
     tunnel::HoldersView view;
     view.all_pool = view.all_same_key = view.all_same_group = true;
+    bool other_binding = false;
     for (const KeyValue& kv : range.kvs) {
       if (kv.key == my_key) {
         if (reclaim && kv.lease == lease) {
@@ -586,7 +587,12 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
       view.all_pool = view.all_pool && key->kind == RouteKind::pool;
       view.all_same_key = view.all_same_key && value->fpr == req.key_fingerprint;
       view.all_same_group = view.all_same_group && value->group == req.pool_group;
+      other_binding = other_binding || value->internal != req.internal;
       others.emplace_back(kv.key, kv.mod_revision);
+    }
+    if (req.pool && !req.takeover && other_binding) {
+      o.answer = {tunnel::GateVerdict::refused, tunnel::mixed_binding(req.name, req.internal)};
+      co_return o;
     }
     const tunnel::ClaimDecision d =
         tunnel::decide_claim(req.name, req.pool, req.takeover && !reclaim, view);
@@ -613,7 +619,7 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
     } else {
       compares.push_back(compare_create(host, prefix_end(host), 0));
     }
-    RouteValue value{req.key_fingerprint, req.pool_group, unix_ms()};
+    RouteValue value{req.key_fingerprint, req.pool_group, unix_ms(), req.internal};
     ops.push_back(put_op(my_key, encode_route_value(value), lease));
     auto t = co_await call(op, "/v3/kv/txn", txn_request(compares, ops));
     if (!t) {

@@ -375,6 +375,9 @@ std::string encode_route_value(const RouteValue& v) {
   o["fpr"] = v.fpr;
   o["group"] = v.group;
   o["opened"] = v.opened;
+  if (v.internal) {
+    o["internal"] = true;
+  }
   return json_text(o);
 }
 
@@ -390,6 +393,7 @@ std::optional<RouteValue> parse_route_value(std::string_view text) {
       v.group.size() > 128) {
     return std::nullopt;
   }
+  v.internal = get_bool(*o, "internal");
   return v;
 }
 

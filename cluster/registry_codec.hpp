@@ -71,6 +71,9 @@ struct RouteValue {
   std::string fpr;          ///< the holder key's fingerprint "SHA256:..."
   std::string group;        ///< tunnel::ClaimRequest::pool_group
   std::int64_t opened = 0;  ///< unix milliseconds
+  /// An internal endpoint: ingress nodes refuse it on the public port and relay only teammates'
+  /// ssh -L / -W to it. Absent in a value means false.
+  bool internal = false;
 };
 std::string encode_route_value(const RouteValue& v);
 std::optional<RouteValue> parse_route_value(std::string_view json);

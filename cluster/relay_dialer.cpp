@@ -292,6 +292,9 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     h.authority = conn_.server_name;
     h.unique_id = unique_id(dialer_->tls_->node_id(), conn_.id);
     h.route = proxy::RouteTlv{route_.session_id, route_.revision};
+    if (conn_.internal) {
+      h.teammate = proxy::TeammateTlv{conn_.client_session_id, conn_.client_key_fingerprint};
+    }
     auto header = proxy::build(h);
     if (!header) {
       dialer_->stats_->out_protocol++;
@@ -499,13 +502,17 @@ void RelayDialer::dial(tunnel::IncomingConnection conn, tunnel::RemoteRoute rout
 void RelayDialer::retry_or_refuse(tunnel::IncomingConnection conn, int attempt) {
   if (attempt == 1) {
     stats_->retried++;
-    if (auto again = routes_ ? routes_->find_remote(conn.server_name) : std::nullopt) {
+    // Only to an endpoint of the connection's own binding: a public visitor never reaches an
+    // internal endpoint, a teammate's channel never a public one.
+    auto again = routes_ ? routes_->find_remote(conn.server_name) : std::nullopt;
+    if (again && again->internal == conn.internal) {
       dial(std::move(conn), std::move(*again), 2);
       return;
     }
     // No remote winner any more: the name may live here now (or nowhere).
-    if (auto endpoint = local_ ? local_->find(conn.server_name) : nullptr) {
-      endpoint->deliver(std::move(conn));
+    if (tunnel::Route here = local_ && !again ? local_->route(conn.server_name) : tunnel::Route{};
+        here.endpoint && here.internal == conn.internal) {
+      here.endpoint->deliver(std::move(conn));
       return;
     }
   }

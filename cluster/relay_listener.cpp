@@ -116,7 +116,10 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     }
     sni_ = name->str();
     const auto session = session_number(h.route->session_id);
-    auto endpoint = session ? registry_->find_held_by(sni_, *session) : nullptr;
+    // With the teammate TLV: a teammate's ssh -L / -W on the ingress node, for an internal
+    // endpoint; without it, a public visitor.
+    const bool internal = h.teammate.has_value();
+    auto endpoint = session ? registry_->find_held_by(sni_, *session, internal) : nullptr;
     if (!endpoint) {
       stats_->in_stale++;
       log_->info("relay.stale conn=t{} from={} sni={} session={} revision={}", id_, peer_node_,
@@ -145,7 +148,8 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     auto& ioc = static_cast<boost::asio::io_context&>(stream_->executor().context());
     endpoint->deliver(tunnel::IncomingConnection{
         boost::asio::generic::stream_protocol::socket(ioc), std::move(peeked), sni_, *h.source, id_,
-        accepted_at_, accepted_wall_, std::move(stream_), peer_node_});
+        accepted_at_, accepted_wall_, std::move(stream_), peer_node_, internal,
+        internal ? h.teammate->session_id : 0, internal ? h.teammate->key_fingerprint : ""});
   }
 
   /// The status byte. The first write after a handshake always fits in the socket buffer.

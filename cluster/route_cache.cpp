@@ -132,8 +132,9 @@ std::optional<tunnel::RemoteRoute> RouteCache::find_remote(std::string_view serv
   if (node == nodes_.end() || node->second.value.relay.empty()) {
     return std::nullopt;  // a node without a relay address can't be reached
   }
-  return tunnel::RemoteRoute{e.name, h.key.node, node->second.value.relay, h.key.session,
-                             h.mod_revision};
+  return tunnel::RemoteRoute{e.name,        h.key.node,     node->second.value.relay,
+                             h.key.session, h.mod_revision, h.value.internal,
+                             h.value.fpr};
 }
 
 std::vector<Holder> RouteCache::holders(std::string_view host) const {

@@ -68,6 +68,8 @@ class ProxyCategory final : public std::error_category {
         return "bad PROXY unique id TLV";
       case errc::bad_route:
         return "bad snigate route TLV";
+      case errc::bad_teammate:
+        return "bad snigate teammate TLV";
       case errc::value_too_long:
         return "a PROXY TLV value is empty or too long";
     }
@@ -144,22 +146,37 @@ bool read_endpoints(ByteReader& r, std::uint8_t family, Header& h) {
   return true;
 }
 
+std::uint64_t read_u64(std::span<const std::byte> bytes) {
+  std::uint64_t v = 0;
+  for (const std::byte b : bytes) {
+    v = v << 8 | std::to_integer<std::uint64_t>(b);
+  }
+  return v;
+}
+
 std::optional<errc> read_route(ByteReader value, RouteTlv& out) {
   std::uint8_t version = 0;
   std::span<const std::byte> revision;
   if (!value.read_u8(version) || version != kRouteVersion || !value.read_bytes(8, revision)) {
     return errc::bad_route;
   }
-  std::uint64_t rev = 0;
-  for (const std::byte b : revision) {
-    rev = rev << 8 | std::to_integer<std::uint64_t>(b);
-  }
+  const std::uint64_t rev = read_u64(revision);
   if (rev > static_cast<std::uint64_t>(INT64_MAX) ||
       !printable_token(value.rest(), kMaxSessionIdBytes)) {
     return errc::bad_route;
   }
   out.revision = static_cast<std::int64_t>(rev);
   out.session_id = as_string(value.rest());
+  return std::nullopt;
+}
+
+std::optional<errc> read_teammate(ByteReader value, TeammateTlv& out) {
+  std::span<const std::byte> session;
+  if (!value.read_bytes(8, session) || !printable_token(value.rest(), kMaxFingerprintBytes)) {
+    return errc::bad_teammate;
+  }
+  out.session_id = read_u64(session);
+  out.key_fingerprint = as_string(value.rest());
   return std::nullopt;
 }
 
@@ -171,7 +188,8 @@ std::optional<errc> read_tlvs(ByteReader r, Header& h) {
     if (!r.read_u8(type) || !r.read_prefixed_u16(value)) {
       return errc::truncated_tlv;
     }
-    if (type != kTypeAuthority && type != kTypeUniqueId && type != kTypeRoute) {
+    if (type != kTypeAuthority && type != kTypeUniqueId && type != kTypeRoute &&
+        type != kTypeTeammate) {
       continue;  // "receivers must ignore unknown TLVs"
     }
     if (seen.test(type)) {
@@ -188,12 +206,18 @@ std::optional<errc> read_tlvs(ByteReader r, Header& h) {
         return errc::bad_unique_id;
       }
       h.unique_id = as_string(value.rest());
-    } else {
+    } else if (type == kTypeRoute) {
       RouteTlv route;
       if (const auto e = read_route(value, route)) {
         return e;
       }
       h.route = std::move(route);
+    } else {
+      TeammateTlv teammate;
+      if (const auto e = read_teammate(value, teammate)) {
+        return e;
+      }
+      h.teammate = std::move(teammate);
     }
   }
   return std::nullopt;
@@ -203,6 +227,11 @@ void put_u8(std::vector<std::byte>& out, std::uint8_t v) { out.push_back(std::by
 void put_u16(std::vector<std::byte>& out, std::uint16_t v) {
   put_u8(out, static_cast<std::uint8_t>(v >> 8));
   put_u8(out, static_cast<std::uint8_t>(v & 0xFF));
+}
+void put_u64(std::vector<std::byte>& out, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    put_u8(out, static_cast<std::uint8_t>(v >> shift));
+  }
 }
 template <class Bytes>
 void put_bytes(std::vector<std::byte>& out, const Bytes& bytes) {
@@ -316,7 +345,9 @@ Expected<std::vector<std::byte>> build(const Header& header) {
       (header.unique_id &&
        (header.unique_id->empty() || header.unique_id->size() > kMaxUniqueIdBytes)) ||
       (header.route && (!printable_token(bytes_of(header.route->session_id), kMaxSessionIdBytes) ||
-                        header.route->revision < 0))) {
+                        header.route->revision < 0)) ||
+      (header.teammate &&
+       !printable_token(bytes_of(header.teammate->key_fingerprint), kMaxFingerprintBytes))) {
     return Unexpected{errc::value_too_long};
   }
   std::vector<std::byte> out;
@@ -347,12 +378,15 @@ Expected<std::vector<std::byte>> build(const Header& header) {
   if (header.route) {
     std::vector<std::byte> value;
     put_u8(value, kRouteVersion);
-    const auto rev = static_cast<std::uint64_t>(header.route->revision);
-    for (int shift = 56; shift >= 0; shift -= 8) {
-      put_u8(value, static_cast<std::uint8_t>(rev >> shift));
-    }
+    put_u64(value, static_cast<std::uint64_t>(header.route->revision));
     put_bytes(value, header.route->session_id);
     put_tlv(out, kTypeRoute, value);
+  }
+  if (header.teammate) {
+    std::vector<std::byte> value;
+    put_u64(value, header.teammate->session_id);
+    put_bytes(value, header.teammate->key_fingerprint);
+    put_tlv(out, kTypeTeammate, value);
   }
   const std::size_t length = out.size() - kFixedBytes;
   out[14] = std::byte{static_cast<std::uint8_t>(length >> 8)};

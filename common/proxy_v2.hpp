@@ -36,6 +36,10 @@ inline constexpr std::uint8_t kTypeAuthority = 0x02;  ///< PP2_TYPE_AUTHORITY: t
 inline constexpr std::uint8_t kTypeUniqueId = 0x05;   ///< PP2_TYPE_UNIQUE_ID: at most 128 bytes
 /// Custom (PP2_TYPE_MIN_CUSTOM): the route the ingress node chose, see RouteTlv.
 inline constexpr std::uint8_t kTypeRoute = 0xE0;
+/// Custom: the connection is a teammate's `ssh -L` / `-W` to an internal endpoint, see
+/// TeammateTlv. Without it a relayed connection is a public visitor's.
+inline constexpr std::uint8_t kTypeTeammate = 0xE1;
+inline constexpr std::size_t kMaxFingerprintBytes = 128;
 inline constexpr std::size_t kMaxUniqueIdBytes = 128;
 inline constexpr std::size_t kMaxAuthorityBytes = 255;
 inline constexpr std::size_t kMaxSessionIdBytes = 64;
@@ -53,6 +57,7 @@ enum class errc {
   bad_authority,        ///< empty, over 255 bytes, or bytes no hostname has
   bad_unique_id,        ///< empty or over 128 bytes
   bad_route,            ///< the 0xE0 TLV has an unknown version or a bad session id
+  bad_teammate,         ///< the 0xE1 TLV is short, or its fingerprint empty or not printable
   value_too_long,       ///< build(): a value does not fit its TLV
 };
 
@@ -69,6 +74,15 @@ struct RouteTlv {
   friend bool operator==(const RouteTlv&, const RouteTlv&) = default;
 };
 
+/// The 0xE1 TLV's value: u64 session id (big-endian) of the teammate's session on the ingress
+/// node, then its key's fingerprint (1..128 bytes of printable ASCII, no spaces): what the
+/// owner's tcp_connection_closed names as client_session.
+struct TeammateTlv {
+  std::uint64_t session_id = 0;
+  std::string key_fingerprint;
+  friend bool operator==(const TeammateTlv&, const TeammateTlv&) = default;
+};
+
 struct Header {
   /// false: a LOCAL header (a balancer's own health check): use the connection's real
   /// addresses. true: PROXY, with the addresses below when the family is INET or INET6.
@@ -79,6 +93,7 @@ struct Header {
   std::optional<std::string> authority;  ///< PP2_TYPE_AUTHORITY, as sent
   std::optional<std::string> unique_id;  ///< PP2_TYPE_UNIQUE_ID, as sent (bytes)
   std::optional<RouteTlv> route;
+  std::optional<TeammateTlv> teammate;
 };
 
 struct ParseResult {
@@ -93,14 +108,15 @@ struct ParseResult {
 /// reads past `input`. need_more (with need_at_least > input.size()) while bytes are missing;
 /// a prefix that can't become the signature is not_proxy at once. invalid with one of:
 /// not_proxy, bad_version, bad_command, bad_family, bad_transport, too_large,
-/// truncated_addresses, truncated_tlv, duplicate_tlv, bad_authority, bad_unique_id, bad_route.
+/// truncated_addresses, truncated_tlv, duplicate_tlv, bad_authority, bad_unique_id, bad_route,
+/// bad_teammate.
 /// Unknown TLVs are skipped, as the spec asks.
 ParseResult parse(std::span<const std::byte> input);
 
 /// A PROXY (not LOCAL) header, family INET when both addresses are IPv4 (or v4-mapped), else
 /// INET6 (an IPv4 one written v4-mapped), transport STREAM, with the TLVs that are set.
 /// `source` and `destination` are required. value_too_long when a TLV value is over its cap
-/// (authority 255, unique id 128, session id 64 bytes) or empty.
+/// (authority 255, unique id 128, session id 64, fingerprint 128 bytes) or empty.
 Expected<std::vector<std::byte>> build(const Header& header);
 
 }  // namespace gw::proxy

@@ -305,18 +305,20 @@ class Peek : public std::enable_shared_from_this<Peek> {
       return;
     }
     sni_ = name->str();
+    std::optional<tunnel::RemoteRoute> remote;
     if (cluster_) {
-      if (auto remote = cluster_->routes->find_remote(sni_)) {
+      remote = cluster_->routes->find_remote(sni_);
+      if (remote && !remote->internal) {
         stats_->relayed++;
         hand_over();
         cluster_->relay->relay(incoming(), std::move(*remote));
         return;
       }
     }
-    tunnel::Route found = registry_->route(sni_);
-    if (found.internal) {
-      // Reached only through the gateway's SSH side: answered like an unknown name, so the
-      // public port says nothing about it; the event and the counter say why.
+    tunnel::Route found = remote ? tunnel::Route{} : registry_->route(sni_);
+    if (remote || found.internal) {
+      // Reached only through the SSH side (of whichever node owns it): answered like an unknown
+      // name, so the public port says nothing about it; the event and the counter say why.
       stats_->internal_only++;
       refuse("internal_endpoint", "internal_endpoint", gw::kAlertUnrecognizedName,
              "an internal endpoint: not routed from the public port (ssh -L / -W only)");

@@ -39,6 +39,7 @@ void DirectChannels::open(ssh_message msg, ssh_session session, const keys::Auth
   // originator's; an `ssh -L` names the local client's (ephemeral, below 61000 on Linux).
   const bool stdio = ssh_message_channel_request_open_originator_port(msg) == kStdioOriginPort;
   tunnel::Route route;
+  std::optional<tunnel::RemoteRoute> remote;  // cluster mode: the name's winner is another node's
   DirectDecision d;
   if (!within_request_budget) {
     d.code = DirectDecision::Code::administratively_prohibited;
@@ -55,6 +56,14 @@ void DirectChannels::open(ssh_message msg, ssh_session session, const keys::Auth
     d = decide_direct_open(
         request, key.options, key.fingerprint, ctx_->advertise_port,
         [&](const tunnel::Hostname& name) {
+          // As the public port routes: the cluster's pick first (a pool spans nodes), this
+          // node's endpoints when the pick is local.
+          if (ctx_->cluster_routes) {
+            remote = ctx_->cluster_routes->find_remote(name.str());
+          }
+          if (remote) {
+            return DirectTarget{true, remote->internal, {remote->key_fingerprint}};
+          }
           route = ctx_->registry->route(name.str());
           return DirectTarget{route.endpoint != nullptr, route.internal, route.key_fingerprints};
         });
@@ -120,8 +129,13 @@ void DirectChannels::open(ssh_message msg, ssh_session session, const keys::Auth
   bridge->start();
   ctx_->log->debug("direct.open conn=s{} t={} host={} fp={}", session_id_, conn.id,
                    conn.server_name, key.fingerprint);
-  // The owner's leg: like a routed public connection (its thread, its rules, its event).
-  route.endpoint->deliver(std::move(conn));
+  // The owner's leg: like a routed public connection (its thread, its rules, its event), here
+  // or on the owner's node through the relay (which carries the teammate's session).
+  if (remote) {
+    ctx_->relay->relay(std::move(conn), std::move(*remote));
+  } else {
+    route.endpoint->deliver(std::move(conn));
+  }
 }
 
 void DirectChannels::check_deadlines(std::chrono::steady_clock::time_point now) {

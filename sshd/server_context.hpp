@@ -18,6 +18,7 @@
 #include "sshd/startup_table.hpp"
 #include "tunnel/bridge.hpp"
 #include "tunnel/claim_gate.hpp"
+#include "tunnel/cluster_routes.hpp"
 #include "tunnel/endpoint_registry.hpp"
 #include "tunnel/events.hpp"
 #include "tunnel/hostname.hpp"
@@ -73,6 +74,10 @@ struct ServerContext {
   std::shared_ptr<tunnel::EndpointRegistry> registry;
   /// Cluster mode only (--cluster-etcd): claims must also win there; null on a single node.
   std::shared_ptr<tunnel::ClaimGate> claim_gate;
+  /// Cluster mode with a relay: where another node's internal endpoint lives, and the way to
+  /// carry a teammate's direct-tcpip channel there. Null otherwise.
+  std::shared_ptr<tunnel::ClusterRoutes> cluster_routes;
+  std::shared_ptr<tunnel::Relay> relay;
   std::shared_ptr<KeySource> keys;
   tunnel::Hostname domain = *tunnel::Hostname::parse("localhost", false);
   std::uint16_t advertise_port = 443;

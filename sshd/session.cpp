@@ -970,9 +970,9 @@ void Session::end_forward(std::size_t key, const std::string& why, bool taken_ov
 }
 
 bool Session::gate_claim(std::size_t key, Forward& f) {
-  // Internal endpoints are this node's own: never claimed in the cluster registry (so never
-  // relayed to), reached with ssh -L / -W through this node (README, Internal endpoints).
-  if (!ctx_->claim_gate || f.internal) {
+  // Internal names are claimed like public ones (one owner cluster-wide); ingress nodes refuse
+  // them on the public port and relay only teammates' ssh -L / -W to them.
+  if (!ctx_->claim_gate) {
     return false;
   }
   const ClaimOptions o = claim_options();
@@ -992,9 +992,10 @@ bool Session::gate_claim(std::size_t key, Forward& f) {
     }
   };
   f.gate_pending = true;
-  f.gate_ticket = ctx_->claim_gate->claim(
-      tunnel::GateClaim{f.hostname, o.key_fingerprint, o.pool_group, o.pool, o.takeover, id_},
-      std::move(callbacks));
+  f.gate_ticket =
+      ctx_->claim_gate->claim(tunnel::GateClaim{f.hostname, o.key_fingerprint, o.pool_group, o.pool,
+                                                o.takeover, f.internal, id_},
+                              std::move(callbacks));
   return true;
 }
 

@@ -55,6 +55,14 @@ inline ClaimDecision decide_claim(const std::string& name, bool pool, bool takeo
   return {ClaimVerdict::refuse, std::move(why)};
 }
 
+/// A pool never mixes bindings: a pooled claim (without --takeover) of `name` held with the
+/// other binding is refused with this. `internal`: the claimant's binding.
+inline std::string mixed_binding(std::string_view name, bool internal) {
+  return std::string(name) + " is held as " + (internal ? "a public" : "an internal") +
+         " endpoint: a pool's members must all be internal (tls --internal, or a name under "
+         ".internal) or all public";
+}
+
 /// The nesting rule's refusals (endpoint_registry.hpp): `name` under another key's `wildcard`,
 /// or the wildcard `name` over another key's `held` name. `where` is "" or " (on node X)".
 inline std::string nested_under(std::string_view name, std::string_view wildcard,

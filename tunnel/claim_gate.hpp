@@ -21,6 +21,7 @@ struct GateClaim {
   std::string pool_group;  ///< see ClaimRequest::pool_group
   bool pool = false;
   bool takeover = false;
+  bool internal = false;  ///< the endpoint's binding (a pool never mixes them, cluster-wide too)
   std::uint64_t session_id = 0;
 };
 

@@ -15,11 +15,13 @@ namespace gw::tunnel {
 
 /// A route owned by a session on another node, as the cluster registry's watch cache holds it.
 struct RemoteRoute {
-  std::string name;           ///< the registered name that matched (exact or "*.suffix")
-  std::string node_id;        ///< the owner node
-  std::string relay;          ///< its relay address, HOST:PORT
-  std::string session_id;     ///< the owner's session (the relay's custom TLV carries it)
-  std::int64_t revision = 0;  ///< etcd mod_revision of the route key
+  std::string name;             ///< the registered name that matched (exact or "*.suffix")
+  std::string node_id;          ///< the owner node
+  std::string relay;            ///< its relay address, HOST:PORT
+  std::string session_id;       ///< the owner's session (the relay's custom TLV carries it)
+  std::int64_t revision = 0;    ///< etcd mod_revision of the route key
+  bool internal = false;        ///< an internal endpoint: never for the public port
+  std::string key_fingerprint;  ///< the owner's key (who an internal name belongs to)
 };
 
 /// The cluster-wide route table (every node's routes, this node's own included).
@@ -38,8 +40,9 @@ class Relay {
  public:
   virtual ~Relay() = default;
   /// Thread-safe; called on the accepting thread. Dials the owner over mutual TLS, sends the
-  /// PROXY v2 header and the ClientHello bytes in `conn.peeked`, then splices. On failure (peer
-  /// unreachable, status "denied"/"overloaded") answers the visitor with the TLS alert of
+  /// PROXY v2 header (with the teammate's session when `conn.internal`: a direct-tcpip channel
+  /// to an internal endpoint) and the ClientHello bytes in `conn.peeked`, then splices. On failure
+  /// (peer unreachable, status "denied"/"overloaded") answers the visitor with the TLS alert of
   /// CLUSTER.md itself; on "stale route" asks `routes` again once.
   virtual void relay(IncomingConnection conn, RemoteRoute route) = 0;
 };

@@ -88,10 +88,7 @@ ClaimResult EndpointRegistry::claim(ClaimRequest request) {
   if (const Entry* held = routes_.find_exact(request.name);
       held != nullptr && !held->holders.empty() && request.pool && !request.takeover &&
       held->holders.front().internal != request.internal) {
-    result.refusal = request.name + " is held as " +
-                     (request.internal ? "a public" : "an internal") +
-                     " endpoint: a pool's members must all be internal (tls --internal, or a name "
-                     "under .internal) or all public";
+    result.refusal = mixed_binding(request.name, request.internal);
     return result;
   }
   const std::uint64_t token = next_token_++;
@@ -166,14 +163,15 @@ Route EndpointRegistry::route(std::string_view server_name) const {
 }
 
 std::shared_ptr<TunnelEndpoint> EndpointRegistry::find_held_by(std::string_view server_name,
-                                                               std::uint64_t session_id) const {
+                                                               std::uint64_t session_id,
+                                                               bool internal) const {
   std::vector<std::shared_ptr<TunnelEndpoint>> holders;
   {
     std::lock_guard lock(mutex_);
     const Entry* e = routes_.find(server_name);
-    // Internal names are this node's only (never in the cluster registry): nothing is relayed
-    // to them, even if a stale route at the ingress still names a session that now holds one.
-    if (e == nullptr || e->holders.empty() || e->holders.front().internal) {
+    // Even if a stale route at the ingress names a session that now holds the name with the
+    // other binding.
+    if (e == nullptr || e->holders.empty() || e->holders.front().internal != internal) {
       return nullptr;
     }
     for (const Holder& h : e->holders) {

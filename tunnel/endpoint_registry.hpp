@@ -103,9 +103,10 @@ class EndpointRegistry : public std::enable_shared_from_this<EndpointRegistry> {
   Route route(std::string_view server_name) const;
   /// The holder of the route `server_name` wins whose session_id() is `session_id`, or null:
   /// a relayed connection goes to the pool member the ingress chose, not the next in turn.
-  /// Null for an internal name (internal endpoints are never relayed to).
+  /// Null too when the name's binding is not `internal` (a public visitor's relay never
+  /// reaches an internal endpoint, a teammate's never a public one).
   std::shared_ptr<TunnelEndpoint> find_held_by(std::string_view server_name,
-                                               std::uint64_t session_id) const;
+                                               std::uint64_t session_id, bool internal) const;
 
   std::size_t size() const;  ///< names held
 

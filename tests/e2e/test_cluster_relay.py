@@ -9,6 +9,7 @@ import time
 from clusterlib import cluster, etcd  # noqa: F401 (fixtures)
 from conftest import (fwd, free_closed_port, https_get, is_alert, metric, parse_prometheus,
                       raw_exchange, client_hello, read_events, wait_for)
+from test_internal import INTERNAL_NAMES, local_forward
 from test_trusted_proxy import BALANCER, haproxy  # noqa: F401 (fixture)
 
 EVENTS = "events.jsonl"
@@ -169,3 +170,54 @@ def test_owner_applies_cidr_rules_to_the_relayed_visitor(cluster, keys, upstream
                 if e["object"]["conn"]["client_ip"] == stranger]
     conn = wait_for(refusal, 10, "the owner's cidr_denied record")[0]
     assert conn["refusal_reason"] == "cidr_denied" and conn["ingress_node"] == "n2", conn
+
+
+def test_internal_endpoint_is_one_name_cluster_wide_and_reached_from_any_node(
+        cluster, keys, upstream_factory, client_ctx):
+    # Proves: an internal endpoint published on node 1 is claimed in etcd like a public one (a
+    # session on node 2 asking for the name is refused with today's message); bob's real
+    # `ssh -L` to node 2 reaches it through the relay, and the owner's one record names the
+    # binding, bob's session and node 2 as the ingress; the public port of node 2 answers the
+    # name like an unknown one (alert 112, refusal internal_endpoint), never relaying it.
+    text = (f'permitlisten="*.internal:443" {keys.pub("alice")}\n'
+            f'permitopen="app.internal:443" {keys.pub("bob")}\n'
+            f'permitlisten="*.internal:443" {keys.pub("carol")}\n')
+    n1, n2 = (cluster.node(i, relay=True, authorized_keys=text, args=["--event-log", EVENTS])
+              for i in (1, 2))
+    up = upstream_factory("http", "owner", names=INTERNAL_NAMES)
+    n1.tunnel([fwd("app.internal", up)], key="alice").start()
+    cluster.wait_holders("app.internal", ["n1"], 10)
+
+    def refused_on_n2():
+        return [e["object"]["conn"] for e in closed_events(n2)
+                if e["object"]["conn"]["refusal_reason"] == "internal_endpoint"]
+
+    def public_answer():  # alert 112 either way; node 2's record says why
+        r = raw_exchange(n2.tls_port, [client_hello("app.internal")], host=n2.host)
+        assert is_alert(r.data, 112), r.data
+        return wait_for(lambda: closed_events(n2), 5, "node 2's record") and refused_on_n2()
+    refused = wait_for(public_answer, 15, "node 2's watch to have the internal name")
+    assert refused[0]["server_name"] == "app.internal", refused
+
+    rival = n2.tunnel([fwd("app.internal", up)], key="carol", exit_on_forward_failure=False)
+    rival.start(wait=False)
+    wait_for(lambda: "app.internal is" in rival.stderr() or not rival.running(), 15,
+             "carol's claim on node 2 to be refused")
+    assert "app.internal is held by another key's session: pick another name" in rival.stderr()
+    assert not rival.urls() and cluster.etcd.holders("app.internal") == ["n1"], rival.describe()
+
+    _, port = local_forward(n2, "bob", "app.internal:443")
+    answer = https_get(port, "app.internal", client_ctx)  # node 2's watch has the name
+    assert answer.status == 200 and answer.body == "hello from owner sni=app.internal\n", answer
+
+    def owner_record():
+        return [e["object"] for e in closed_events(n1)
+                if e["object"]["conn"]["server_name"] == "app.internal"]
+    ev = wait_for(owner_record, 10, "the owner's tcp_connection_closed record")[0]
+    assert ev["conn"]["binding"] == "internal" and ev["conn"]["ingress_node"] == "n2", ev
+    assert ev["conn"]["client_session"]["key_fingerprint"].startswith("SHA256:"), ev
+    assert ev["conn"]["client_session"]["key_fingerprint"] != ev["session"]["key_fingerprint"]
+    assert ev["conn"]["refusal_reason"] is None and ev["conn"]["bytes_out"] > 0, ev
+    assert not [e for e in closed_events(n2) if e["object"]["conn"]["server_name"] ==
+                "app.internal" and e["object"]["conn"]["refusal_reason"] is None]
+

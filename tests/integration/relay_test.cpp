@@ -247,9 +247,13 @@ class RelayTest : public ::testing::Test {
   }
 
   tunnel::RemoteRoute route(std::uint64_t session, std::string relay = "") {
-    return {"app.test", "node-2",
+    return {"app.test",
+            "node-2",
             relay.empty() ? "127.0.1.2:" + std::to_string(relay_addr_.port()) : relay,
-            std::to_string(session), 42};
+            std::to_string(session),
+            42,
+            false,
+            ""};
   }
 
   /// Stands in for the public listener: accepts one visitor, reads its `hello` bytes as the

@@ -84,6 +84,10 @@ TEST(Values, RouteAndNodeRoundTrip) {
   EXPECT_EQ(back->fpr, r.fpr);
   EXPECT_EQ(back->group, r.group);
   EXPECT_EQ(back->opened, r.opened);
+  EXPECT_FALSE(back->internal);  // a value without the field (as older nodes write) is public
+  const auto internal = parse_route_value(encode_route_value({"SHA256:abc", "", 1, true}));
+  ASSERT_TRUE(internal);
+  EXPECT_TRUE(internal->internal);
   const NodeValue n{"10.0.0.5:9444", "beef", "0.1.0"};
   const auto node = parse_node_value(encode_node_value(n));
   ASSERT_TRUE(node);

@@ -36,6 +36,7 @@ Header full_header() {
   h.authority = "app.alice.test";
   h.unique_id = "node-1/t42";
   h.route = RouteTlv{"s17@boot-abc", 1234567890123};
+  h.teammate = TeammateTlv{0x0102030405060708, "SHA256:abc+/="};
   return h;
 }
 
@@ -51,6 +52,7 @@ TEST(ProxyV2, RoundTripIpv4WithEveryTlv) {
   EXPECT_EQ(r.header.authority, "app.alice.test");
   EXPECT_EQ(r.header.unique_id, "node-1/t42");
   EXPECT_EQ(r.header.route, full_header().route);
+  EXPECT_EQ(r.header.teammate, full_header().teammate);
   EXPECT_EQ((*wire)[13], std::byte{0x11});  // INET, STREAM
 }
 
@@ -176,6 +178,13 @@ TEST(ProxyV2, NamedBadInputs) {
        cat(cat(kSig, bytes({0x21, 0x11, 0x00, 25})),
            cat(inet, bytes({0xE0, 0, 10, 1, 0x80, 0, 0, 0, 0, 0, 0, 1, 's'}))),
        errc::bad_route},
+      {"teammate without fingerprint",
+       cat(cat(kSig, bytes({0x21, 0x11, 0x00, 23})),
+           cat(inet, bytes({0xE1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1}))),
+       errc::bad_teammate},
+      {"teammate session cut",
+       cat(cat(kSig, bytes({0x21, 0x11, 0x00, 19})), cat(inet, bytes({0xE1, 0, 4, 0, 0, 0, 1}))),
+       errc::bad_teammate},
   };
   for (const auto& c : cases) {
     const auto r = parse(c.input);
@@ -195,6 +204,9 @@ TEST(ProxyV2, PrefixOfTheSignatureNeedsMore) {
 TEST(ProxyV2, BuildRefusesValuesThatDontFit) {
   auto h = full_header();
   h.authority = std::string(256, 'a');
+  EXPECT_EQ(build(h).error(), make_error_code(errc::value_too_long));
+  h = full_header();
+  h.teammate->key_fingerprint = std::string(129, 'f');
   EXPECT_EQ(build(h).error(), make_error_code(errc::value_too_long));
   h = full_header();
   h.unique_id = std::string(129, 'x');

@@ -183,9 +183,10 @@ TEST(EndpointRegistry, RouteCarriesBindingAndHolders) {
   EXPECT_EQ(reg->find("app.alice.test"), c);
 }
 
-// Proves: find_held_by() answers the holder with the named session for a public name, and
-// nothing for an internal one (internal endpoints are this node's own: never relayed to).
-TEST(EndpointRegistry, FindHeldByNeverAnswersAnInternalName) {
+// Proves: find_held_by() answers the holder with the named session only when the name's
+// binding is the one asked for (a public visitor's relay never reaches an internal endpoint, a
+// teammate's never a public one).
+TEST(EndpointRegistry, FindHeldByAnswersOnlyTheAskedBinding) {
   struct SessionEndpoint : FakeEndpoint {
     explicit SessionEndpoint(std::uint64_t id) : id(id) {}
     std::uint64_t session_id() const override { return id; }
@@ -200,9 +201,11 @@ TEST(EndpointRegistry, FindHeldByNeverAnswersAnInternalName) {
   auto held_internal = reg->claim(r);
   ASSERT_TRUE(held_pub.registration);
   ASSERT_TRUE(held_internal.registration);
-  EXPECT_EQ(reg->find_held_by("app.alice.test", 7), pub);
-  EXPECT_EQ(reg->find_held_by("app.alice.test", 8), nullptr);
-  EXPECT_EQ(reg->find_held_by("app.internal", 8), nullptr);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 7, false), pub);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 8, false), nullptr);
+  EXPECT_EQ(reg->find_held_by("app.alice.test", 7, true), nullptr);
+  EXPECT_EQ(reg->find_held_by("app.internal", 8, false), nullptr);
+  EXPECT_EQ(reg->find_held_by("app.internal", 8, true), internal);
   EXPECT_EQ(reg->find("app.internal"), internal);  // still routed for ssh -L / -W
 }
 
