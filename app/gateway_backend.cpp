@@ -41,6 +41,7 @@ std::vector<EndpointView> GatewayBackend::endpoints() {
     v.key_fingerprint = h.value.fpr;
     v.node = h.key.node;
     v.node_session = h.key.session;
+    v.binding = tunnel::binding_name(h.value.internal);
     out.push_back(std::move(v));
   }
   return out;

@@ -182,8 +182,8 @@ def test_internal_endpoint_is_one_name_cluster_wide_and_reached_from_any_node(
     text = (f'permitlisten="*.internal:443" {keys.pub("alice")}\n'
             f'permitopen="app.internal:443" {keys.pub("bob")}\n'
             f'permitlisten="*.internal:443" {keys.pub("carol")}\n')
-    n1, n2 = (cluster.node(i, relay=True, authorized_keys=text, args=["--event-log", EVENTS])
-              for i in (1, 2))
+    n1, n2 = (cluster.node(i, relay=True, authorized_keys=text, args=["--event-log", EVENTS],
+                           admin_listen="127.0.0.1:0") for i in (1, 2))
     up = upstream_factory("http", "owner", names=INTERNAL_NAMES)
     n1.tunnel([fwd("app.internal", up)], key="alice").start()
     cluster.wait_holders("app.internal", ["n1"], 10)
@@ -198,6 +198,9 @@ def test_internal_endpoint_is_one_name_cluster_wide_and_reached_from_any_node(
         return wait_for(lambda: closed_events(n2), 5, "node 2's record") and refused_on_n2()
     refused = wait_for(public_answer, 15, "node 2's watch to have the internal name")
     assert refused[0]["server_name"] == "app.internal", refused
+    listed = [e for e in n2.admin("GET", "/api/endpoints").json()["endpoints"]
+              if e["url"].startswith("tls://app.internal")]
+    assert [(e["node"], e["binding"]) for e in listed] == [("n1", "internal")], listed
 
     rival = n2.tunnel([fwd("app.internal", up)], key="carol", exit_on_forward_failure=False)
     rival.start(wait=False)
