@@ -564,7 +564,7 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
     if (!range.error.empty()) {
       co_return o;
     }
-    std::vector<std::pair<std::string, std::int64_t>> others;  // key, mod_revision
+    std::vector<std::string> others;  // their keys
     tunnel::HoldersView view;
     view.all_pool = view.all_same_key = view.all_same_group = true;
     bool other_binding = false;
@@ -588,7 +588,7 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
       view.all_same_key = view.all_same_key && value->fpr == req.key_fingerprint;
       view.all_same_group = view.all_same_group && value->group == req.pool_group;
       other_binding = other_binding || value->internal != req.internal;
-      others.emplace_back(kv.key, kv.mod_revision);
+      others.push_back(kv.key);
     }
     if (req.pool && !req.takeover && other_binding) {
       o.answer = {tunnel::GateVerdict::refused, tunnel::mixed_binding(req.name, req.internal)};
@@ -609,8 +609,11 @@ asio::awaitable<Registry::Outcome> Registry::try_claim(Claim& c, bool reclaim) {
     RegistryStats::Op op = RegistryStats::claim;
     if (d.verdict == tunnel::ClaimVerdict::replace) {
       op = RegistryStats::takeover;
-      for (const auto& [key, rev] : others) {
-        compares.push_back(compare_mod(key, rev));
+      // Nothing under the name changed since our read: not the holders we delete, and no
+      // holder that joined after it (comparing only the keys we read would let a pool member
+      // that joined meanwhile stay beside us).
+      compares.push_back(compare_unchanged_since(host, prefix_end(host), range.revision + 1));
+      for (const auto& key : others) {
         ops.push_back(delete_op(key));
       }
     } else if (req.pool) {

@@ -586,6 +586,17 @@ std::string compare_mod(std::string_view key, std::int64_t value) {
   return json_text(o);
 }
 
+std::string compare_unchanged_since(std::string_view key, std::string_view range_end,
+                                    std::int64_t value) {
+  json::object o;
+  o["key"] = base64_encode(key);
+  o["range_end"] = base64_encode(range_end);
+  o["target"] = "MOD";
+  o["result"] = "LESS";
+  o["mod_revision"] = std::to_string(value);
+  return json_text(o);
+}
+
 std::string txn_request(const std::vector<std::string>& compares,
                         const std::vector<std::string>& success) {
   std::string out = "{\"compare\":[";

@@ -151,6 +151,10 @@ std::string delete_op(std::string_view key);
 std::string compare_create(std::string_view key, std::string_view range_end, std::int64_t value);
 /// compare `key` on MOD == value.
 std::string compare_mod(std::string_view key, std::int64_t value);
+/// compare every key of [key, range_end) on MOD < value: nothing in the range was put after
+/// revision value - 1 (an empty range passes).
+std::string compare_unchanged_since(std::string_view key, std::string_view range_end,
+                                    std::int64_t value);
 /// A txn from JSON fragments (compare_*, put_op/delete_op).
 std::string txn_request(const std::vector<std::string>& compares,
                         const std::vector<std::string>& success);

@@ -175,6 +175,9 @@ TEST(Requests, TxnShape) {
             R"({"compare":[{"key":"aw==","target":"MOD","result":"EQUAL","mod_revision":"5"}],)"
             R"("success":[{"request_delete_range":{"key":"aw=="}}]})");
   EXPECT_EQ(put_op("k", "v", 0), R"({"request_put":{"key":"aw==","value":"dg=="}})");
+  EXPECT_EQ(compare_unchanged_since("k", "l", 8),
+            R"({"key":"aw==","range_end":"bA==","target":"MOD","result":"LESS",)"
+            R"("mod_revision":"8"})");
 }
 
 TEST(Endpoints, ParseList) {
