@@ -126,6 +126,10 @@ def test_every_node_config_parses_in_the_real_binary(services, state):
             assert line.group(2) != "default", f"{name}: {key} not set by the compose file"
             if value is not None:
                 assert line.group(1) == f'"{value}"'
+        # `exec nodeN snigate keys ...` sees the same environment (README's key commands).
+        keys = subprocess.run([SNIGATE_BIN, "keys", "list"], capture_output=True, timeout=30,
+                              env={**env, "SNIGATE_STATE_DIR": str(state / "data")})
+        assert keys.returncode == 0, f"{name}: keys list: {keys.stderr.decode()}"
         for key in seen:
             addr = re.search(rf'^{key} = \[?"([^"]+)"', printed, re.M).group(1)
             assert not addr.startswith(("0.0.0.0", "[::]")), f"{name}: {key} {addr}: a literal"
