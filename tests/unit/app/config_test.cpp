@@ -512,6 +512,14 @@ TEST(Settings, SubcommandScopes) {
             "snigate: unknown option --authorized-keys (see snigate --help)");
   EXPECT_EQ(parse({"keys", "--tls-listen", "0.0.0.0:1"}).error,
             "snigate: unknown option --tls-listen (see snigate --help)");
+  // A cluster node's environment (its --node-id is a flag of serve's) doesn't stop `keys` or
+  // `hostkey` run beside it; serve still refuses it.
+  const Environment node_env = {{"SNIGATE_CLUSTER_ETCD", "http://127.0.2.1:2379"},
+                                {"SNIGATE_CLUSTER_CA", "/cluster/ca.pem"},
+                                {"SNIGATE_STATE_DIR", "/data"}};
+  EXPECT_EQ(parse({"keys"}, node_env).error, "");
+  EXPECT_EQ(parse({"hostkey"}, node_env).error, "");
+  EXPECT_NE(parse({"serve"}, node_env).error, "");
 }
 
 // Proves --help's option lines come from the table: a default is shown from ServeConfig's
