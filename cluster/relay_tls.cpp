@@ -107,7 +107,7 @@ std::shared_ptr<RelayTls> RelayTls::load(const RelayConfig& config) {
   return tls;
 }
 
-SslPtr RelayTls::client_for(const std::string& node_id, const std::string* key) const {
+SslPtr RelayTls::client_for(const std::string& node_id, const std::string& relay) const {
   SslPtr ssl(SSL_new(client_.get()));
   if (!ssl) {
     return ssl;
@@ -116,9 +116,11 @@ SslPtr RelayTls::client_for(const std::string& node_id, const std::string* key) 
   X509_VERIFY_PARAM_set_hostflags(
       param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_WILDCARDS);
   X509_VERIFY_PARAM_set1_host(param, node_id.data(), node_id.size());  // copies the name
-  SSL_set_app_data(ssl.get(), const_cast<std::string*>(key));          // borrowed: see client_for()
   std::lock_guard lock(mutex_);
-  if (const auto it = sessions_.find(*key); it != sessions_.end()) {
+  const auto [it, added] = sessions_.try_emplace(node_id + "@" + relay);
+  // Borrowed: a map key's address is stable and the entry is never erased.
+  SSL_set_app_data(ssl.get(), const_cast<std::string*>(&it->first));
+  if (it->second) {
     SSL_set_session(ssl.get(), it->second.get());  // set1: ssl takes its own reference
   }
   return ssl;
@@ -131,7 +133,8 @@ int RelayTls::on_new_session(SSL* ssl, SSL_SESSION* session) {
     return 0;
   }
   std::lock_guard lock(self->mutex_);
-  self->sessions_[*key] = SslSessionPtr(session);  // returning 1: the reference is ours now
+  // The key's entry exists (client_for made it); returning 1: the reference is ours now.
+  self->sessions_.find(*key)->second = SslSessionPtr(session);
   return 1;
 }
 

@@ -184,9 +184,14 @@ class FakeRoutes final : public tunnel::ClusterRoutes {
     asked++;
     return route;
   }
-  std::mutex mutex;
+  bool has_node(std::string_view node_id, std::string_view) const override {
+    std::lock_guard lock(mutex);
+    return node_id != gone;
+  }
+  mutable std::mutex mutex;
   std::optional<tunnel::RemoteRoute> route;
   int asked = 0;
+  std::string gone;  ///< a node the registry no longer has
 };
 
 /// A thread running an io_context until the test ends.
@@ -370,6 +375,7 @@ class RelayTest : public ::testing::Test {
   SslCtxPtr ctx_;
   SslPtr ssl_;
   std::unique_ptr<RelayListener> listener_;
+  std::unique_ptr<RelayListener> extra_listener_;
   std::unique_ptr<tcp::acceptor> public_;
   tcp::endpoint relay_addr_;
 };
@@ -397,15 +403,87 @@ TEST_F(RelayTest, BytesFlowBothWaysWithTheVisitorsAddressSniAndHello) {
   EXPECT_EQ(ingress_stats_->out_bridges->bytes_in.load(), hello.size() + 4);
   EXPECT_EQ(ingress_stats_->out_bridges->bytes_out.load(), 12u);
 
-  // A second relay to the same peer resumes the TLS session (and works the same).
-  accept_one(hello.size(), route(17));
-  const int again = visitor("127.0.0.10");
-  send_all(again, hello);
-  send_all(again, "x");
-  EXPECT_EQ(read_n(again, 6), "echo:x");
-  ::close(again);
+  EXPECT_EQ(ingress_stats_->spare_used.load(), 0u);  // the first visitor to a peer dials
+}
+
+// Proves the warm spares: the first visitor to a peer makes kSparesPerPeer (2) of them, the next
+// ones go over a spare (counted), each taken spare is replaced, and the replacements resume the
+// TLS session the first connections got tickets for.
+TEST_F(RelayTest, LaterVisitorsGoOverWarmSparesThatResume) {
+  const auto one = [&](const std::string& source) {
+    accept_one(5, route(17));
+    const int fd = visitor(source);
+    send_all(fd, "hello");
+    send_all(fd, "x");
+    EXPECT_EQ(read_n(fd, 6), "echo:x") << source;
+    ::close(fd);
+  };
+  one("127.0.0.9");
+  ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
+  EXPECT_EQ(owner_stats_->in_pending.load(), 2);  // the owner holds them before their header
+  for (int i = 0; i < 3; ++i) {
+    one("127.0.0.1" + std::to_string(i));
+    ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; })) << i;
+  }
+  EXPECT_EQ(ingress_stats_->relayed_out.load(), 4u);
+  EXPECT_EQ(ingress_stats_->spare_used.load(), 3u);
+  // Visitors 2 and 3 took the first two spares (full handshakes, made with visitor 1's); the
+  // fourth took a replacement, made after tickets came: resumed.
+  EXPECT_GE(ingress_stats_->resumed.load(), 1u);
+  EXPECT_EQ(ingress_stats_->out_protocol.load() + ingress_stats_->spare_redialed.load(), 0u);
+  EXPECT_EQ(owner_stats_->in_timeout.load(), 0u);
+}
+
+// Proves a dead spare never loses the visitor: the owner closes the spares it holds (here its
+// header deadline is made short, as a restarted peer closes them all), and the next visitor still
+// gets through on a fresh dial; the dead spares are counted.
+TEST_F(RelayTest, DeadSparesAreSkippedAndTheVisitorDialsAfresh) {
+  listener_->stop();
+  auto quick = pki_->config("node-2");
+  quick.spare_idle = std::chrono::milliseconds(0);
+  quick.accept_timeout = std::chrono::milliseconds(1000);
+  // Destroyed after TearDown stopped the threads, as listener_ is.
+  extra_listener_ =
+      std::make_unique<RelayListener>(owner_tls_, quick, registry_, owner_stats_, log_);
+  const auto addr =
+      extra_listener_->listen({&owner_.ioc}, tcp::endpoint(make_address("127.0.1.2"), 0));
+  const auto r = route(17, "127.0.1.2:" + std::to_string(addr.port()));
+  const auto one = [&](const std::string& source) {
+    accept_one(5, r);
+    const int fd = visitor(source);
+    send_all(fd, "hello");
+    send_all(fd, "x");
+    EXPECT_EQ(read_n(fd, 6), "echo:x") << source;
+    ::close(fd);
+  };
+  one("127.0.0.9");
+  ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
+  // The owner times both out (1 s after their handshakes), the ingress finds them dead.
+  ASSERT_TRUE(eventually([&] { return owner_stats_->in_timeout.load() >= 2; }));
+  one("127.0.0.10");
   EXPECT_EQ(ingress_stats_->relayed_out.load(), 2u);
-  EXPECT_EQ(ingress_stats_->resumed.load(), 1u);
+  EXPECT_GE(ingress_stats_->spare_dead.load() + ingress_stats_->spare_redialed.load(), 1u);
+  EXPECT_EQ(ingress_stats_->out_protocol.load(), 0u);
+  EXPECT_EQ(ingress_stats_->out_unreachable.load() + ingress_stats_->out_handshake.load(), 0u);
+}
+
+// Proves spares exist only for peers in the registry: when the peer leaves, its spares close.
+TEST_F(RelayTest, SparesCloseWhenThePeerLeavesTheRegistry) {
+  accept_one(5, route(17));
+  const int fd = visitor();
+  send_all(fd, "hello");
+  send_all(fd, "x");
+  EXPECT_EQ(read_n(fd, 6), "echo:x");
+  ::close(fd);
+  ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
+  {
+    std::lock_guard lock(routes_->mutex);
+    routes_->gone = "node-2";
+  }
+  ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 0; }));
+  EXPECT_EQ(ingress_stats_->spare_dropped.load(), 2u);
+  // The owner sees them close before their header: a bad header, not a timeout.
+  ASSERT_TRUE(eventually([&] { return owner_stats_->in_pending.load() == 0; }));
 }
 
 // Proves half-close the other way: the owner's side ends first (TLS close_notify, then the
