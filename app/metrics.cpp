@@ -221,7 +221,7 @@ std::string render_metrics(const MetricsSnapshot& s) {
       w.sample("relay_failures_total",
                std::string("side=\"") + f.side + "\",reason=\"" + f.reason + "\"", f.count);
     }
-    w.counter("relay_resumed_total",
+    w.counter("relay_resumed",
               "Relayed connections out whose TLS session was resumed (no certificate signatures).",
               c.relay_resumed);
     w.gauge("relay_spares",
