@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <deque>
+#include <functional>
 
 #include "cluster/relay_listener.hpp"
 #include "cluster/tls_stream.hpp"
@@ -75,7 +76,10 @@ std::byte* scratch() {
 class RelayChannel final : public tunnel::Channel,
                            public std::enable_shared_from_this<RelayChannel> {
  public:
-  explicit RelayChannel(std::unique_ptr<TlsStream> stream) : stream_(std::move(stream)) {}
+  /// `on_close`: called once when the channel closes (the spare's refill).
+  RelayChannel(std::unique_ptr<TlsStream> stream, std::function<void()> on_close)
+      : stream_(std::move(stream)), on_close_(std::move(on_close)) {}
+  ~RelayChannel() override { closed(); }
 
   void start(tunnel::ChannelHandler& handler) override {
     handler_ = &handler;
@@ -141,9 +145,18 @@ class RelayChannel final : public tunnel::Channel,
   void close() override {
     closed_ = true;
     stream_->close();
+    closed();
   }
 
  private:
+  void closed() {
+    if (on_close_) {
+      auto f = std::move(on_close_);
+      on_close_ = nullptr;
+      f();
+    }
+  }
+
   void pull() {
     std::size_t moved = 0;
     while (!closed_ && !paused_ && moved < kDownBudget) {
@@ -180,6 +193,7 @@ class RelayChannel final : public tunnel::Channel,
   }
 
   std::unique_ptr<TlsStream> stream_;
+  std::function<void()> on_close_;
   tunnel::ChannelHandler* handler_ = nullptr;
   std::vector<std::byte> held_;  ///< from the owner, not yet taken by the bridge
   bool blocked_ = false;
@@ -330,6 +344,9 @@ class PeerDial : public std::enable_shared_from_this<PeerDial> {
 constexpr int kSparesPerPeer = 2;
 /// ... x spare_idle without a visitor for the peer: its spares are closed, not replaced.
 constexpr int kPoolUnusedFactor = 3;
+/// A taken spare is replaced when its visitor's relay connection ends, or this long after it
+/// was taken (see SpareShelf::take).
+constexpr std::chrono::milliseconds kRefillDelay{20};
 
 }  // namespace
 
@@ -384,15 +401,33 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
         stats_->spare_dead++;
       }
     }
-    boost::asio::post(ioc_, [weak = weak_from_this(), key] {
-      if (auto self = weak.lock()) {
-        self->fill(key);
-      }
-    });
+    if (!out) {
+      post_fill(key);  // the first visitor to this peer, or all taken: top up now
+    } else {
+      // The replacement's handshake costs both nodes CPU (resumed TLS 1.3: an X25519 exchange
+      // and a new ticket); made while the visitor that took the spare is in its own first round
+      // trips, it competes with them for the cores. So: when that visitor's relay connection
+      // ends (refill(), from the caller), or kRefillDelay from now if it lives longer.
+      auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kRefillDelay);
+      timer->async_wait([weak = weak_from_this(), key, timer](const boost::system::error_code&) {
+        if (auto self = weak.lock()) {
+          self->fill(key);
+        }
+      });
+    }
     if (!armed_) {
       arm();
     }
     return out;
+  }
+
+  /// Thread-safe: tops up the spares of the peer `key` (node@relay) on the shelf's thread.
+  void post_fill(std::string key) {
+    boost::asio::post(ioc_, [weak = weak_from_this(), key = std::move(key)] {
+      if (auto self = weak.lock()) {
+        self->fill(key);
+      }
+    });
   }
 
   void stop() { timer_.cancel(); }
@@ -521,6 +556,11 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
         attempt_(attempt),
         use_spare_(use_spare),
         timer_(conn_.socket.get_executor()) {}
+  ~Outbound() {
+    if (refill_) {
+      refill_();  // the visitor never got to splice over the spare: replace it now
+    }
+  }
 
   void start() {
     if (dialer_->quarantined(route_.node_id)) {
@@ -532,6 +572,11 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       if (auto* shelf = dialer_->shelf_for(conn_.socket.get_executor())) {
         if (auto spare = shelf->take(route_)) {
           from_spare_ = true;
+          refill_ = [shelf = shelf->weak_from_this(), key = route_.node_id + "@" + route_.relay] {
+            if (auto s = shelf.lock()) {
+              s->post_fill(key);
+            }
+          };
           ready(std::move(spare));
           return;
         }
@@ -700,7 +745,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       conn_.alert_and_close(gw::kAlertInternalError);
       return;
     }
-    auto channel = std::make_shared<RelayChannel>(std::move(stream_));
+    auto channel = std::make_shared<RelayChannel>(std::move(stream_), std::move(refill_));
+    refill_ = nullptr;
     const tunnel::ConnectionStart start = conn_.start();
     auto bridge = std::make_shared<tunnel::Bridge>(
         conn_.take_stream(), std::vector<std::byte>{}, start,
@@ -754,8 +800,9 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   tunnel::IncomingConnection conn_;
   tunnel::RemoteRoute route_;
   int attempt_;
-  bool use_spare_;           ///< may take a warm spare (not after one just failed)
-  bool from_spare_ = false;  ///< stream_ is a warm spare
+  bool use_spare_;                ///< may take a warm spare (not after one just failed)
+  bool from_spare_ = false;       ///< stream_ is a warm spare
+  std::function<void()> refill_;  ///< replaces the spare taken: once, when it is done with
   boost::asio::steady_timer timer_;
   std::unique_ptr<TlsStream> stream_;
   std::vector<std::byte> out_;
