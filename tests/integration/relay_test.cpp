@@ -5,8 +5,8 @@
 // certificate, a malformed header, an unknown route and an unreachable peer are each refused
 // and counted. Every wait is bounded.
 #include <gtest/gtest.h>
-#include <openssl/ssl.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
