@@ -2,10 +2,11 @@
 // from, loaded once at start from RelayConfig (--cluster-ca, --cluster-cert, --cluster-key),
 // and the session caches that make a node's later relay connections to a peer resumptions (no
 // certificate signatures): the dialer keeps the latest ticket per peer, the owner the sessions
-// its tickets name (stateful tickets: cheaper to resume than the self-contained kind). TLS 1.3 only. A node is named by its certificate's
-// subjectAltName DNS entry, which must be exactly its node id (node ids are DNS labels):
-// the dialer checks that the peer's certificate names the node id the registry gave for that
-// address, the listener logs the id the client's names. CN is never consulted.
+// its tickets name (stateful tickets: cheaper to resume than the self-contained kind). TLS 1.3
+// only. A node is named by its certificate's subjectAltName DNS entry, which must be exactly its
+// node id (node ids are DNS labels): the dialer checks that the peer's certificate names the
+// node id the registry gave for that address, the listener logs the id the client's names. CN
+// is never consulted.
 // Deliberately not here: sockets (cluster/tls_stream.*), revocation (rotate the CA).
 #pragma once
 
