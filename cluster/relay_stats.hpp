@@ -39,7 +39,7 @@ struct RelayStats {
   std::atomic<std::uint64_t> in_certificate{0};  ///< handshake failed: no or a bad certificate
   std::atomic<std::uint64_t> in_bad_header{0};   ///< malformed or incomplete PROXY v2 header
   std::atomic<std::uint64_t> in_stale{0};        ///< no local endpoint of that session: status 1
-  std::atomic<std::uint64_t> in_timeout{0};      ///< no header within the accept timeout
+  std::atomic<std::uint64_t> in_timeout{0};      ///< no handshake / header in time (RelayConfig)
   std::atomic<std::uint64_t> in_overloaded{0};   ///< over max_pending: closed at once
   std::atomic<std::int64_t> in_pending{0};       ///< relay connections not past their header
 };
