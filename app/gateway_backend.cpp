@@ -198,6 +198,11 @@ std::string GatewayBackend::metrics_text() {
           {"in", "bad_header", r.in_bad_header},     {"in", "stale", r.in_stale},
           {"in", "timeout", r.in_timeout},           {"in", "overloaded", r.in_overloaded},
       };
+      c.relay_resumed = r.resumed;
+      c.spares_idle = static_cast<std::uint64_t>(std::max<std::int64_t>(0, r.spares_idle));
+      c.spares = {{"used", r.spare_used},       {"redialed", r.spare_redialed},
+                  {"dead", r.spare_dead},       {"expired", r.spare_expired},
+                  {"dropped", r.spare_dropped}, {"dial_failed", r.spare_dial_failed}};
     }
   }
   return render_metrics(m);

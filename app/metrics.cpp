@@ -221,6 +221,20 @@ std::string render_metrics(const MetricsSnapshot& s) {
       w.sample("relay_failures_total",
                std::string("side=\"") + f.side + "\",reason=\"" + f.reason + "\"", f.count);
     }
+    w.counter("relay_resumed",
+              "Relayed connections out whose TLS session was resumed (no certificate signatures).",
+              c.relay_resumed);
+    w.gauge("relay_spares",
+            "Warm spare relay connections open now: handshaken, waiting for a visitor.",
+            c.spares_idle);
+    w.family("relay_spares_total", "counter",
+             "Warm spare relay connections by what became of them: used (a visitor went over "
+             "it), redialed (it broke before the owner's status; the visitor was dialed afresh), "
+             "dead (the peer closed it while it waited), expired (unused for the spare idle "
+             "time), dropped (the peer left the registry), dial_failed (could not be opened).");
+    for (const auto& s : c.spares) {
+      w.sample("relay_spares_total", std::string("outcome=\"") + s.outcome + "\"", s.count);
+    }
   }
   if (!s.version.empty()) {
     w.family("build_info", "gauge", "Always 1; the version label says which snigate runs.");

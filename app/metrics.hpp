@@ -35,6 +35,13 @@ struct ClusterMetrics {
     std::uint64_t count;
   };
   std::vector<RelayFailure> relay_failures;
+  std::uint64_t relay_resumed = 0;  ///< of relayed_out: over a resumed TLS session
+  std::uint64_t spares_idle = 0;    ///< warm spares open now
+  struct SpareOutcome {
+    const char* outcome;  ///< used, redialed, dead, expired, dropped, dial_failed
+    std::uint64_t count;
+  };
+  std::vector<SpareOutcome> spares;
 };
 
 struct MetricsSnapshot {

@@ -92,6 +92,9 @@ class Registry final : public tunnel::ClusterRoutes,
   std::optional<tunnel::RemoteRoute> find_remote(std::string_view server_name) override {
     return cache_.find_remote(server_name);
   }
+  bool has_node(std::string_view node_id, std::string_view relay) const override {
+    return cache_.has_node(node_id, relay);
+  }
   // tunnel::ClaimGate
   std::unique_ptr<tunnel::GateTicket> claim(tunnel::GateClaim request,
                                             tunnel::GateCallbacks callbacks) override;

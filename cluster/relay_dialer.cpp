@@ -4,6 +4,8 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <deque>
+#include <functional>
 
 #include "cluster/relay_listener.hpp"
 #include "cluster/tls_stream.hpp"
@@ -74,7 +76,10 @@ std::byte* scratch() {
 class RelayChannel final : public tunnel::Channel,
                            public std::enable_shared_from_this<RelayChannel> {
  public:
-  explicit RelayChannel(std::unique_ptr<TlsStream> stream) : stream_(std::move(stream)) {}
+  /// `on_close`: called once when the channel closes (the spare's refill).
+  RelayChannel(std::unique_ptr<TlsStream> stream, std::function<void()> on_close)
+      : stream_(std::move(stream)), on_close_(std::move(on_close)) {}
+  ~RelayChannel() override { closed(); }
 
   void start(tunnel::ChannelHandler& handler) override {
     handler_ = &handler;
@@ -140,9 +145,18 @@ class RelayChannel final : public tunnel::Channel,
   void close() override {
     closed_ = true;
     stream_->close();
+    closed();
   }
 
  private:
+  void closed() {
+    if (on_close_) {
+      auto f = std::move(on_close_);
+      on_close_ = nullptr;
+      f();
+    }
+  }
+
   void pull() {
     std::size_t moved = 0;
     while (!closed_ && !paused_ && moved < kDownBudget) {
@@ -179,6 +193,7 @@ class RelayChannel final : public tunnel::Channel,
   }
 
   std::unique_ptr<TlsStream> stream_;
+  std::function<void()> on_close_;
   tunnel::ChannelHandler* handler_ = nullptr;
   std::vector<std::byte> held_;  ///< from the owner, not yet taken by the bridge
   bool blocked_ = false;
@@ -192,56 +207,66 @@ std::string unique_id(const std::string& node, std::uint64_t conn) {
   return node + "/t" + std::to_string(conn);
 }
 
-}  // namespace
+/// A relay address "IP:PORT" ("[v6]:PORT"); nullopt when it is not numeric.
+std::optional<boost::asio::ip::tcp::endpoint> parse_relay(const std::string& relay) {
+  boost::system::error_code ec;
+  const auto colon = relay.rfind(':');
+  if (colon == std::string::npos) {
+    return std::nullopt;
+  }
+  auto host = relay.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const auto address = boost::asio::ip::make_address(host, ec);
+  const unsigned long port = std::strtoul(relay.c_str() + colon + 1, nullptr, 10);
+  if (ec || port == 0 || port > 65535) {
+    return std::nullopt;
+  }
+  return boost::asio::ip::tcp::endpoint(address, static_cast<std::uint16_t>(port));
+}
 
-/// One attempt to relay one visitor: connect, handshake, header, status.
-class Outbound : public std::enable_shared_from_this<Outbound> {
+/// TCP connect and mutual TLS to one peer, each under its deadline: what a relay connection
+/// is before any visitor's byte, for a visitor's own dial and for a warm spare alike.
+class PeerDial : public std::enable_shared_from_this<PeerDial> {
  public:
-  Outbound(std::shared_ptr<RelayDialer> dialer, tunnel::IncomingConnection conn,
-           tunnel::RemoteRoute route, int attempt)
-      : dialer_(std::move(dialer)),
-        conn_(std::move(conn)),
-        route_(std::move(route)),
-        attempt_(attempt),
-        socket_(conn_.socket.get_executor()),
-        timer_(conn_.socket.get_executor()),
-        key_(route_.node_id + "@" + route_.relay) {}
+  enum class Failure { none, address, unreachable, handshake };
+  struct Result {
+    std::unique_ptr<TlsStream> stream;  ///< handshaken, when failure is none
+    Failure failure = Failure::none;
+    std::string why;
+  };
+  using Done = std::function<void(Result)>;
+
+  PeerDial(const boost::asio::any_io_executor& ex, std::shared_ptr<RelayTls> tls,
+           const RelayConfig& config, std::string node_id, std::string relay, Done done)
+      : tls_(std::move(tls)),
+        connect_timeout_(config.connect_timeout),
+        handshake_timeout_(config.handshake_timeout),
+        node_id_(std::move(node_id)),
+        relay_(std::move(relay)),
+        done_(std::move(done)),
+        socket_(ex),
+        timer_(ex) {}
 
   void start() {
-    const auto& c = dialer_->config_;
-    if (dialer_->quarantined(route_.node_id)) {
-      dialer_->stats_->out_quarantined++;
-      fail("quarantined", gw::kAlertInternalError, "the peer failed less than 5 s ago");
+    const auto where = parse_relay(relay_);
+    if (!where) {
+      finish({nullptr, Failure::address,
+              "relay address is not IP:PORT (--relay-advertise must be numeric)"});
       return;
     }
-    boost::system::error_code ec;
-    const auto colon = route_.relay.rfind(':');
-    auto host = route_.relay.substr(0, colon == std::string::npos ? 0 : colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
-    }
-    const auto address = boost::asio::ip::make_address(host, ec);
-    unsigned port = 0;
-    if (colon != std::string::npos) {
-      port = static_cast<unsigned>(std::strtoul(route_.relay.c_str() + colon + 1, nullptr, 10));
-    }
-    if (ec || port == 0 || port > 65535) {
-      dialer_->stats_->out_unreachable++;
-      fail("unreachable", gw::kAlertInternalError,
-           "relay address is not IP:PORT (--relay-advertise must be numeric)");
-      return;
-    }
-    arm(c.connect_timeout);
-    socket_.async_connect(
-        boost::asio::ip::tcp::endpoint(address, static_cast<std::uint16_t>(port)),
-        [self = shared_from_this()](const boost::system::error_code& e) { self->on_connect(e); });
+    arm(connect_timeout_);
+    socket_.async_connect(*where, [self = shared_from_this()](const boost::system::error_code& e) {
+      self->on_connect(e);
+    });
   }
 
  private:
   void arm(std::chrono::milliseconds after) {
     timer_.expires_after(after);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
-      if (e || self->done_) {
+      if (e || self->finished_) {
         return;
       }
       self->timed_out_ = true;
@@ -254,37 +279,350 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   }
 
   void on_connect(const boost::system::error_code& ec) {
-    if (done_) {
+    if (finished_) {
       return;
     }
     if (ec) {
-      unreachable(timed_out_ ? "connect timed out" : ec.message());
+      finish({nullptr, Failure::unreachable, timed_out_ ? "connect timed out" : ec.message()});
       return;
     }
     boost::system::error_code ignored;
     socket_.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
-    auto ssl = dialer_->tls_->client_for(route_.node_id, &key_);
+    auto ssl = tls_->client_for(node_id_, relay_);
     if (!ssl) {
-      unreachable("no TLS context");
+      finish({nullptr, Failure::unreachable, "no TLS context"});
       return;
     }
     stream_ = std::make_unique<TlsStream>(std::move(socket_), std::move(ssl), false);
-    arm(dialer_->config_.handshake_timeout);
+    arm(handshake_timeout_);
     stream_->handshake([self = shared_from_this()](bool ok) { self->on_handshake(ok); });
   }
 
   void on_handshake(bool ok) {
-    if (done_) {
+    if (finished_) {
       return;
     }
     if (!ok) {
       // A stopped process's backlog completes TCP handshakes: no TLS is the liveness signal.
-      dialer_->stats_->out_handshake++;
-      dialer_->quarantine(route_.node_id);
-      fail("handshake", gw::kAlertInternalError,
-           timed_out_ ? "TLS handshake timed out" : "TLS handshake failed: " + stream_->error());
+      finish(
+          {nullptr, Failure::handshake,
+           timed_out_ ? "TLS handshake timed out" : "TLS handshake failed: " + stream_->error()});
       return;
     }
+    finish({std::move(stream_), Failure::none, ""});
+  }
+
+  void finish(Result r) {
+    if (finished_) {
+      return;
+    }
+    finished_ = true;
+    timer_.cancel();
+    if (stream_) {
+      stream_->close();
+    }
+    auto done = std::move(done_);
+    done(std::move(r));
+  }
+
+  std::shared_ptr<RelayTls> tls_;
+  std::chrono::milliseconds connect_timeout_;
+  std::chrono::milliseconds handshake_timeout_;
+  std::string node_id_;
+  std::string relay_;
+  Done done_;
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer timer_;
+  std::unique_ptr<TlsStream> stream_;
+  bool timed_out_ = false;
+  bool finished_ = false;
+};
+
+/// Warm spares per peer on one I/O thread (a relay stream lives on one thread, so each keeps
+/// its own). Made lazily: a peer gets spares once a visitor was relayed to it, and loses them
+/// when nobody was for kPoolUnusedFactor x spare_idle, or when it leaves the registry.
+constexpr int kSparesPerPeer = 2;
+/// ... x spare_idle without a visitor for the peer: its spares are closed, not replaced.
+constexpr int kPoolUnusedFactor = 3;
+/// A taken spare is replaced when its visitor's relay connection ends, or this long after it
+/// was taken (see SpareShelf::take).
+constexpr std::chrono::milliseconds kRefillDelay{20};
+
+}  // namespace
+
+/// One I/O thread's warm spare relay connections: per peer up to kSparesPerPeer TLS
+/// connections already past their handshake, which a visitor takes instead of dialing (its
+/// header and ClientHello go out at once: one round trip to the owner's status, not three).
+/// Taking one posts the refill; a 1 s tick closes the ones that waited spare_idle or that the
+/// peer closed (a restart), and replaces them while the peer is in use; a peer no longer in
+/// the registry loses its spares at once. A refill that fails stops refilling until the next
+/// visitor (no quarantine: no visitor waited; the visitor's own dial decides that).
+/// Touched on its thread only.
+class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
+ public:
+  SpareShelf(boost::asio::io_context& ioc, std::shared_ptr<RelayTls> tls, const RelayConfig& config,
+             std::shared_ptr<tunnel::ClusterRoutes> routes, std::shared_ptr<RelayStats> stats,
+             std::shared_ptr<spdlog::logger> log)
+      : ioc_(ioc),
+        tls_(std::move(tls)),
+        config_(config),
+        routes_(std::move(routes)),
+        stats_(std::move(stats)),
+        log_(std::move(log)),
+        timer_(ioc) {}
+  ~SpareShelf() {
+    for (auto& [key, pool] : pools_) {
+      stats_->spares_idle -= static_cast<std::int64_t>(pool.idle.size());
+    }
+  }
+
+  /// A live spare to `route`'s peer, or null (the first visitor to a peer, or all taken): the
+  /// caller dials. Either way the peer's spares are topped up after this call.
+  std::unique_ptr<TlsStream> take(const tunnel::RemoteRoute& route) {
+    const std::string key = route.node_id + "@" + route.relay;
+    auto [it, added] = pools_.try_emplace(key);
+    Pool& pool = it->second;
+    if (added) {
+      pool.node_id = route.node_id;
+      pool.relay = route.relay;
+      log_->debug("relay.spares_start node={} relay={} per_thread={}", route.node_id, route.relay,
+                  kSparesPerPeer);
+    }
+    pool.last_used = std::chrono::steady_clock::now();
+    pool.cooling = false;
+    std::unique_ptr<TlsStream> out;
+    while (!out && !pool.idle.empty()) {
+      auto spare = std::move(pool.idle.front());
+      pool.idle.pop_front();
+      stats_->spares_idle--;
+      if (spare.stream->idle_alive()) {
+        out = std::move(spare.stream);
+      } else {
+        stats_->spare_dead++;
+      }
+    }
+    if (!out) {
+      post_fill(key);  // the first visitor to this peer, or all taken: top up now
+    } else {
+      // The replacement's handshake costs both nodes CPU (resumed TLS 1.3: an X25519 exchange
+      // and a new ticket); made while the visitor that took the spare is in its own first round
+      // trips, it competes with them for the cores. So: when that visitor's relay connection
+      // ends (refill(), from the caller), or kRefillDelay from now if it lives longer.
+      auto timer = std::make_shared<boost::asio::steady_timer>(ioc_, kRefillDelay);
+      timer->async_wait([weak = weak_from_this(), key, timer](const boost::system::error_code&) {
+        if (auto self = weak.lock()) {
+          self->fill(key);
+        }
+      });
+    }
+    if (!armed_) {
+      arm();
+    }
+    return out;
+  }
+
+  /// Thread-safe: tops up the spares of the peer `key` (node@relay) on the shelf's thread.
+  void post_fill(std::string key) {
+    boost::asio::post(ioc_, [weak = weak_from_this(), key = std::move(key)] {
+      if (auto self = weak.lock()) {
+        self->fill(key);
+      }
+    });
+  }
+
+  void stop() { timer_.cancel(); }
+
+ private:
+  struct Spare {
+    std::unique_ptr<TlsStream> stream;
+    std::chrono::steady_clock::time_point made;
+  };
+  struct Pool {
+    std::string node_id;
+    std::string relay;
+    std::deque<Spare> idle;  ///< oldest first: taken first, so the rest stay fresh
+    int dialing = 0;
+    bool cooling = false;  ///< a refill failed: none until the next visitor
+    std::chrono::steady_clock::time_point last_used;
+  };
+
+  void fill(const std::string& key) {
+    const auto it = pools_.find(key);
+    if (it == pools_.end()) {
+      return;
+    }
+    Pool& pool = it->second;
+    while (!pool.cooling && static_cast<int>(pool.idle.size()) + pool.dialing < kSparesPerPeer) {
+      pool.dialing++;
+      std::make_shared<PeerDial>(ioc_.get_executor(), tls_, config_, pool.node_id, pool.relay,
+                                 [weak = weak_from_this(), key](PeerDial::Result r) {
+                                   if (auto self = weak.lock()) {
+                                     self->on_dialed(key, std::move(r));
+                                   }
+                                 })
+          ->start();
+    }
+  }
+
+  void on_dialed(const std::string& key, PeerDial::Result r) {
+    const auto it = pools_.find(key);
+    if (it == pools_.end()) {
+      if (r.stream) {
+        r.stream->close();  // the peer left meanwhile
+      }
+      return;
+    }
+    Pool& pool = it->second;
+    pool.dialing--;
+    if (r.failure != PeerDial::Failure::none) {
+      stats_->spare_dial_failed++;
+      pool.cooling = true;
+      log_->info("relay.spare_failed node={} relay={} why=\"{}\"", pool.node_id, pool.relay, r.why);
+      return;
+    }
+    pool.idle.push_back({std::move(r.stream), std::chrono::steady_clock::now()});
+    stats_->spares_idle++;
+  }
+
+  void arm() {
+    armed_ = true;
+    timer_.expires_after(std::chrono::seconds(1));
+    timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+      auto self = weak.lock();
+      if (ec || !self) {
+        return;
+      }
+      self->armed_ = false;
+      self->tick();
+      if (!self->pools_.empty()) {
+        self->arm();
+      }
+    });
+  }
+
+  void tick() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = pools_.begin(); it != pools_.end();) {
+      Pool& pool = it->second;
+      const bool gone = routes_ && !routes_->has_node(pool.node_id, pool.relay);
+      const bool unused = now - pool.last_used > kPoolUnusedFactor * config_.spare_idle;
+      if (gone || unused) {
+        stats_->spares_idle -= static_cast<std::int64_t>(pool.idle.size());
+        (gone ? stats_->spare_dropped : stats_->spare_expired) += pool.idle.size();
+        log_->debug("relay.spares_stop node={} relay={} closed={} reason={}", pool.node_id,
+                    pool.relay, pool.idle.size(), gone ? "peer_left" : "unused");
+        it = pools_.erase(it);  // the streams close; dials in flight find no pool
+        continue;
+      }
+      const auto before = pool.idle.size();
+      std::erase_if(pool.idle, [&](Spare& s) {
+        if (now - s.made >= config_.spare_idle) {
+          stats_->spare_expired++;
+          return true;
+        }
+        if (!s.stream->idle_alive()) {
+          stats_->spare_dead++;
+          return true;
+        }
+        return false;
+      });
+      stats_->spares_idle -= static_cast<std::int64_t>(before - pool.idle.size());
+      if (pool.idle.size() < before) {
+        fill(it->first);
+      }
+      ++it;
+    }
+  }
+
+  boost::asio::io_context& ioc_;
+  std::shared_ptr<RelayTls> tls_;
+  RelayConfig config_;
+  std::shared_ptr<tunnel::ClusterRoutes> routes_;
+  std::shared_ptr<RelayStats> stats_;
+  std::shared_ptr<spdlog::logger> log_;
+  boost::asio::steady_timer timer_;
+  std::map<std::string, Pool, std::less<>> pools_;
+  bool armed_ = false;
+};
+
+/// One attempt to relay one visitor: a spare or a fresh dial, then header, status, splice.
+class Outbound : public std::enable_shared_from_this<Outbound> {
+ public:
+  Outbound(std::shared_ptr<RelayDialer> dialer, tunnel::IncomingConnection conn,
+           tunnel::RemoteRoute route, int attempt, bool use_spare)
+      : dialer_(std::move(dialer)),
+        conn_(std::move(conn)),
+        route_(std::move(route)),
+        attempt_(attempt),
+        use_spare_(use_spare),
+        timer_(conn_.socket.get_executor()) {}
+  ~Outbound() {
+    if (refill_) {
+      refill_();  // the visitor never got to splice over the spare: replace it now
+    }
+  }
+
+  void start() {
+    if (dialer_->quarantined(route_.node_id)) {
+      dialer_->stats_->out_quarantined++;
+      fail("quarantined", gw::kAlertInternalError, "the peer failed less than 5 s ago");
+      return;
+    }
+    if (use_spare_) {
+      if (auto* shelf = dialer_->shelf_for(conn_.socket.get_executor())) {
+        if (auto spare = shelf->take(route_)) {
+          from_spare_ = true;
+          refill_ = [shelf = shelf->weak_from_this(), key = route_.node_id + "@" + route_.relay] {
+            if (auto s = shelf.lock()) {
+              s->post_fill(key);
+            }
+          };
+          ready(std::move(spare));
+          return;
+        }
+      }
+    }
+    std::make_shared<PeerDial>(
+        conn_.socket.get_executor(), dialer_->tls_, dialer_->config_, route_.node_id, route_.relay,
+        [self = shared_from_this()](PeerDial::Result r) { self->on_dialed(std::move(r)); })
+        ->start();
+  }
+
+ private:
+  void on_dialed(PeerDial::Result r) {
+    auto& stats = *dialer_->stats_;
+    switch (r.failure) {
+      case PeerDial::Failure::none:
+        ready(std::move(r.stream));
+        return;
+      case PeerDial::Failure::address:
+        stats.out_unreachable++;
+        fail("unreachable", gw::kAlertInternalError, r.why);
+        return;
+      case PeerDial::Failure::unreachable:
+        stats.out_unreachable++;
+        dialer_->quarantine(route_.node_id);
+        fail("unreachable", gw::kAlertInternalError, r.why);
+        return;
+      case PeerDial::Failure::handshake:
+        stats.out_handshake++;
+        dialer_->quarantine(route_.node_id);
+        fail("handshake", gw::kAlertInternalError, r.why);
+        return;
+    }
+  }
+
+  /// A handshaken connection to the owner: the header and the ClientHello go, the status comes.
+  void ready(std::unique_ptr<TlsStream> stream) {
+    stream_ = std::move(stream);
+    timer_.expires_after(dialer_->config_.handshake_timeout);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+      if (e || self->done_) {
+        return;
+      }
+      self->timed_out_ = true;
+      self->stream_->close();  // the wait in flight ends: lost() says why
+    });
     proxy::Header h;
     h.source = conn_.client;
     h.destination = conn_.local_tcp_endpoint().value_or(
@@ -394,10 +732,13 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     if (resumed) {
       stats.resumed++;
     }
+    if (from_spare_) {
+      stats.spare_used++;
+    }
     // The ClientHello went with the header; the bridge counts only what flows from here on.
     stats.out_bridges->bytes_in.fetch_add(conn_.peeked.size(), std::memory_order_relaxed);
-    log().debug("relay.out conn=t{} sni={} node={} relay={} resumed={}", conn_.id,
-                conn_.server_name, route_.node_id, route_.relay, resumed);
+    log().debug("relay.out conn=t{} sni={} node={} relay={} resumed={} spare={}", conn_.id,
+                conn_.server_name, route_.node_id, route_.relay, resumed, from_spare_);
     auto* sweep = dialer_->sweep_for(conn_.socket.get_executor());
     if (sweep == nullptr) {
       log().error(
@@ -407,7 +748,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       conn_.alert_and_close(gw::kAlertInternalError);
       return;
     }
-    auto channel = std::make_shared<RelayChannel>(std::move(stream_));
+    auto channel = std::make_shared<RelayChannel>(std::move(stream_), std::move(refill_));
+    refill_ = nullptr;
     const tunnel::ConnectionStart start = conn_.start();
     auto bridge = std::make_shared<tunnel::Bridge>(
         conn_.take_stream(), std::vector<std::byte>{}, start,
@@ -418,15 +760,22 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     bridge->start();
   }
 
-  void unreachable(const std::string& why) {
-    dialer_->stats_->out_unreachable++;
-    dialer_->quarantine(route_.node_id);
-    fail("unreachable", gw::kAlertInternalError, why);
-  }
-
   /// The connection broke after the handshake (or the owner refused the header).
   void lost(const std::string& why) {
     if (done_) {
+      return;
+    }
+    if (from_spare_) {
+      // A spare the peer closed meanwhile (it restarted, or dropped it): the visitor has lost
+      // nothing yet (no status, so the owner delivered nothing), and gets a fresh dial, once.
+      // Not the "stale" retry: that one stays for the owner's answer.
+      done_ = true;
+      timer_.cancel();
+      stream_->close();
+      dialer_->stats_->spare_redialed++;
+      log().info("relay.spare_lost conn=t{} node={} relay={} why=\"{}\"", conn_.id, route_.node_id,
+                 route_.relay, timed_out_ ? "no status in time" : why);
+      dialer_->dial(std::move(conn_), std::move(route_), attempt_, /*use_spare=*/false);
       return;
     }
     dialer_->stats_->out_protocol++;
@@ -454,9 +803,10 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   tunnel::IncomingConnection conn_;
   tunnel::RemoteRoute route_;
   int attempt_;
-  boost::asio::ip::tcp::socket socket_;
+  bool use_spare_;                ///< may take a warm spare (not after one just failed)
+  bool from_spare_ = false;       ///< stream_ is a warm spare
+  std::function<void()> refill_;  ///< replaces the spare taken: once, when it is done with
   boost::asio::steady_timer timer_;
-  std::string key_;  ///< the session cache's key for this peer; outlives the SSL
   std::unique_ptr<TlsStream> stream_;
   std::vector<std::byte> out_;
   std::size_t sent_ = 0;
@@ -479,10 +829,17 @@ RelayDialer::RelayDialer(std::shared_ptr<RelayTls> tls, RelayConfig config,
       log_(std::move(log)) {
   for (auto* ioc : contexts) {
     sweeps_.emplace(ioc, std::make_shared<DeadlineSweep>(*ioc));
+    shelves_.emplace(ioc, std::make_shared<SpareShelf>(*ioc, tls_, config_, routes_, stats_, log_));
   }
 }
 
 RelayDialer::~RelayDialer() = default;
+
+SpareShelf* RelayDialer::shelf_for(const boost::asio::any_io_executor& ex) {
+  auto* ioc = &static_cast<boost::asio::io_context&>(ex.context());
+  const auto it = shelves_.find(ioc);
+  return it == shelves_.end() ? nullptr : it->second.get();
+}
 
 DeadlineSweep* RelayDialer::sweep_for(const boost::asio::any_io_executor& ex) {
   auto* ioc = &static_cast<boost::asio::io_context&>(ex.context());
@@ -491,11 +848,13 @@ DeadlineSweep* RelayDialer::sweep_for(const boost::asio::any_io_executor& ex) {
 }
 
 void RelayDialer::relay(tunnel::IncomingConnection conn, tunnel::RemoteRoute route) {
-  dial(std::move(conn), std::move(route), 1);
+  dial(std::move(conn), std::move(route), 1, true);
 }
 
-void RelayDialer::dial(tunnel::IncomingConnection conn, tunnel::RemoteRoute route, int attempt) {
-  std::make_shared<Outbound>(shared_from_this(), std::move(conn), std::move(route), attempt)
+void RelayDialer::dial(tunnel::IncomingConnection conn, tunnel::RemoteRoute route, int attempt,
+                       bool use_spare) {
+  std::make_shared<Outbound>(shared_from_this(), std::move(conn), std::move(route), attempt,
+                             use_spare)
       ->start();
 }
 
@@ -506,7 +865,7 @@ void RelayDialer::retry_or_refuse(tunnel::IncomingConnection conn, int attempt) 
     // internal endpoint, a teammate's channel never a public one.
     auto again = routes_ ? routes_->find_remote(conn.server_name) : std::nullopt;
     if (again && again->internal == conn.internal) {
-      dial(std::move(conn), std::move(*again), 2);
+      dial(std::move(conn), std::move(*again), 2, true);
       return;
     }
     // No remote winner any more: the name may live here now (or nowhere).

@@ -39,18 +39,24 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
   ~Inbound() { stats_->in_pending--; }
 
   void start() {
-    timer_.expires_after(config_.accept_timeout);
-    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-      if (!ec && !self->done_) {
-        self->stats_->in_timeout++;
-        self->refuse(self->handshaken_ ? "no PROXY header within the accept timeout"
-                                       : "no TLS handshake within the accept timeout");
-      }
-    });
+    arm(config_.accept_timeout);
     stream_->handshake([self = shared_from_this()](bool ok) { self->on_handshake(ok); });
   }
 
  private:
+  /// The one deadline, from now (re-arming cancels the previous wait: its handler sees the
+  /// cancellation and does nothing).
+  void arm(std::chrono::milliseconds after) {
+    timer_.expires_after(after);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (!ec && !self->done_) {
+        self->stats_->in_timeout++;
+        self->refuse(self->handshaken_ ? "no PROXY header within spare_idle + the accept timeout"
+                                       : "no TLS handshake within the accept timeout");
+      }
+    });
+  }
+
   void on_handshake(bool ok) {
     if (done_) {
       return;
@@ -63,6 +69,9 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     }
     handshaken_ = true;
     peer_node_ = RelayTls::peer_node_id(stream_->ssl()).value_or("?");
+    // A verified peer may hold this connection as a warm spare (relay_dialer.hpp): it sends the
+    // header when a visitor comes, and closes the spare itself after spare_idle.
+    arm(config_.spare_idle + config_.accept_timeout);
     read_header();
   }
 

@@ -23,6 +23,14 @@ struct RelayStats {
   std::atomic<std::uint64_t> out_overloaded{0};   ///< the owner said overloaded: alert 80
   std::atomic<std::uint64_t> out_denied{0};       ///< the owner said denied: closed
   std::atomic<std::uint64_t> out_protocol{0};     ///< no or an unknown status byte: alert 80
+  /// Warm spares: relay connections opened (and handshaken) before a visitor needs one.
+  std::atomic<std::int64_t> spares_idle{0};         ///< open now, waiting for a visitor
+  std::atomic<std::uint64_t> spare_used{0};         ///< a visitor went over one (status ok)
+  std::atomic<std::uint64_t> spare_redialed{0};     ///< broke before the status: dialed afresh
+  std::atomic<std::uint64_t> spare_dead{0};         ///< found closed by the peer while waiting
+  std::atomic<std::uint64_t> spare_expired{0};      ///< closed unused after spare_idle
+  std::atomic<std::uint64_t> spare_dropped{0};      ///< closed: the peer left the registry
+  std::atomic<std::uint64_t> spare_dial_failed{0};  ///< could not be opened (no visitor waited)
   /// Bytes and open connections of the ingress side's bridges (visitor <-> relay).
   std::shared_ptr<tunnel::BridgeStats> out_bridges = std::make_shared<tunnel::BridgeStats>();
 
@@ -31,7 +39,7 @@ struct RelayStats {
   std::atomic<std::uint64_t> in_certificate{0};  ///< handshake failed: no or a bad certificate
   std::atomic<std::uint64_t> in_bad_header{0};   ///< malformed or incomplete PROXY v2 header
   std::atomic<std::uint64_t> in_stale{0};        ///< no local endpoint of that session: status 1
-  std::atomic<std::uint64_t> in_timeout{0};      ///< no header within the accept timeout
+  std::atomic<std::uint64_t> in_timeout{0};      ///< no handshake / header in time (RelayConfig)
   std::atomic<std::uint64_t> in_overloaded{0};   ///< over max_pending: closed at once
   std::atomic<std::int64_t> in_pending{0};       ///< relay connections not past their header
 };

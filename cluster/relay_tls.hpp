@@ -1,10 +1,12 @@
 // The relay's mutual TLS between cluster nodes: the contexts every relay connection is made
 // from, loaded once at start from RelayConfig (--cluster-ca, --cluster-cert, --cluster-key),
-// and the client-side session cache that makes a node's second relay connection to a peer a
-// resumption (no certificate signatures). TLS 1.3 only. A node is named by its certificate's
-// subjectAltName DNS entry, which must be exactly its node id (node ids are DNS labels):
-// the dialer checks that the peer's certificate names the node id the registry gave for that
-// address, the listener logs the id the client's names. CN is never consulted.
+// and the session caches that make a node's later relay connections to a peer resumptions (no
+// certificate signatures): the dialer keeps the latest ticket per peer, the owner the sessions
+// its tickets name (stateful tickets: cheaper to resume than the self-contained kind). TLS 1.3
+// only. A node is named by its certificate's subjectAltName DNS entry, which must be exactly its
+// node id (node ids are DNS labels): the dialer checks that the peer's certificate names the
+// node id the registry gave for that address, the listener logs the id the client's names. CN
+// is never consulted.
 // Deliberately not here: sockets (cluster/tls_stream.*), revocation (rotate the CA).
 #pragma once
 
@@ -32,10 +34,17 @@ struct RelayConfig {
   std::string ca_file;    ///< --cluster-ca: PEM, the CA every node's certificate is signed by
   std::string cert_file;  ///< --cluster-cert: PEM chain, subjectAltName DNS:<node-id>
   std::string key_file;   ///< --cluster-key
-  std::chrono::milliseconds connect_timeout{1000};    ///< dialer: TCP connect to a peer
-  std::chrono::milliseconds handshake_timeout{2000};  ///< dialer: TLS handshake, then the status
-  /// Listener: accept to the PROXY header read (handshake included).
+  std::chrono::milliseconds connect_timeout{1000};  ///< dialer: TCP connect to a peer
+  /// Dialer: the TLS handshake; the owner's status after the header gets as long again.
+  std::chrono::milliseconds handshake_timeout{2000};
+  /// Listener: accept to the end of the TLS handshake, and to the PROXY header when the peer
+  /// proved nothing yet.
   std::chrono::milliseconds accept_timeout{3000};
+  /// Dialer: a warm spare waits this long for a visitor, then is closed (and replaced while
+  /// its peer is in use). The listener waits spare_idle + accept_timeout for the header of a
+  /// connection whose client certificate it verified, so the dialer always lets go first and
+  /// an unauthenticated connection still has accept_timeout only.
+  std::chrono::milliseconds spare_idle{20000};
   std::chrono::milliseconds quarantine{5000};  ///< dialer: an unreachable peer is skipped this long
   std::int64_t max_pending = 4096;  ///< listener: relay connections not yet past their header
 };
@@ -50,9 +59,9 @@ class RelayTls {
 
   SSL_CTX* server() const { return server_.get(); }
   /// A client SSL for a connection to `node_id` at `relay` (HOST:PORT): checks the peer names
-  /// `node_id`, resumes the last session with that peer when there is one. `key` must outlive
-  /// the SSL (the connection keeps it): the new-session callback files tickets under it.
-  SslPtr client_for(const std::string& node_id, const std::string* key) const;
+  /// `node_id`, resumes the last session with that peer when there is one (the new-session
+  /// callback files the peer's tickets under "node@relay", a key this object keeps).
+  SslPtr client_for(const std::string& node_id, const std::string& relay) const;
   const std::string& node_id() const { return node_id_; }
 
   /// The node id a verified peer certificate names (its first subjectAltName DNS entry).
@@ -65,7 +74,8 @@ class RelayTls {
   SslCtxPtr server_;
   SslCtxPtr client_;
   mutable std::mutex mutex_;
-  /// The latest ticket per peer ("node@host:port"); one entry per peer, bounded by the cluster.
+  /// The latest ticket per peer ("node@host:port"), null before the first; one entry per peer,
+  /// bounded by the cluster, never erased: an SSL borrows its entry's key (app data).
   mutable std::map<std::string, SslSessionPtr, std::less<>> sessions_;
 };
 

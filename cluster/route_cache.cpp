@@ -235,6 +235,12 @@ std::vector<NodeRecord> RouteCache::nodes() const {
   return out;
 }
 
+bool RouteCache::has_node(std::string_view id, std::string_view relay) const {
+  std::lock_guard lock(mutex_);
+  const auto it = nodes_.find(id);
+  return it != nodes_.end() && it->second.value.relay == relay;
+}
+
 std::vector<Holder> RouteCache::all_holders() const {
   std::lock_guard lock(mutex_);
   std::vector<Holder> out;

@@ -78,6 +78,8 @@ class RouteCache {
   std::int64_t revision() const;
   std::size_t routes() const;  ///< holders, all nodes
   std::vector<NodeRecord> nodes() const;
+  /// Whether node `id` is in the cache with relay address `relay`.
+  bool has_node(std::string_view id, std::string_view relay) const;
   /// Every holder of every name (the admin API's cluster-wide endpoint list).
   std::vector<Holder> all_holders() const;
   const std::string& local_node() const { return local_node_; }

@@ -27,6 +27,10 @@ class TlsStream final : public tunnel::PublicStream {
   const std::string& error() const { return error_; }
   SSL* ssl() const { return ssl_.get(); }
   boost::asio::ip::tcp::socket& socket() { return socket_; }
+  /// For a connection waiting for its first use (never blocks): false once the peer closed
+  /// it, or sent application data, which a relay peer never does before our header. Reads
+  /// what the peer's TLS sent meanwhile (its session ticket, filed by RelayTls).
+  bool idle_alive();
 
   Result read_some(std::span<std::byte> into) override;
   Result write_some(std::span<const std::byte> from) override;

@@ -33,6 +33,9 @@ class ClusterRoutes {
   /// remote route when the winner lives on another node; nullopt when the winner is local (the
   /// listener then uses EndpointRegistry::find) or nothing serves the name.
   virtual std::optional<RemoteRoute> find_remote(std::string_view server_name) = 0;
+  /// Thread-safe. Whether node `node_id` is registered with relay address `relay`: the relay
+  /// keeps warm connections only to nodes that are still there.
+  virtual bool has_node(std::string_view node_id, std::string_view relay) const = 0;
 };
 
 /// Carries a routed public connection to the node that owns its route.

@@ -6,7 +6,7 @@ tcp_connection_closed record, with the visitor's address and the ingress node.""
 import ssl
 import time
 
-from clusterlib import cluster, etcd  # noqa: F401 (fixtures)
+from clusterlib import LEASE_TTL, cluster, etcd  # noqa: F401 (fixtures)
 from conftest import (fwd, free_closed_port, https_get, is_alert, metric, parse_prometheus,
                       raw_exchange, client_hello, read_events, wait_for)
 from test_internal import INTERNAL_NAMES, local_forward
@@ -224,3 +224,59 @@ def test_internal_endpoint_is_one_name_cluster_wide_and_reached_from_any_node(
     assert not [e for e in closed_events(n2) if e["object"]["conn"]["server_name"] ==
                 "app.internal" and e["object"]["conn"]["refusal_reason"] is None]
 
+
+
+def test_warm_spares_carry_visitors_and_survive_an_owner_restart(cluster, keys, upstream,
+                                                                 client_ctx):
+    # Proves: once node 2 relayed a visitor to node 1, it holds warm spare relay connections to
+    # it (snigate_relay_spares: 2 on its one I/O thread), and the next visitor goes over one
+    # (relay_spares_total{outcome="used"}); when node 1 is killed and started again on the same
+    # relay address, the spares to the old process are found dead (or dropped when its node key
+    # left), the next visitor still gets through, no relay failure is counted, and node 2 makes
+    # new spares to the new process that the visitor after it uses.
+    n1 = relay_node(cluster, 1, keys)
+    n2 = relay_node(cluster, 2, keys, args=["--threads", "1"], admin_listen="127.0.0.1:0")
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    wait_for(lambda: n2.routed("app.alice.test"), 10, "node 2 to route the name (its watch)")
+
+    def metrics() -> dict:
+        return parse_prometheus(n2.admin("GET", "/metrics").body.decode())
+
+    def spares(outcome: str) -> float:
+        return metric(metrics(), "snigate_relay_spares_total", outcome=outcome)
+
+    def visit():
+        a = https_get(n2.tls_port, "app.alice.test", client_ctx, host=n2.host, source=VISITOR)
+        assert a.status == 200 and a.body.startswith("hello from upstream"), a
+
+    def two_spares():
+        return metric(metrics(), "snigate_relay_spares") == 2
+    visit()
+    wait_for(two_spares, 10, "node 2's two warm spares to node 1")
+    used = spares("used")
+    visit()
+    assert spares("used") == used + 1
+    wait_for(two_spares, 10, "the taken spare to be replaced")
+
+    n1.proc.kill()
+    n1.proc.wait(10)
+    n1.expect_exit = True
+    cluster.wait_holders("app.alice.test", [], 3 * LEASE_TTL)
+    n1 = relay_node(cluster, 1, keys)  # the same relay address (cluster.relay_ports)
+    n1.tunnel([fwd("app.alice.test", upstream)], key="alice").start()
+    cluster.wait_holders("app.alice.test", ["n1"], 10)
+    # The route's new session must reach node 2's cache before a visitor can use it.
+    wait_for(lambda: n2.routed("app.alice.test"), 10, "node 2 to route to the new node 1")
+    visit()
+    m = metrics()
+    gone = sum(metric(m, "snigate_relay_spares_total", outcome=o)
+               for o in ("dead", "dropped", "redialed"))
+    assert gone >= 2, f"the old process's spares were not noticed: {gone}"
+    failures = {k: v for k, v in m.items()
+                if k[0] == "snigate_relay_failures_total" and ("side", "out") in k[1] and v}
+    assert not failures, failures
+    wait_for(two_spares, 10, "node 2's spares to the new node 1")
+    used = spares("used")
+    visit()
+    assert spares("used") == used + 1
