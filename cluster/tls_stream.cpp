@@ -105,7 +105,9 @@ tunnel::PublicStream::Result TlsStream::read_some(std::span<std::byte> into) {
     const int ret = SSL_read_ex(ssl_.get(), into.data() + total, into.size() - total, &n);
     if (ret != 1) {
       if (total == 0) {
-        return classify(ret, read_wants_);
+        const auto r = classify(ret, read_wants_);
+        drained_ = r.status == Io::would_block;
+        return r;
       }
       // What we have goes now; an EOF or error is sticky in OpenSSL and comes with the next
       // call, a would-block leaves nothing behind (its want is recorded for wait_readable).
@@ -113,6 +115,7 @@ tunnel::PublicStream::Result TlsStream::read_some(std::span<std::byte> into) {
       const auto r = classify(ret, want);
       if (r.status == Io::would_block) {
         read_wants_ = want;
+        drained_ = true;
       }
       return {Io::ok, total};
     }
@@ -122,6 +125,7 @@ tunnel::PublicStream::Result TlsStream::read_some(std::span<std::byte> into) {
       break;
     }
   }
+  drained_ = false;  // stopped for room: whole records may still be buffered
   return {Io::ok, total};
 }
 
@@ -183,7 +187,10 @@ void TlsStream::wait_for(Want want, Wake wake) {
 }
 
 void TlsStream::wait_readable(Wake wake) {
-  if (SSL_has_pending(ssl_.get()) == 1) {
+  // After a read that OpenSSL ended wanting the socket, what it buffers (read-ahead) is part
+  // of a record whose rest only the socket brings: waking at once would spin until it comes
+  // (a lost segment: a retransmit timeout of busy loop).
+  if (!drained_ && SSL_has_pending(ssl_.get()) == 1) {
     // Decrypted (or buffered) bytes are already here: the socket may never become readable.
     boost::asio::post(socket_.get_executor(), [wake = std::move(wake)] { wake(true); });
     return;

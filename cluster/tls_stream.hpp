@@ -52,7 +52,8 @@ class TlsStream final : public tunnel::PublicStream {
 
   boost::asio::ip::tcp::socket socket_;
   SslPtr ssl_;
-  Want read_wants_ = Want::read;    ///< what the last read_some waited for
+  Want read_wants_ = Want::read;  ///< what the last read_some waited for
+  bool drained_ = false;  ///< the last read_some ended in a would-block: nothing whole is buffered
   Want write_wants_ = Want::write;  ///< ... the last write_some
   bool shutdown_sent_ = false;
   int detached_fd_ = -1;
