@@ -129,6 +129,7 @@ std::string GatewayBackend::metrics_text() {
   };
   m.connections_routed = tls.routed;
   m.direct_refused = ssh.direct_refused;
+  m.tls_port_ssh = tls.ssh;
   m.connections_active =
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, ssh.connections_active));
   m.connections_pending = static_cast<std::uint64_t>(std::max<std::int64_t>(0, tls.pending));

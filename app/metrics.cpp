@@ -114,6 +114,10 @@ std::string render_metrics(const MetricsSnapshot& s) {
       "ssh -L / -W channel opens to internal endpoints refused (no permitopen, another "
       "key's name, a public or unknown name, restrict, the per-session limit or request budget).",
       s.direct_refused);
+  w.counter("tls_port_ssh",
+            "Connections on the public TLS port handed to the SSH side (--ssh-on-tls-port: they "
+            "began with SSH- or sent nothing for 300 ms).",
+            s.tls_port_ssh);
   w.gauge("connections_active", "TLS connections currently open.", s.connections_active);
   w.gauge("connections_pending", "TLS connections accepted whose ClientHello is still awaited.",
           s.connections_pending);

@@ -52,6 +52,7 @@ struct MetricsSnapshot {
   std::map<std::string, std::uint64_t> connections_refused;
   std::uint64_t connections_routed = 0;  ///< counter: handed to an endpoint
   std::uint64_t direct_refused = 0;  ///< counter: ssh -L / -W opens to internal endpoints refused
+  std::uint64_t tls_port_ssh = 0;    ///< counter: TLS-port connections handed to the SSH side
   std::uint64_t connections_active = 0;   ///< gauge: open TLS connections
   std::uint64_t connections_pending = 0;  ///< gauge: accepted, ClientHello still owed
   std::uint64_t pending_hello_bytes = 0;  ///< gauge: buffer bytes those pending hellos hold

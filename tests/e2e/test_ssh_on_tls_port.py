@@ -5,7 +5,7 @@ apply as on the SSH port."""
 import socket
 import time
 
-from conftest import fwd, https_get, raw_exchange, wait_for
+from conftest import fwd, https_get, metric, parse_prometheus, raw_exchange, wait_for
 
 
 def on_tls_port(gw, tunnel):
@@ -33,15 +33,18 @@ def read_banner(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return data
 
 
-def test_ssh_tunnel_and_tls_visitors_share_the_tls_port(gateway, upstream, client_ctx):
+def test_ssh_tunnel_and_tls_visitors_share_the_tls_port(gateway_factory, upstream, client_ctx):
     # Proves: the real OpenSSH client logs in and forwards on the TLS port, and a real TLS request
-    # to that name through the same port is routed to it.
+    # to that name through the same port is routed to it; /metrics counts the one hand-off.
+    gateway = gateway_factory(admin_listen="127.0.0.1:0")
     t = on_tls_port(gateway, gateway.tunnel([fwd("app.alice.test", upstream)])).start()
     assert f"Connecting to 127.0.0.1 [127.0.0.1] port {gateway.tls_port}" in t.log(), t.log()
     gateway.wait_routed("app.alice.test")
     answer = https_get(gateway.tls_port, "app.alice.test", client_ctx)
     assert answer.status == 200 and "hello from upstream sni=app.alice.test" in answer.body
     assert "sni.to_ssh" in gateway.log_text()
+    samples = parse_prometheus(gateway.admin("GET", "/metrics").body.decode())
+    assert metric(samples, "snigate_tls_port_ssh_total") == 1, samples
 
 
 def test_silent_client_gets_the_ssh_banner_after_the_delay(gateway):

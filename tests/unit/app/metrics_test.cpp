@@ -249,6 +249,7 @@ MetricsSnapshot busy_snapshot() {
   s.auth_failures = 5;
   s.forwards_refused = 6;
   s.direct_refused = 14;
+  s.tls_port_ssh = 15;
   s.channel_open_failures = 8;
   s.events_dropped = 13;
   LatencyHistogram hello(kLatencyBuckets);
@@ -295,6 +296,7 @@ TEST(Metrics, BusySnapshotRendersValidText) {
   EXPECT_EQ(value_of(fams, "snigate_auth_failures_total"), 5);
   EXPECT_EQ(value_of(fams, "snigate_forwards_refused_total"), 6);
   EXPECT_EQ(value_of(fams, "snigate_direct_refused_total"), 14);
+  EXPECT_EQ(value_of(fams, "snigate_tls_port_ssh_total"), 15);
   EXPECT_EQ(value_of(fams, "snigate_channel_open_failures_total"), 8);
   EXPECT_EQ(value_of(fams, "snigate_events_dropped_total"), 13);
   EXPECT_EQ(value_of(fams, "snigate_build_info", {{"version", "0.1.0"}}), 1);
