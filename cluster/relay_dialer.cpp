@@ -15,48 +15,66 @@
 
 namespace gw::cluster {
 
+/// The once-a-second sweep of the per-thread owners below: while its owner lives, calls
+/// owner->on_tick(), which answers whether to go on; start() arms it unless it already is.
+/// A member of its owner (so alive whenever the weak owner locks).
+class SecondTicker {
+ public:
+  explicit SecondTicker(boost::asio::io_context& ioc) : timer_(ioc) {}
+  template <class Owner>
+  void start(const std::shared_ptr<Owner>& owner) {
+    if (armed_) {
+      return;
+    }
+    armed_ = true;
+    timer_.expires_after(std::chrono::seconds(1));
+    timer_.async_wait(
+        [this, weak = std::weak_ptr<Owner>(owner)](const boost::system::error_code& ec) {
+          auto self = weak.lock();
+          if (ec || !self) {
+            return;
+          }
+          armed_ = false;
+          if (self->on_tick()) {
+            start(self);
+          }
+        });
+  }
+  void stop() { timer_.cancel(); }
+
+ private:
+  boost::asio::steady_timer timer_;
+  bool armed_ = false;
+};
+
 /// One I/O thread's relayed bridges: their owner (as a session owns its bridges), and a 1 s
 /// timer that checks their deadlines (idle each way) and drops the finished ones. Touched on its
 /// thread only.
 class DeadlineSweep : public std::enable_shared_from_this<DeadlineSweep> {
  public:
-  explicit DeadlineSweep(boost::asio::io_context& ioc) : timer_(ioc) {}
+  explicit DeadlineSweep(boost::asio::io_context& ioc) : ticker_(ioc) {}
   void add(std::shared_ptr<tunnel::Bridge> bridge) {
     bridges_.push_back(std::move(bridge));
-    if (!armed_) {
-      arm();
-    }
+    ticker_.start(shared_from_this());
   }
-  void stop() { timer_.cancel(); }
+  void stop() { ticker_.stop(); }
+
+  bool on_tick() {
+    const auto now = std::chrono::steady_clock::now();
+    // Finished bridges leave at the next tick, never from inside their own call stack.
+    std::erase_if(bridges_, [&](const std::shared_ptr<tunnel::Bridge>& b) {
+      if (b->finished()) {
+        return true;
+      }
+      b->check_deadlines(now);
+      return false;
+    });
+    return !bridges_.empty();
+  }
 
  private:
-  void arm() {
-    armed_ = true;
-    timer_.expires_after(std::chrono::seconds(1));
-    timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
-      auto self = weak.lock();
-      if (ec || !self) {
-        return;
-      }
-      self->armed_ = false;
-      const auto now = std::chrono::steady_clock::now();
-      // Finished bridges leave at the next tick, never from inside their own call stack.
-      std::erase_if(self->bridges_, [&](const std::shared_ptr<tunnel::Bridge>& b) {
-        if (b->finished()) {
-          return true;
-        }
-        b->check_deadlines(now);
-        return false;
-      });
-      if (!self->bridges_.empty()) {
-        self->arm();
-      }
-    });
-  }
-
-  boost::asio::steady_timer timer_;
+  SecondTicker ticker_;
   std::vector<std::shared_ptr<tunnel::Bridge>> bridges_;
-  bool armed_ = false;
 };
 
 namespace {
@@ -369,7 +387,7 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
         routes_(std::move(routes)),
         stats_(std::move(stats)),
         log_(std::move(log)),
-        timer_(ioc) {}
+        ticker_(ioc) {}
   ~SpareShelf() {
     for (auto& [key, pool] : pools_) {
       stats_->spares_idle -= static_cast<std::int64_t>(pool.idle.size());
@@ -379,7 +397,7 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
   /// A live spare to `route`'s peer, or null (the first visitor to a peer, or all taken): the
   /// caller dials. Either way the peer's spares are topped up after this call.
   std::unique_ptr<TlsStream> take(const tunnel::RemoteRoute& route) {
-    const std::string key = route.node_id + "@" + route.relay;
+    const std::string key = peer_key(route.node_id, route.relay);
     auto [it, added] = pools_.try_emplace(key);
     Pool& pool = it->second;
     if (added) {
@@ -415,9 +433,7 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
         }
       });
     }
-    if (!armed_) {
-      arm();
-    }
+    ticker_.start(shared_from_this());
     return out;
   }
 
@@ -430,7 +446,13 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
     });
   }
 
-  void stop() { timer_.cancel(); }
+  void stop() { ticker_.stop(); }
+
+  /// Closes what expired, died or lost its peer, and tops up; false once no peer is in use.
+  bool on_tick() {
+    tick();
+    return !pools_.empty();
+  }
 
  private:
   struct Spare {
@@ -484,22 +506,6 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
     stats_->spares_idle++;
   }
 
-  void arm() {
-    armed_ = true;
-    timer_.expires_after(std::chrono::seconds(1));
-    timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
-      auto self = weak.lock();
-      if (ec || !self) {
-        return;
-      }
-      self->armed_ = false;
-      self->tick();
-      if (!self->pools_.empty()) {
-        self->arm();
-      }
-    });
-  }
-
   void tick() {
     const auto now = std::chrono::steady_clock::now();
     for (auto it = pools_.begin(); it != pools_.end();) {
@@ -540,9 +546,8 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
   std::shared_ptr<tunnel::ClusterRoutes> routes_;
   std::shared_ptr<RelayStats> stats_;
   std::shared_ptr<spdlog::logger> log_;
-  boost::asio::steady_timer timer_;
+  SecondTicker ticker_;
   std::map<std::string, Pool, std::less<>> pools_;
-  bool armed_ = false;
 };
 
 /// One attempt to relay one visitor: a spare or a fresh dial, then header, status, splice.
@@ -572,7 +577,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       if (auto* shelf = dialer_->shelf_for(conn_.socket.get_executor())) {
         if (auto spare = shelf->take(route_)) {
           from_spare_ = true;
-          refill_ = [shelf = shelf->weak_from_this(), key = route_.node_id + "@" + route_.relay] {
+          refill_ = [shelf = shelf->weak_from_this(),
+                     key = peer_key(route_.node_id, route_.relay)] {
             if (auto s = shelf.lock()) {
               s->post_fill(key);
             }

@@ -126,7 +126,7 @@ SslPtr RelayTls::client_for(const std::string& node_id, const std::string& relay
       param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_WILDCARDS);
   X509_VERIFY_PARAM_set1_host(param, node_id.data(), node_id.size());  // copies the name
   std::lock_guard lock(mutex_);
-  const auto [it, added] = sessions_.try_emplace(node_id + "@" + relay);
+  const auto [it, added] = sessions_.try_emplace(peer_key(node_id, relay));
   // Borrowed: a map key's address is stable and the entry is never erased.
   SSL_set_app_data(ssl.get(), const_cast<std::string*>(&it->first));
   if (it->second) {

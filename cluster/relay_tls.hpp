@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/unique_handle.hpp"
 
@@ -50,6 +51,12 @@ struct RelayConfig {
 };
 
 /// The two contexts, and the client session cache. Thread-safe after load().
+/// One peer as the relay keys what it keeps per peer (TLS sessions, warm spares):
+/// "node@HOST:PORT", so a node that moves to another address starts afresh.
+inline std::string peer_key(std::string_view node_id, std::string_view relay) {
+  return std::string(node_id) + "@" + std::string(relay);
+}
+
 class RelayTls {
  public:
   /// Loads and checks the files; throws std::runtime_error naming the option and the problem

@@ -390,6 +390,17 @@ class RelayTest : public ::testing::Test {
     });
   }
 
+  /// One visitor from `source` through route `r` to the echoing endpoint: the hello, one byte,
+  /// its echo, closed.
+  void echo_once(const tunnel::RemoteRoute& r, const std::string& source = "127.0.0.9") {
+    accept_one(5, r);
+    const int fd = visitor(source);
+    send_all(fd, "hello");
+    send_all(fd, "x");
+    EXPECT_EQ(read_n(fd, 6), "echo:x") << source;
+    ::close(fd);
+  }
+
   /// A blocking visitor from `source`.
   int visitor(const std::string& source = "127.0.0.9") {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -517,19 +528,11 @@ TEST_F(RelayTest, BytesFlowBothWaysWithTheVisitorsAddressSniAndHello) {
 // ones go over a spare (counted), each taken spare is replaced, and the replacements resume the
 // TLS session the first connections got tickets for.
 TEST_F(RelayTest, LaterVisitorsGoOverWarmSparesThatResume) {
-  const auto one = [&](const std::string& source) {
-    accept_one(5, route(17));
-    const int fd = visitor(source);
-    send_all(fd, "hello");
-    send_all(fd, "x");
-    EXPECT_EQ(read_n(fd, 6), "echo:x") << source;
-    ::close(fd);
-  };
-  one("127.0.0.9");
+  echo_once(route(17), "127.0.0.9");
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
   EXPECT_EQ(owner_stats_->in_pending.load(), 2);  // the owner holds them before their header
   for (int i = 0; i < 3; ++i) {
-    one("127.0.0.1" + std::to_string(i));
+    echo_once(route(17), "127.0.0.1" + std::to_string(i));
     ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; })) << i;
   }
   EXPECT_EQ(ingress_stats_->relayed_out.load(), 4u);
@@ -555,19 +558,11 @@ TEST_F(RelayTest, DeadSparesAreSkippedAndTheVisitorDialsAfresh) {
   const auto addr =
       extra_listener_->listen({&owner_.ioc}, tcp::endpoint(make_address("127.0.1.2"), 0));
   const auto r = route(17, "127.0.1.2:" + std::to_string(addr.port()));
-  const auto one = [&](const std::string& source) {
-    accept_one(5, r);
-    const int fd = visitor(source);
-    send_all(fd, "hello");
-    send_all(fd, "x");
-    EXPECT_EQ(read_n(fd, 6), "echo:x") << source;
-    ::close(fd);
-  };
-  one("127.0.0.9");
+  echo_once(r, "127.0.0.9");
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
   // The owner times both out (1 s after their handshakes), the ingress finds them dead.
   ASSERT_TRUE(eventually([&] { return owner_stats_->in_timeout.load() >= 2; }));
-  one("127.0.0.10");
+  echo_once(r, "127.0.0.10");
   EXPECT_EQ(ingress_stats_->relayed_out.load(), 2u);
   EXPECT_GE(ingress_stats_->spare_dead.load() + ingress_stats_->spare_redialed.load(), 1u);
   EXPECT_EQ(ingress_stats_->out_protocol.load(), 0u);
@@ -580,19 +575,11 @@ TEST_F(RelayTest, DeadSparesAreSkippedAndTheVisitorDialsAfresh) {
 TEST_F(RelayTest, SpareThatBreaksAfterTheHeaderRedialsTheVisitor) {
   BreakingProxy proxy(relay_addr_.port());
   const auto r = route(17, "127.0.1.4:" + std::to_string(proxy.port()));
-  const auto one = [&](const std::string& source) {
-    accept_one(5, r);
-    const int fd = visitor(source);
-    send_all(fd, "hello");
-    send_all(fd, "x");
-    EXPECT_EQ(read_n(fd, 6), "echo:x") << source;
-    ::close(fd);
-  };
-  one("127.0.0.9");
+  echo_once(r, "127.0.0.9");
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
   ASSERT_TRUE(eventually([&] { return ingress_stats_->out_bridges->connections_active == 0; }));
   proxy.break_open();
-  one("127.0.0.10");
+  echo_once(r, "127.0.0.10");
   EXPECT_EQ(ingress_stats_->spare_redialed.load(), 1u);
   EXPECT_EQ(ingress_stats_->spare_used.load(), 0u);
   EXPECT_EQ(ingress_stats_->relayed_out.load(), 2u);
@@ -603,12 +590,7 @@ TEST_F(RelayTest, SpareThatBreaksAfterTheHeaderRedialsTheVisitor) {
 
 // Proves spares exist only for peers in the registry: when the peer leaves, its spares close.
 TEST_F(RelayTest, SparesCloseWhenThePeerLeavesTheRegistry) {
-  accept_one(5, route(17));
-  const int fd = visitor();
-  send_all(fd, "hello");
-  send_all(fd, "x");
-  EXPECT_EQ(read_n(fd, 6), "echo:x");
-  ::close(fd);
+  echo_once(route(17));
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
   {
     std::lock_guard lock(routes_->mutex);
