@@ -179,6 +179,11 @@ bool TlsStream::idle_alive() {
   return false;
 }
 
+void TlsStream::cancel_waits() {
+  boost::system::error_code ec;
+  socket_.cancel(ec);
+}
+
 void TlsStream::wait_for(Want want, Wake wake) {
   const auto kind = want == Want::write ? boost::asio::ip::tcp::socket::wait_write
                                         : boost::asio::ip::tcp::socket::wait_read;

@@ -39,6 +39,7 @@ class TlsStream final : public tunnel::PublicStream {
   void shutdown_send() override;
   std::size_t alert_and_close(std::uint8_t description) override;
   void close() override;
+  void cancel_waits() override;
   boost::asio::any_io_executor executor() override { return socket_.get_executor(); }
   bool detach() override;
   bool attach(boost::asio::io_context& ioc) override;
@@ -60,5 +61,10 @@ class TlsStream final : public tunnel::PublicStream {
   boost::asio::ip::tcp protocol_ = boost::asio::ip::tcp::v4();
   std::string error_;
 };
+
+/// The TlsStream a FramedStream gives back to its Reuse: the relay frames only TlsStreams.
+inline std::unique_ptr<TlsStream> as_tls(std::unique_ptr<tunnel::PublicStream> s) {
+  return std::unique_ptr<TlsStream>(static_cast<TlsStream*>(s.release()));
+}
 
 }  // namespace gw::cluster

@@ -71,6 +71,11 @@ void SocketStream::close() {
   socket_.close(ec);
 }
 
+void SocketStream::cancel_waits() {
+  boost::system::error_code ec;
+  socket_.cancel(ec);
+}
+
 bool SocketStream::detach() { return release_descriptor(socket_, detached_fd_); }
 
 bool SocketStream::attach(boost::asio::io_context& ioc) {

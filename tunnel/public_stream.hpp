@@ -42,6 +42,8 @@ class PublicStream {
   /// written (for bytes_out).
   virtual std::size_t alert_and_close(std::uint8_t description) = 0;
   virtual void close() = 0;
+  /// Ends every wait in flight "not ready" and keeps the stream open (it changes hands).
+  virtual void cancel_waits() = 0;
   virtual boost::asio::any_io_executor executor() = 0;
   /// Leaves the current io_context (nothing may be pending): then attach() on the target's
   /// thread. The descriptor and any TLS state stay.
@@ -86,6 +88,7 @@ class SocketStream final : public PublicStream {
   void shutdown_send() override;
   std::size_t alert_and_close(std::uint8_t description) override;
   void close() override;
+  void cancel_waits() override;
   boost::asio::any_io_executor executor() override { return socket_.get_executor(); }
   bool detach() override;
   bool attach(boost::asio::io_context& ioc) override;
