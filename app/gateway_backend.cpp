@@ -201,9 +201,15 @@ std::string GatewayBackend::metrics_text() {
       };
       c.relay_resumed = r.resumed;
       c.spares_idle = static_cast<std::uint64_t>(std::max<std::int64_t>(0, r.spares_idle));
-      c.spares = {{"used", r.spare_used},       {"redialed", r.spare_redialed},
-                  {"dead", r.spare_dead},       {"expired", r.spare_expired},
-                  {"dropped", r.spare_dropped}, {"dial_failed", r.spare_dial_failed}};
+      c.spares = {{"used", r.spare_used},
+                  {"redialed", r.spare_redialed},
+                  {"dead", r.spare_dead},
+                  {"expired", r.spare_expired},
+                  {"dropped", r.spare_dropped},
+                  {"dial_failed", r.spare_dial_failed},
+                  {"returned", r.spare_returned},
+                  {"surplus", r.spare_surplus},
+                  {"kept", r.in_kept}};
     }
   }
   return render_metrics(m);

@@ -235,7 +235,10 @@ std::string render_metrics(const MetricsSnapshot& s) {
              "Warm spare relay connections by what became of them: used (a visitor went over "
              "it), redialed (it broke before the owner's status; the visitor was dialed afresh), "
              "dead (the peer closed it while it waited), expired (unused for the spare idle "
-             "time), dropped (the peer left the registry), dial_failed (could not be opened).");
+             "time), dropped (the peer left the registry), dial_failed (could not be opened), "
+             "returned (relay protocol 2: idle again after its visitor's clean end), surplus "
+             "(... closed instead: the shelf was full), kept (owner side: a peer's connection "
+             "waiting for its next visitor's header after one).");
     for (const auto& s : c.spares) {
       w.sample("relay_spares_total", std::string("outcome=\"") + s.outcome + "\"", s.count);
     }

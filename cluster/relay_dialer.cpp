@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 
+#include "cluster/framed_stream.hpp"
 #include "cluster/relay_listener.hpp"
 #include "cluster/tls_stream.hpp"
 #include "common/printable.hpp"
@@ -88,14 +89,15 @@ std::byte* scratch() {
   return buffer.data();
 }
 
-/// The relay's TLS stream as the Bridge's channel: "open" the moment the status said ok (the
-/// dialer made it before); data from the owner goes to the handler, what it doesn't take waits
-/// here until resume_reading() (and nothing more is read meanwhile: back-pressure to the owner).
+/// The relay's stream (TLS, framed in protocol 2) as the Bridge's channel: "open" the moment the
+/// status said ok (the dialer made it before); data from the owner goes to the handler, what it
+/// doesn't take waits here until resume_reading() (and nothing more is read meanwhile:
+/// back-pressure to the owner).
 class RelayChannel final : public tunnel::Channel,
                            public std::enable_shared_from_this<RelayChannel> {
  public:
   /// `on_close`: called once when the channel closes (the spare's refill).
-  RelayChannel(std::unique_ptr<TlsStream> stream, std::function<void()> on_close)
+  RelayChannel(std::unique_ptr<tunnel::PublicStream> stream, std::function<void()> on_close)
       : stream_(std::move(stream)), on_close_(std::move(on_close)) {}
   ~RelayChannel() override { closed(); }
 
@@ -210,7 +212,7 @@ class RelayChannel final : public tunnel::Channel,
     }
   }
 
-  std::unique_ptr<TlsStream> stream_;
+  std::unique_ptr<tunnel::PublicStream> stream_;
   std::function<void()> on_close_;
   tunnel::ChannelHandler* handler_ = nullptr;
   std::vector<std::byte> held_;  ///< from the owner, not yet taken by the bridge
@@ -360,6 +362,9 @@ class PeerDial : public std::enable_shared_from_this<PeerDial> {
 /// its own). Made lazily: a peer gets spares once a visitor was relayed to it, and loses them
 /// when nobody was for kPoolUnusedFactor x spare_idle, or when it leaves the registry.
 constexpr int kSparesPerPeer = 2;
+/// Protocol 2: at most this many idle connections per peer on one thread, counting the ones
+/// returned after their visitor (a burst of N visitors leaves N); more are closed.
+constexpr std::size_t kMaxIdlePerPeer = 32;
 /// ... x spare_idle without a visitor for the peer: its spares are closed, not replaced.
 constexpr int kPoolUnusedFactor = 3;
 /// A taken spare is replaced when its visitor's relay connection ends, or this long after it
@@ -394,9 +399,14 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
     }
   }
 
-  /// A live spare to `route`'s peer, or null (the first visitor to a peer, or all taken): the
-  /// caller dials. Either way the peer's spares are topped up after this call.
-  std::unique_ptr<TlsStream> take(const tunnel::RemoteRoute& route) {
+  struct Taken {
+    std::unique_ptr<TlsStream> stream;  ///< null: none was there
+    bool returned = false;              ///< it carried a visitor before (protocol 2)
+  };
+  /// A live spare to `route`'s peer, or none (the first visitor to a peer, or all taken): the
+  /// caller dials. Either way the peer's spares are topped up after this call. The newest
+  /// first: under a steady load the oldest age out after spare_idle instead of all staying.
+  Taken take(const tunnel::RemoteRoute& route) {
     const std::string key = peer_key(route.node_id, route.relay);
     auto [it, added] = pools_.try_emplace(key);
     Pool& pool = it->second;
@@ -408,18 +418,18 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
     }
     pool.last_used = std::chrono::steady_clock::now();
     pool.cooling = false;
-    std::unique_ptr<TlsStream> out;
-    while (!out && !pool.idle.empty()) {
-      auto spare = std::move(pool.idle.front());
-      pool.idle.pop_front();
+    Taken out;
+    while (!out.stream && !pool.idle.empty()) {
+      auto spare = std::move(pool.idle.back());
+      pool.idle.pop_back();
       stats_->spares_idle--;
       if (spare.stream->idle_alive()) {
-        out = std::move(spare.stream);
+        out = {std::move(spare.stream), spare.returned};
       } else {
         stats_->spare_dead++;
       }
     }
-    if (!out) {
+    if (!out.stream) {
       post_fill(key);  // the first visitor to this peer, or all taken: top up now
     } else {
       // The replacement's handshake costs both nodes CPU (resumed TLS 1.3: an X25519 exchange
@@ -435,6 +445,19 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
     }
     ticker_.start(shared_from_this());
     return out;
+  }
+
+  /// Protocol 2, on the shelf's thread: a connection whose visitor ended cleanly, idle again.
+  void give_back(const std::string& key, std::unique_ptr<TlsStream> stream) {
+    const auto it = pools_.find(key);
+    if (it == pools_.end() || it->second.idle.size() >= kMaxIdlePerPeer) {
+      stats_->spare_surplus++;
+      stream->close();  // the owner's header wait sees it go unused
+      return;
+    }
+    it->second.idle.push_back({std::move(stream), std::chrono::steady_clock::now(), true});
+    stats_->spares_idle++;
+    stats_->spare_returned++;
   }
 
   /// Thread-safe: tops up the spares of the peer `key` (node@relay) on the shelf's thread.
@@ -457,12 +480,13 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
  private:
   struct Spare {
     std::unique_ptr<TlsStream> stream;
-    std::chrono::steady_clock::time_point made;
+    std::chrono::steady_clock::time_point made;  ///< or returned: idle since
+    bool returned = false;
   };
   struct Pool {
     std::string node_id;
     std::string relay;
-    std::deque<Spare> idle;  ///< oldest first: taken first, so the rest stay fresh
+    std::deque<Spare> idle;  ///< oldest first; taken from the back
     int dialing = 0;
     bool cooling = false;  ///< a refill failed: none until the next visitor
     std::chrono::steady_clock::time_point last_used;
@@ -502,7 +526,7 @@ class SpareShelf : public std::enable_shared_from_this<SpareShelf> {
       log_->info("relay.spare_failed node={} relay={} why=\"{}\"", pool.node_id, pool.relay, r.why);
       return;
     }
-    pool.idle.push_back({std::move(r.stream), std::chrono::steady_clock::now()});
+    pool.idle.push_back({std::move(r.stream), std::chrono::steady_clock::now(), false});
     stats_->spares_idle++;
   }
 
@@ -575,15 +599,16 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     }
     if (use_spare_) {
       if (auto* shelf = dialer_->shelf_for(conn_.socket.get_executor())) {
-        if (auto spare = shelf->take(route_)) {
+        if (auto spare = shelf->take(route_); spare.stream) {
           from_spare_ = true;
+          returned_ = spare.returned;
           refill_ = [shelf = shelf->weak_from_this(),
                      key = peer_key(route_.node_id, route_.relay)] {
             if (auto s = shelf.lock()) {
               s->post_fill(key);
             }
           };
-          ready(std::move(spare));
+          ready(std::move(spare.stream));
           return;
         }
       }
@@ -647,8 +672,14 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       return;
     }
     // Header and ClientHello in one write, without waiting for the status: one round trip.
+    // Protocol 2 frames the visitor's bytes from the first on (framed_stream.hpp).
+    framed_ = RelayTls::framed(stream_->ssl());
     out_ = std::move(*header);
-    out_.insert(out_.end(), conn_.peeked.begin(), conn_.peeked.end());
+    if (framed_) {
+      FramedStream::append_frames(out_, conn_.peeked);
+    } else {
+      out_.insert(out_.end(), conn_.peeked.begin(), conn_.peeked.end());
+    }
     write_out();
   }
 
@@ -734,7 +765,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   void splice() {
     auto& stats = *dialer_->stats_;
     stats.relayed_out++;
-    const bool resumed = SSL_session_reused(stream_->ssl()) == 1;
+    // A returned connection made no handshake for this visitor: resumed or not is its first's.
+    const bool resumed = !returned_ && SSL_session_reused(stream_->ssl()) == 1;
     if (resumed) {
       stats.resumed++;
     }
@@ -743,8 +775,9 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     }
     // The ClientHello went with the header; the bridge counts only what flows from here on.
     stats.out_bridges->bytes_in.fetch_add(conn_.peeked.size(), std::memory_order_relaxed);
-    log().debug("relay.out conn=t{} sni={} node={} relay={} resumed={} spare={}", conn_.id,
-                conn_.server_name, route_.node_id, route_.relay, resumed, from_spare_);
+    log().debug("relay.out conn=t{} sni={} node={} relay={} resumed={} spare={} returned={}",
+                conn_.id, conn_.server_name, route_.node_id, route_.relay, resumed, from_spare_,
+                returned_);
     auto* sweep = dialer_->sweep_for(conn_.socket.get_executor());
     if (sweep == nullptr) {
       log().error(
@@ -754,7 +787,21 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       conn_.alert_and_close(gw::kAlertInternalError);
       return;
     }
-    auto channel = std::make_shared<RelayChannel>(std::move(stream_), std::move(refill_));
+    std::unique_ptr<tunnel::PublicStream> stream;
+    if (framed_) {
+      // After the visitor's clean end the connection goes back on this thread's shelf (the
+      // bridge and its channel run here).
+      stream = std::make_unique<FramedStream>(
+          std::move(stream_), [shelf = shelf_weak(), key = peer_key(route_.node_id, route_.relay)](
+                                  std::unique_ptr<tunnel::PublicStream> s) {
+            if (auto sh = shelf.lock()) {
+              sh->give_back(key, as_tls(std::move(s)));
+            }
+          });
+    } else {
+      stream = std::move(stream_);
+    }
+    auto channel = std::make_shared<RelayChannel>(std::move(stream), std::move(refill_));
     refill_ = nullptr;
     const tunnel::ConnectionStart start = conn_.start();
     auto bridge = std::make_shared<tunnel::Bridge>(
@@ -804,6 +851,10 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   }
 
   spdlog::logger& log() { return *dialer_->log_; }
+  std::weak_ptr<SpareShelf> shelf_weak() {
+    auto* shelf = dialer_->shelf_for(conn_.socket.get_executor());
+    return shelf ? shelf->weak_from_this() : std::weak_ptr<SpareShelf>();
+  }
 
   std::shared_ptr<RelayDialer> dialer_;
   tunnel::IncomingConnection conn_;
@@ -811,6 +862,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   int attempt_;
   bool use_spare_;                ///< may take a warm spare (not after one just failed)
   bool from_spare_ = false;       ///< stream_ is a warm spare
+  bool returned_ = false;         ///< ... one that carried a visitor before
+  bool framed_ = false;           ///< relay protocol 2 (framed_stream.hpp)
   std::function<void()> refill_;  ///< replaces the spare taken: once, when it is done with
   boost::asio::steady_timer timer_;
   std::unique_ptr<TlsStream> stream_;

@@ -11,11 +11,14 @@
 // Wire, after the TLS handshake:   ingress -> owner: PROXY v2 header, then the visitor's bytes
 //                                  owner -> ingress: status u8, then the upstream's bytes
 // Status: 0 ok, 1 stale route, 2 overloaded, 3 denied by policy (see Status).
+// Protocol 2 (ALPN "snigate/2", both nodes of this version): the visitor's bytes each way are
+// framed (framed_stream.hpp), and after both end frames the connection waits here for the next
+// header, as a fresh one does: one handshake per connection, not per visitor. Protocol 1 (a
+// peer that offers no ALPN): raw bytes, the connection ends with its visitor.
 #pragma once
 
 #include <spdlog/logger.h>
 
-#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <memory>
 #include <vector>
@@ -44,24 +47,23 @@ class RelayListener {
   RelayListener(std::shared_ptr<RelayTls> tls, RelayConfig config,
                 std::shared_ptr<tunnel::EndpointRegistry> registry,
                 std::shared_ptr<RelayStats> stats, std::shared_ptr<spdlog::logger> log);
+  ~RelayListener();
 
   /// Listens on `where` once per context; returns the bound address. Throws on bind errors.
   boost::asio::ip::tcp::endpoint listen(const std::vector<boost::asio::io_context*>& contexts,
                                         const boost::asio::ip::tcp::endpoint& where);
   /// Thread-safe: stops accepting.
   void stop() { acceptors_.stop(); }
-  const RelayStats& stats() const { return *stats_; }
+  const RelayStats& stats() const;
+
+  struct Shared;  ///< what the connections share (they may outlive a call into this object)
 
  private:
   void on_accept(boost::asio::ip::tcp::socket socket);
 
   std::shared_ptr<RelayTls> tls_;
-  RelayConfig config_;
-  std::shared_ptr<tunnel::EndpointRegistry> registry_;
-  std::shared_ptr<RelayStats> stats_;
-  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<Shared> shared_;
   AcceptorSet acceptors_;
-  std::atomic<std::uint64_t> next_id_{kRelayConnIdBase};
 };
 
 }  // namespace gw::cluster

@@ -31,6 +31,10 @@ struct RelayStats {
   std::atomic<std::uint64_t> spare_expired{0};      ///< closed unused after spare_idle
   std::atomic<std::uint64_t> spare_dropped{0};      ///< closed: the peer left the registry
   std::atomic<std::uint64_t> spare_dial_failed{0};  ///< could not be opened (no visitor waited)
+  /// Protocol 2: back on the shelf after its visitor's clean end (framed_stream.hpp).
+  std::atomic<std::uint64_t> spare_returned{0};
+  /// ... closed instead: the shelf already held kMaxIdlePerPeer for that peer.
+  std::atomic<std::uint64_t> spare_surplus{0};
   /// Bytes and open connections of the ingress side's bridges (visitor <-> relay).
   std::shared_ptr<tunnel::BridgeStats> out_bridges = std::make_shared<tunnel::BridgeStats>();
 
@@ -41,7 +45,9 @@ struct RelayStats {
   std::atomic<std::uint64_t> in_stale{0};        ///< no local endpoint of that session: status 1
   std::atomic<std::uint64_t> in_timeout{0};      ///< no handshake / header in time (RelayConfig)
   std::atomic<std::uint64_t> in_overloaded{0};   ///< over max_pending: closed at once
-  std::atomic<std::int64_t> in_pending{0};       ///< relay connections not past their header
+  /// Protocol 2: a connection whose visitor ended cleanly, waiting for the next header.
+  std::atomic<std::uint64_t> in_kept{0};
+  std::atomic<std::int64_t> in_pending{0};  ///< relay connections not past their header
 };
 
 }  // namespace gw::cluster

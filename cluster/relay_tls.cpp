@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <cstring>
 #include <stdexcept>
 
 namespace gw::cluster {
@@ -22,6 +23,21 @@ std::string openssl_errors() {
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
 
 constexpr unsigned char kSessionIdContext[] = "snigate-relay";
+/// Relay protocol 2 as an ALPN list (length-prefixed): framed visitors, reusable connections.
+constexpr unsigned char kAlpnFramed[] = "\x09snigate/2";
+constexpr unsigned kAlpnFramedSize = sizeof kAlpnFramed - 1;
+
+/// The listener's ALPN choice: protocol 2 when the dialer offers it, else none (protocol 1).
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned inlen, void*) {
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, outlen, kAlpnFramed, kAlpnFramedSize, in, inlen) ==
+      OPENSSL_NPN_NEGOTIATED) {
+    *out = chosen;  // points into `in` (or kAlpnFramed): both outlive the callback
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
 /// The owner's session cache (stateful tickets, see load()).
 constexpr long kServerSessions = 256;
 
@@ -113,6 +129,12 @@ std::shared_ptr<RelayTls> RelayTls::load(const RelayConfig& config) {
                                  SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(tls->client_.get(), &RelayTls::on_new_session);
   SSL_CTX_set_app_data(tls->client_.get(), tls.get());  // borrowed: tls owns the context
+  if (config.framing) {
+    SSL_CTX_set_alpn_select_cb(tls->server_.get(), &select_alpn, nullptr);
+    if (SSL_CTX_set_alpn_protos(tls->client_.get(), kAlpnFramed, kAlpnFramedSize) != 0) {
+      fail("relay TLS: " + openssl_errors());
+    }
+  }
   return tls;
 }
 
@@ -145,6 +167,13 @@ int RelayTls::on_new_session(SSL* ssl, SSL_SESSION* session) {
   // The key's entry exists (client_for made it); returning 1: the reference is ours now.
   self->sessions_.find(*key)->second = SslSessionPtr(session);
   return 1;
+}
+
+bool RelayTls::framed(SSL* ssl) {
+  const unsigned char* proto = nullptr;
+  unsigned len = 0;
+  SSL_get0_alpn_selected(ssl, &proto, &len);  // borrowed from ssl
+  return len == kAlpnFramedSize - 1 && std::memcmp(proto, kAlpnFramed + 1, len) == 0;
 }
 
 std::optional<std::string> RelayTls::peer_node_id(SSL* ssl) {

@@ -48,6 +48,12 @@ struct RelayConfig {
   std::chrono::milliseconds spare_idle{20000};
   std::chrono::milliseconds quarantine{5000};  ///< dialer: an unreachable peer is skipped this long
   std::int64_t max_pending = 4096;  ///< listener: relay connections not yet past their header
+  /// Relay protocol 2 (ALPN "snigate/2"): the visitor's bytes framed (cluster/framed_stream.hpp),
+  /// so a connection whose visitor ended cleanly carries the next one. Offered by the dialer,
+  /// chosen by the listener; a node of an earlier version offers and chooses nothing, and both
+  /// sides then speak protocol 1 (raw bytes, a connection per visitor). false: protocol 1 only
+  /// (tests of a mixed cluster).
+  bool framing = true;
 };
 
 /// The two contexts, and the client session cache. Thread-safe after load().
@@ -73,6 +79,8 @@ class RelayTls {
 
   /// The node id a verified peer certificate names (its first subjectAltName DNS entry).
   static std::optional<std::string> peer_node_id(SSL* ssl);
+  /// After the handshake: both sides speak relay protocol 2 (ALPN "snigate/2" was chosen).
+  static bool framed(SSL* ssl);
 
  private:
   static int on_new_session(SSL* ssl, SSL_SESSION* session);

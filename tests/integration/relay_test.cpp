@@ -3,7 +3,9 @@
 // a stranger CA). Proves bytes flow both ways (half-close included), that the owner gets the
 // visitor's address, the SNI and the ClientHello, and that a client without a valid
 // certificate, a malformed header, an unknown route and an unreachable peer are each refused
-// and counted. Every wait is bounded.
+// and counted; and that with relay protocol 2 (framed visitors) a connection whose visitor ended,
+// cleanly or with a reset, carries the next one, while a peer of protocol 1 still gets raw
+// bytes. Every wait is bounded.
 #include <gtest/gtest.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
@@ -116,6 +118,8 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
       client = conn.client;
       server_name = conn.server_name;
       peeked = conn.peeked;
+      received = conn.peeked;
+      saw_eof = saw_reset = false;
       ingress_node = conn.ingress_node;
       delivered++;
     }
@@ -129,6 +133,7 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
   tcp::endpoint client;
   std::string server_name;
   Bytes peeked;
+  Bytes received;  ///< the last visitor's bytes: peeked, then what came through the stream
   std::string ingress_node;
   int delivered = 0;
   std::string after_own_eof;  ///< bytes read after "close-first" made us half-close first
@@ -151,11 +156,18 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
           (void)stream_->write_some(bytes_of("bye"));
           stream_->shutdown_send();
         }
+        stream_->close();  // both ways done, as a session's bridge closes (protocol 2: reused)
         std::lock_guard lock(mutex);
         saw_eof = true;
+        saw_reset = r.status == tunnel::PublicStream::Io::error;
         return;
       }
       const std::string got(reinterpret_cast<const char*>(buf.data()), r.bytes);
+      {
+        std::lock_guard lock(mutex);
+        received.insert(received.end(), buf.begin(),
+                        buf.begin() + static_cast<std::ptrdiff_t>(r.bytes));
+      }
       if (half_closed_) {
         std::lock_guard lock(mutex);
         after_own_eof += got;
@@ -177,6 +189,7 @@ class EchoEndpoint final : public tunnel::TunnelEndpoint,
 
  public:
   bool saw_eof = false;
+  bool saw_reset = false;  ///< the last visitor's end was an error, not an EOF
 };
 
 class FakeRoutes final : public tunnel::ClusterRoutes {
@@ -354,6 +367,41 @@ class RelayTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
+  /// The ingress speaks relay protocol 1 only (a node of an earlier version): no ALPN offered.
+  void ingress_protocol_1() {
+    auto c = pki_->config("node-1");
+    c.framing = false;
+    ingress_tls_ = RelayTls::load(c);
+    dialer_ =
+        std::make_shared<RelayDialer>(ingress_tls_, c, routes_, nullptr, std::vector{&ingress_.ioc},
+                                      no_handshake_watch(), ingress_stats_, log_);
+  }
+  /// The owner speaks relay protocol 1 only: a listener that chooses no ALPN; its route.
+  tunnel::RemoteRoute owner_protocol_1() {
+    listener_->stop();
+    auto c = pki_->config("node-2");
+    c.framing = false;
+    owner_tls_ = RelayTls::load(c);
+    extra_listener_ = std::make_unique<RelayListener>(owner_tls_, c, registry_, owner_stats_, log_);
+    const auto addr =
+        extra_listener_->listen({&owner_.ioc}, tcp::endpoint(make_address("127.0.1.2"), 0));
+    return route(17, "127.0.1.2:" + std::to_string(addr.port()));
+  }
+
+  /// One visitor that ends cleanly: its hello and `data`, then its FIN, and reads the echo,
+  /// "bye" and the owner's EOF. Returns what it read.
+  std::string clean_visit(const tunnel::RemoteRoute& r, const std::string& hello,
+                          const std::string& data, const std::string& source = "127.0.0.9") {
+    accept_one(hello.size(), r);
+    const int fd = visitor(source);
+    send_all(fd, hello);
+    send_all(fd, data);
+    ::shutdown(fd, SHUT_WR);
+    std::string got = read_all(fd);
+    ::close(fd);
+    return got;
+  }
+
   tunnel::RemoteRoute route(std::uint64_t session, std::string relay = "") {
     return {"app.test",
             "node-2",
@@ -524,10 +572,12 @@ TEST_F(RelayTest, BytesFlowBothWaysWithTheVisitorsAddressSniAndHello) {
   EXPECT_EQ(ingress_stats_->spare_used.load(), 0u);  // the first visitor to a peer dials
 }
 
-// Proves the warm spares: the first visitor to a peer makes kSparesPerPeer (2) of them, the next
-// ones go over a spare (counted), each taken spare is replaced, and the replacements resume the
-// TLS session the first connections got tickets for.
+// Proves the warm spares with a peer of relay protocol 1 (a connection per visitor): the first
+// visitor to a peer makes kSparesPerPeer (2) of them, the next ones go over a spare (counted),
+// each taken spare is replaced, and the replacements resume the TLS session the first
+// connections got tickets for.
 TEST_F(RelayTest, LaterVisitorsGoOverWarmSparesThatResume) {
+  ingress_protocol_1();
   echo_once(route(17), "127.0.0.9");
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
   EXPECT_EQ(owner_stats_->in_pending.load(), 2);  // the owner holds them before their header
@@ -542,6 +592,91 @@ TEST_F(RelayTest, LaterVisitorsGoOverWarmSparesThatResume) {
   EXPECT_GE(ingress_stats_->resumed.load(), 1u);
   EXPECT_EQ(ingress_stats_->out_protocol.load() + ingress_stats_->spare_redialed.load(), 0u);
   EXPECT_EQ(owner_stats_->in_timeout.load(), 0u);
+  EXPECT_EQ(ingress_stats_->spare_returned.load() + owner_stats_->in_kept.load(), 0u);
+}
+
+// Proves relay protocol 2: a visitor that ends cleanly (FIN both ways) leaves its relay
+// connection open, and the next visitors go over it, with no handshake: the owner keeps it for
+// the next header (in_kept) and the ingress puts it back on its shelf (returned). Each visitor
+// still gets its own bytes, address and EOF.
+TEST_F(RelayTest, CleanVisitorsLeaveTheirConnectionForTheNext) {
+  for (int i = 0; i < 5; ++i) {
+    const std::string source = "127.0.0.1" + std::to_string(i);
+    EXPECT_EQ(clean_visit(route(17), "hello", "ping" + std::to_string(i), source),
+              "echo:ping" + std::to_string(i) + "bye")
+        << i;
+    ASSERT_TRUE(eventually([&] { return owner_stats_->in_kept.load() == i + 1u; })) << i;
+    ASSERT_TRUE(eventually([&] { return ingress_stats_->spare_returned.load() == i + 1u; }));
+    std::lock_guard lock(endpoint_->mutex);
+    EXPECT_EQ(endpoint_->client.address(), make_address(source));
+  }
+  EXPECT_EQ(owner_stats_->relayed_in.load(), 5u);
+  EXPECT_EQ(ingress_stats_->spare_used.load(), 4u);
+  // Every relay connection the owner ever accepted is still open (none per visitor): the first
+  // visitor's, and the 2 spares its dial made.
+  EXPECT_EQ(owner_stats_->in_pending.load(), 3);
+  EXPECT_EQ(ingress_stats_->spares_idle.load(), 3);
+  EXPECT_EQ(owner_stats_->in_bad_header.load() + owner_stats_->in_timeout.load(), 0u);
+  EXPECT_EQ(ingress_stats_->out_protocol.load() + ingress_stats_->spare_redialed.load(), 0u);
+}
+
+// Proves a ClientHello larger than a frame (16 KiB) crosses in frames, the owner's header read
+// taking part of them with it, and arrives whole and in order.
+TEST_F(RelayTest, ALargeHelloCrossesInFrames) {
+  std::string hello(40000, 'h');
+  for (std::size_t i = 0; i < hello.size(); i += 97) {
+    hello[i] = static_cast<char>('a' + i % 26);
+  }
+  const std::string got = clean_visit(route(17), hello, "x");
+  EXPECT_TRUE(got.starts_with("echo:") && got.ends_with("xbye")) << got.size();
+  std::lock_guard lock(endpoint_->mutex);
+  EXPECT_EQ(endpoint_->received, bytes_of(hello + "x"));
+  EXPECT_FALSE(endpoint_->peeked.empty());
+}
+
+// Proves a visitor's reset (as most HTTP clients end) reaches the owner as a reset, not as an
+// EOF, while the owner's side is still open; the ingress then waits for the owner's end frame
+// (discarding what comes before it) and the connection carries the next visitor.
+TEST_F(RelayTest, AResetVisitorStillLeavesItsConnectionForTheNext) {
+  accept_one(5, route(17));
+  const int fd = visitor();
+  send_all(fd, "hello");
+  send_all(fd, "y");
+  EXPECT_EQ(read_n(fd, 6), "echo:y");
+  const linger reset{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  ::close(fd);  // RST
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(endpoint_->mutex);
+    return endpoint_->saw_eof;
+  }));
+  {
+    std::lock_guard lock(endpoint_->mutex);
+    EXPECT_TRUE(endpoint_->saw_reset);
+  }
+  ASSERT_TRUE(eventually([&] { return ingress_stats_->spare_returned.load() == 1; }));
+  ASSERT_TRUE(eventually([&] { return owner_stats_->in_kept.load() == 1; }));
+  EXPECT_EQ(clean_visit(route(17), "hello", "z"), "echo:zbye");
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(endpoint_->mutex);
+    return endpoint_->saw_eof;
+  }));
+  std::lock_guard lock(endpoint_->mutex);
+  EXPECT_FALSE(endpoint_->saw_reset);
+  EXPECT_EQ(endpoint_->received, bytes_of("helloz"));
+}
+
+// Proves a mixed cluster works: an owner of protocol 1 (no ALPN chosen) gets raw bytes from a
+// protocol 2 ingress, and nothing is reused; and the other way round (see
+// LaterVisitorsGoOverWarmSparesThatResume for a protocol 1 ingress).
+TEST_F(RelayTest, AnOwnerOfProtocolOneGetsRawBytes) {
+  const auto r = owner_protocol_1();
+  EXPECT_EQ(clean_visit(r, "hello", "ping"), "echo:pingbye");
+  EXPECT_EQ(clean_visit(r, "hello", "pong"), "echo:pongbye");
+  std::lock_guard lock(endpoint_->mutex);
+  EXPECT_EQ(endpoint_->received, bytes_of("hellopong"));
+  EXPECT_EQ(owner_stats_->relayed_in.load(), 2u);
+  EXPECT_EQ(ingress_stats_->spare_returned.load() + owner_stats_->in_kept.load(), 0u);
 }
 
 // Proves a dead spare never loses the visitor: the owner closes the spares it holds (here its
@@ -590,16 +725,19 @@ TEST_F(RelayTest, SpareThatBreaksAfterTheHeaderRedialsTheVisitor) {
 
 // Proves spares exist only for peers in the registry: when the peer leaves, its spares close.
 TEST_F(RelayTest, SparesCloseWhenThePeerLeavesTheRegistry) {
-  echo_once(route(17));
-  ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
+  EXPECT_EQ(clean_visit(route(17), "hello", "x"), "echo:xbye");
+  // The 2 spares and the visitor's own connection, back after its clean end.
+  ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 3; }));
+  const std::uint64_t idle = 3;
   {
     std::lock_guard lock(routes_->mutex);
     routes_->gone = "node-2";
   }
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 0; }));
-  EXPECT_EQ(ingress_stats_->spare_dropped.load(), 2u);
-  // The owner sees them close before their header: a bad header, not a timeout.
+  EXPECT_EQ(ingress_stats_->spare_dropped.load(), idle);
+  // The owner sees them close before any header byte: unused, neither a bad header nor a timeout.
   ASSERT_TRUE(eventually([&] { return owner_stats_->in_pending.load() == 0; }));
+  EXPECT_EQ(owner_stats_->in_bad_header.load() + owner_stats_->in_timeout.load(), 0u);
 }
 
 // Proves half-close the other way: the owner's side ends first (TLS close_notify, then the
