@@ -7,8 +7,10 @@ with a real TLS client, as everywhere."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 import time
@@ -19,9 +21,10 @@ from paramiko.common import (MSG_CHANNEL_FAILURE, MSG_CHANNEL_SUCCESS, cMSG_CHAN
                              cMSG_CHANNEL_REQUEST, cMSG_CHANNEL_WINDOW_ADJUST, cMSG_GLOBAL_REQUEST,
                              cMSG_SERVICE_REQUEST, cMSG_USERAUTH_REQUEST)
 
-from conftest import client_hello, fwd, https_get, read_events, wait_for
-from stresslib import (SANITIZED, KiB, MiB, Proc, figures, median, metrics,  # noqa: F401
-                       percentile, scaled, stress_gateway, timed_ms, timed_within)
+from conftest import client_hello, fwd, https_get, is_alert, read_events, wait_for
+from stresslib import (SANITIZED, KiB, MiB, Proc, figures, in_thread, median,  # noqa: F401
+                       metrics, open_from, percentile, scaled, sources, stress_gateway,
+                       timed_ms, timed_within)
 
 NAME = "app.alice.test"
 
@@ -380,3 +383,110 @@ def test_reading_client_flooding_channel_messages_gets_bounded_work(gateway_fact
     if kind == "env":
         assert delta["snigate_ssh_requests_refused_total"] > 0
     assert delta["snigate_ssh_sessions_paused_total"] > 0
+
+
+MUTE = "mute.alice.test"
+
+
+async def visitors_at(port: int, name: str, rate: float, seconds: float, addrs: list[str],
+                      bound: float) -> list[tuple[float, bytes]]:
+    """Visitors for `name` at `rate` a second for `seconds`, from `addrs` in turn: each sends a
+    ClientHello and reads until the gateway closes (at most `bound` s). Per visitor: seconds
+    from its ClientHello to the close, and what it read (first 64 bytes)."""
+    hello = client_hello(name)
+
+    async def one(source: str):
+        reader, writer = await open_from(port, source)
+        writer.write(hello)
+        t0, got = time.monotonic(), b""
+        try:
+            async with asyncio.timeout(bound):
+                while chunk := await reader.read(4096):
+                    got = (got + chunk)[:64]
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+        writer.close()
+        return time.monotonic() - t0, got
+
+    tasks = []
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(addrs[i % len(addrs)])))
+    return await asyncio.gather(*tasks)
+
+
+def test_client_answering_no_open_is_capped_then_closed(gateway_factory, upstream, client_ctx,
+                                                        figures):
+    # Proves (item 1, the last part): a key holder whose ssh client answers no forwarded-tcpip
+    # open (a real ssh client, stopped with SIGSTOP) while visitors arrive at its endpoint at
+    # 300/s costs the gateway bounded CPU and descriptors: 256 opens wait unanswered (those
+    # visitors get alert 80 at the 10 s open deadline), every later visitor gets alert 80 at once
+    # (counted as `limit`), another user's tunnel keeps its round trip, the descriptors come back
+    # once the waiting visitors are answered, and after 60 s without an answer the session is
+    # told why (the client prints it once it runs again) and closed.
+    sc = Scene(gateway_factory, upstream, client_ctx, 0)
+    gw, get, proc, baseline = sc.gw, sc.get, sc.proc, sc.baseline
+    mute = gw.tunnel([fwd(MUTE, upstream)]).start()
+    fds0 = proc.fds()
+    os.kill(mute.proc.pid, signal.SIGSTOP)
+    limit0 = metrics(gw).get('snigate_connections_refused_total{reason="limit"}', 0)
+    seconds = scaled(full=15, ci=5)
+    rate = 300
+    cpu0, t0 = proc.cpu_seconds(), time.monotonic()
+    flood = in_thread(visitors_at, gw.tls_port, MUTE, rate, seconds, sources(8, block=7), 15)
+    fd_samples, flooding = [], threading.Event()
+    flooding.set()
+
+    def sample_fds():  # bounded: the flood's own bound ends it
+        while flooding.is_set():
+            fd_samples.append(proc.fds())
+            time.sleep(0.05)
+    sampler = threading.Thread(target=sample_fds, daemon=True)
+    sampler.start()
+    during = timed_within(get, 20, round_trip_limit(baseline))
+    try:
+        answers = flood(seconds + 30)
+    finally:
+        flooding.clear()
+        sampler.join(5)
+    fds_peak = max(fd_samples)
+    cpu = (proc.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    flooded = time.monotonic()
+    after = timed_within(get, 20, round_trip_limit(baseline))
+    fds1 = proc.fds()
+    alerted = [t for t, got in answers if is_alert(got, 80)]
+    at_once = [t for t in alerted if t < 5.0]  # in ms; 5 s only bounds a loaded machine
+    waited = [t for t in alerted if 9.5 <= t <= 12.0]
+    refused = metrics(gw).get('snigate_connections_refused_total{reason="limit"}', 0) - limit0
+    # The session: closed 60 s after its first unanswered open, with the reason in its terminal.
+    wait_for(lambda: "channel opens unanswered" in gw.log_text(), 75 - (flooded - t0),
+             "the session of the client that answers nothing to be closed")
+    closed_after = time.monotonic() - t0
+    os.kill(mute.proc.pid, signal.SIGCONT)
+    mute.wait_exit(20)
+    told = "has answered no connection for 60 s" in mute.all_output()
+    ok = round_trips(figures, "unanswered opens", baseline, during)
+    back = median(after) <= round_trip_limit(baseline)
+    figures("visitors to the stopped client's endpoint (300/s)", len(answers), "")
+    figures("alert 80 to every one", len(alerted), "", f"= {len(answers)}",
+            len(alerted) == len(answers))
+    figures("... at the 10 s open deadline (opens left unanswered)", len(waited), "", "= 256",
+            len(waited) == 256)
+    figures("... at once (over the cap), counted as limit", len(at_once), "",
+            f"= {len(answers) - 256} = counted", len(at_once) == len(answers) - 256 == refused)
+    if at_once:
+        figures("... at once: time to the alert, median", median(at_once) * 1000, "ms")
+    figures("gateway CPU during the flood", cpu * 100, "% of a core", "<= 50", cpu <= 0.5)
+    figures("gateway descriptors before / peak / after", f"{fds0}/{fds_peak}/{fds1}", "",
+            "peak <= +320, after <= +10", fds_peak <= fds0 + 320 and fds1 <= fds0 + 10)
+    figures("legit round trip after, p50", median(after), "ms", "back to idle", back)
+    figures("session closed after its first unanswered open", closed_after, "s", "60-75",
+            60 <= closed_after <= 75)
+    figures("the ssh client printed why", int(told), "", "= 1", told)
+    assert ok and back and told and cpu <= 0.5 and 60 <= closed_after <= 75
+    assert len(alerted) == len(answers) and len(waited) == 256
+    assert len(at_once) == len(answers) - 256 == refused
+    assert fds_peak <= fds0 + 320 and fds1 <= fds0 + 10
