@@ -79,7 +79,10 @@ def test_one_relay_connection_carries_visitor_after_visitor(cluster, keys, upstr
         a = https_get(n2.tls_port, "app.alice.test", client_ctx, host=n2.host, source=VISITOR)
         assert a.status == 200 and a.body.startswith("hello from upstream"), a
 
-    # What node 2's route check above relayed comes before this test's visitors.
+    # What node 2's route check above relayed comes before this test's visitors: its record is
+    # written when its connection closes, which may be after routed() returned.
+    wait_for(lambda: [e for e in closed_events(n1) if e["object"]["conn"]["ingress_node"] == "n2"],
+             10, "the owner's record of node 2's route check")
     before2, before_records = metrics(n2), len(closed_events(n1))
 
     def grew(m: dict, name: str, **labels) -> float:
