@@ -673,9 +673,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     }
     // Header and ClientHello in one write, without waiting for the status: one round trip.
     // Protocol 2 frames the visitor's bytes from the first on (framed_stream.hpp).
-    framed_ = RelayTls::framed(stream_->ssl());
     out_ = std::move(*header);
-    if (framed_) {
+    if (RelayTls::framed(stream_->ssl())) {
       FramedStream::append_frames(out_, conn_.peeked);
     } else {
       out_.insert(out_.end(), conn_.peeked.begin(), conn_.peeked.end());
@@ -788,7 +787,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       return;
     }
     std::unique_ptr<tunnel::PublicStream> stream;
-    if (framed_) {
+    if (RelayTls::framed(stream_->ssl())) {
       // After the visitor's clean end the connection goes back on this thread's shelf (the
       // bridge and its channel run here).
       stream = std::make_unique<FramedStream>(
@@ -863,7 +862,6 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   bool use_spare_;                ///< may take a warm spare (not after one just failed)
   bool from_spare_ = false;       ///< stream_ is a warm spare
   bool returned_ = false;         ///< ... one that carried a visitor before
-  bool framed_ = false;           ///< relay protocol 2 (framed_stream.hpp)
   std::function<void()> refill_;  ///< replaces the spare taken: once, when it is done with
   boost::asio::steady_timer timer_;
   std::unique_ptr<TlsStream> stream_;

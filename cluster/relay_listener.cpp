@@ -55,8 +55,7 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
         shared_(std::move(shared)),
         peer_(std::move(peer)),
         peer_node_(std::move(peer_node)),
-        handshaken_(true),
-        framed_(true) {
+        handshaken_(true) {
     shared_->stats->in_pending++;
   }
   ~Inbound() { shared_->stats->in_pending--; }
@@ -103,7 +102,6 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     }
     handshaken_ = true;
     peer_node_ = RelayTls::peer_node_id(stream_->ssl()).value_or("?");
-    framed_ = RelayTls::framed(stream_->ssl());
     // A verified peer may hold this connection as a warm spare (relay_dialer.hpp): it sends the
     // header when a visitor comes, and closes the spare itself after spare_idle.
     arm(config().spare_idle + config().accept_timeout);
@@ -127,8 +125,7 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
       if (r.status != tunnel::PublicStream::Io::ok) {
         if (buffer_.empty() && handshaken_) {
           // The dialer let a spare (or a kept connection) go unused: its normal end.
-          done_ = true;
-          timer_.cancel();
+          settle();
           log().debug("relay.unused conn=t{} node={}", id_, peer_node_);
           stream_->close();
           return;
@@ -180,8 +177,7 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
       log().info("relay.stale conn=t{} from={} sni={} session={} revision={}", id_, peer_node_,
                  sni_, printable(h.route->session_id, 64), h.route->revision);
       answer(Status::stale);
-      done_ = true;
-      timer_.cancel();
+      settle();
       stream_->shutdown_send();
       stream_->close();
       return;
@@ -191,20 +187,21 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
       refuse("the peer's connection failed before the status byte");
       return;
     }
-    done_ = true;
-    timer_.cancel();
+    settle();
     stats().relayed_in++;
+    // Relay protocol 2 (chosen by ALPN in the handshake, so the same for every visitor here).
+    const bool framed = RelayTls::framed(stream_->ssl());
     log().debug("relay.accept conn=t{} from={} ingress_conn={} client={} sni={} s={} framed={}",
                 id_, peer_node_, h.unique_id ? printable(*h.unique_id, 128) : "-",
-                h.source->address().to_string(), sni_, *session, framed_);
+                h.source->address().to_string(), sni_, *session, framed);
     std::vector<std::byte> after(buffer_.begin() + static_cast<std::ptrdiff_t>(p.consumed),
                                  buffer_.end());
     std::vector<std::byte>().swap(buffer_);
     auto& ioc = static_cast<boost::asio::io_context&>(stream_->executor().context());
     std::unique_ptr<tunnel::PublicStream> stream;
     std::vector<std::byte> peeked;
-    if (framed_) {
-      // Protocol 2: the visitor's bytes come framed; after its clean end the connection waits
+    if (framed) {
+      // The visitor's bytes come framed; after its clean end the connection waits
       // here for the next header, on whatever thread the visitor's session ran.
       auto framed = std::make_unique<FramedStream>(
           std::move(stream_),
@@ -225,6 +222,12 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
         internal ? h.teammate->session_id : 0, internal ? h.teammate->key_fingerprint : ""});
   }
 
+  /// The connection is decided (handed on, answered or refused): the deadline no longer applies.
+  void settle() {
+    done_ = true;
+    timer_.cancel();
+  }
+
   /// The status byte. The first write after a handshake always fits in the socket buffer.
   bool answer(Status status) {
     const std::byte b{static_cast<std::uint8_t>(status)};
@@ -235,8 +238,7 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
     if (done_) {
       return;
     }
-    done_ = true;
-    timer_.cancel();
+    settle();
     log().warn("relay.refuse conn=t{} peer={} node={} sni={} reason=\"{}\"", id_,
                peer_.address().to_string(), peer_node_, sni_.empty() ? "-" : sni_, why);
     stream_->close();
@@ -251,7 +253,6 @@ class Inbound : public std::enable_shared_from_this<Inbound> {
   std::string sni_;
   std::vector<std::byte> buffer_;
   bool handshaken_ = false;
-  bool framed_ = false;  ///< relay protocol 2 (ALPN): see framed_stream.hpp
   bool done_ = false;
 };
 

@@ -343,7 +343,6 @@ class RelayTest : public ::testing::Test {
                                               std::make_shared<spdlog::sinks::null_sink_mt>());
     }
     owner_tls_ = RelayTls::load(pki_->config("node-2"));
-    ingress_tls_ = RelayTls::load(pki_->config("node-1"));
     registry_ = std::make_shared<tunnel::EndpointRegistry>();
     endpoint_ = std::make_shared<EchoEndpoint>();
     auto claim =
@@ -355,9 +354,7 @@ class RelayTest : public ::testing::Test {
     relay_addr_ = listener_->listen({&owner_.ioc}, tcp::endpoint(make_address("127.0.1.2"), 0));
     routes_ = std::make_shared<FakeRoutes>();
     routes_->route = route(17);
-    dialer_ = std::make_shared<RelayDialer>(ingress_tls_, pki_->config("node-1"), routes_, nullptr,
-                                            std::vector{&ingress_.ioc}, no_handshake_watch(),
-                                            ingress_stats_, log_);
+    ingress_with(pki_->config("node-1"));
     public_ =
         std::make_unique<tcp::acceptor>(ingress_.ioc, tcp::endpoint(make_address("127.0.1.1"), 0));
   }
@@ -367,25 +364,34 @@ class RelayTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  /// The ingress speaks relay protocol 1 only (a node of an earlier version): no ALPN offered.
-  void ingress_protocol_1() {
-    auto c = pki_->config("node-1");
-    c.framing = false;
+  /// The ingress's dialer (and its TLS) with config `c`.
+  void ingress_with(const RelayConfig& c) {
     ingress_tls_ = RelayTls::load(c);
     dialer_ =
         std::make_shared<RelayDialer>(ingress_tls_, c, routes_, nullptr, std::vector{&ingress_.ioc},
                                       no_handshake_watch(), ingress_stats_, log_);
   }
-  /// The owner speaks relay protocol 1 only: a listener that chooses no ALPN; its route.
-  tunnel::RemoteRoute owner_protocol_1() {
+  /// The owner's listener replaced by one (and its TLS) with config `c`; the route to it.
+  tunnel::RemoteRoute owner_with(const RelayConfig& c) {
     listener_->stop();
-    auto c = pki_->config("node-2");
-    c.framing = false;
     owner_tls_ = RelayTls::load(c);
+    // Destroyed after TearDown stopped the threads, as listener_ is.
     extra_listener_ = std::make_unique<RelayListener>(owner_tls_, c, registry_, owner_stats_, log_);
     const auto addr =
         extra_listener_->listen({&owner_.ioc}, tcp::endpoint(make_address("127.0.1.2"), 0));
     return route(17, "127.0.1.2:" + std::to_string(addr.port()));
+  }
+  /// The ingress speaks relay protocol 1 only (a node of an earlier version): no ALPN offered.
+  void ingress_protocol_1() {
+    auto c = pki_->config("node-1");
+    c.framing = false;
+    ingress_with(c);
+  }
+  /// The owner speaks relay protocol 1 only: a listener that chooses no ALPN; its route.
+  tunnel::RemoteRoute owner_protocol_1() {
+    auto c = pki_->config("node-2");
+    c.framing = false;
+    return owner_with(c);
   }
 
   /// One visitor that ends cleanly: its hello and `data`, then its FIN, and reads the echo,
@@ -683,16 +689,10 @@ TEST_F(RelayTest, AnOwnerOfProtocolOneGetsRawBytes) {
 // header deadline is made short, as a restarted peer closes them all), and the next visitor still
 // gets through on a fresh dial; the dead spares are counted.
 TEST_F(RelayTest, DeadSparesAreSkippedAndTheVisitorDialsAfresh) {
-  listener_->stop();
   auto quick = pki_->config("node-2");
   quick.spare_idle = std::chrono::milliseconds(0);
   quick.accept_timeout = std::chrono::milliseconds(1000);
-  // Destroyed after TearDown stopped the threads, as listener_ is.
-  extra_listener_ =
-      std::make_unique<RelayListener>(owner_tls_, quick, registry_, owner_stats_, log_);
-  const auto addr =
-      extra_listener_->listen({&owner_.ioc}, tcp::endpoint(make_address("127.0.1.2"), 0));
-  const auto r = route(17, "127.0.1.2:" + std::to_string(addr.port()));
+  const auto r = owner_with(quick);
   echo_once(r, "127.0.0.9");
   ASSERT_TRUE(eventually([&] { return ingress_stats_->spares_idle.load() == 2; }));
   // The owner times both out (1 s after their handshakes), the ingress finds them dead.
